@@ -1,0 +1,3 @@
+from e2evision.cli import main
+
+main()

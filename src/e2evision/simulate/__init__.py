@@ -1,0 +1,1 @@
+"""Simulators that write the community's public formats (see docs/simulation.md)."""

@@ -1,0 +1,5 @@
+"""Preprocessing as composable modules (more transforms arrive with the dataset formats issue)."""
+
+from e2evision.transforms.normalize import ChannelNormalizer
+
+__all__ = ["ChannelNormalizer"]
