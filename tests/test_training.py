@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -74,6 +75,18 @@ def test_run_directory_is_complete_and_reproducible(egamma_pair, tmp_path):
         xs, _ = EgammaHDF5([p, e]).read(pred["test_index"])
         scores = torch.sigmoid(module(torch.from_numpy(xs))).numpy()
     np.testing.assert_allclose(scores, pred["test_fold_scores"][0], rtol=1e-5, atol=1e-6)
+    # The per-epoch history pairs each epoch's train loss with that epoch's validation (as
+    # Lightning's own CSV log has them), so learning curves are not shifted by one epoch.
+    logged: dict[int, dict[str, float]] = {}
+    with open(out / "fold_0" / "logs" / "metrics.csv") as fh:
+        for row in csv.DictReader(fh):
+            logged.setdefault(int(row["epoch"]), {}).update({k: float(v) for k, v in row.items()
+                                                            if v and k in ("train_loss", "val_auc")})
+    hist0 = [h for h in metrics["history"] if h["fold"] == 0]
+    assert [h["epoch"] for h in hist0] == sorted(logged)
+    for h in hist0:
+        assert h["train_loss"] == pytest.approx(logged[h["epoch"]]["train_loss"])
+        assert h["val_auc"] == pytest.approx(logged[h["epoch"]]["val_auc"])
     norm = json.loads((out / "fold_0" / "normalizer.json").read_text())
     assert norm["mode"] == "scale" and len(norm["scale"]) == 2
 

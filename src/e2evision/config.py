@@ -36,6 +36,12 @@ class PreprocessConfig(_Strict):
     clip: float | None = Field(None, gt=0.0, description="clip normalised values to ±clip")
 
 
+class AugmentConfig(_Strict):
+    flip_eta: bool = Field(False, description="flip η (axis -2) with probability p, training only")
+    flip_phi: bool = Field(False, description="flip φ (axis -1) with probability p, training only")
+    p: float = Field(0.5, ge=0.0, le=1.0)
+
+
 class ModelConfig(_Strict):
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -65,6 +71,7 @@ class ExperimentConfig(_Strict):
     seed: int = 42
     data: DataConfig = Field(default_factory=DataConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
 

@@ -23,6 +23,7 @@ CHANNELS = ["ecal_energy", "ecal_time"]
 IMAGE_KEY = "X"
 LABEL_KEY = "y"
 VALID_LABELS = (0.0, 1.0)
+_SLICE_BYTES = 256 * 2**20  # largest covering slice read at once for a dense, non-contiguous request
 
 
 class EgammaHDF5(ImageDataset):
@@ -115,9 +116,14 @@ class EgammaHDF5(ImageDataset):
         if local.size == 0:
             return np.empty((0, *ds.shape[1:]), dtype=np.float32)
         lo, hi = int(local[0]), int(local[-1]) + 1
+        row_bytes = int(np.prod(ds.shape[1:])) * 4
         try:
-            if hi - lo == local.size:  # contiguous: one slice read is far faster than fancy indexing
+            # h5py's fancy indexing is slow (one selection per index): when the request is dense,
+            # read the covering slice in one go and pick the rows in memory, within a RAM bound.
+            if hi - lo == local.size or (hi - lo <= 4 * local.size and (hi - lo) * row_bytes <= _SLICE_BYTES):
                 block = ds[lo:hi]
+                if hi - lo != local.size:
+                    block = block[local - lo]
             else:
                 block = ds[local]
         except OSError as err:  # truncated or corrupt chunk

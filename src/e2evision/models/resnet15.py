@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from e2evision.models.heads import FusionHead
+from e2evision.models.heads import FusionHead, ImageModel
 from e2evision.models.registry import register_model
 
 
@@ -32,7 +32,7 @@ class ResBlock(nn.Module):
         return self.act(out + self.shortcut(x))
 
 
-class ResNet15(nn.Module):
+class ResNet15(ImageModel):
     def __init__(
         self,
         in_chans: int,
@@ -63,19 +63,6 @@ class ResNet15(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled image features ``(N, num_features)``."""
         return self.pool(self.blocks(self.stem(x))).flatten(1)
-
-    def forward_head(self, features: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(features, scalars)
-
-    def forward(self, x: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x), scalars)
-
-    def reset_classifier(self, num_outputs: int, num_scalars: int | None = None) -> None:
-        n_s = self.head.num_scalars if num_scalars is None else num_scalars
-        self.head = FusionHead(self.num_features, num_outputs, n_s)
-
-    def no_weight_decay(self) -> set[str]:
-        return set()
 
 
 @register_model(

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from e2evision.models.heads import FusionHead
+from e2evision.models.heads import FusionHead, ImageModel
 from e2evision.models.registry import register_model
 
 
@@ -115,7 +115,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ImageModel):
     def __init__(
         self,
         in_chans: int,
@@ -168,16 +168,6 @@ class VisionTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_tokens(x)[:, 0]
-
-    def forward_head(self, features: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(features, scalars)
-
-    def forward(self, x: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x), scalars)
-
-    def reset_classifier(self, num_outputs: int, num_scalars: int | None = None) -> None:
-        n_s = self.head.num_scalars if num_scalars is None else num_scalars
-        self.head = FusionHead(self.num_features, num_outputs, n_s)
 
     def no_weight_decay(self) -> set[str]:
         """Position embeddings and the class token are not decayed (as in DeiT/timm)."""

@@ -45,9 +45,10 @@ class History(pl.Callback):
         self.fold = fold
         self.rows: list[dict[str, Any]] = []
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning runs the epoch's validation before this hook and logs the epoch-mean train
+        # loss just before it, so here both belong to the same epoch (at validation end the
+        # train loss would still be the previous epoch's).
         m = trainer.callback_metrics
         row = {"fold": self.fold, "epoch": int(trainer.current_epoch)}
         for key in ("train_loss", "val_loss", "val_auc"):

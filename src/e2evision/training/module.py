@@ -21,10 +21,12 @@ class BinaryClassifier(pl.LightningModule):
     everything needed to reproduce the model's outputs from raw detector images.
     """
 
-    def __init__(self, model: nn.Module, normalizer: ChannelNormalizer, train_cfg: TrainConfig) -> None:
+    def __init__(self, model: nn.Module, normalizer: ChannelNormalizer, train_cfg: TrainConfig,
+                 augment: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
         self.normalizer = normalizer
+        self.augment = augment if augment is not None else nn.Identity()
         self.cfg = train_cfg
         self.val_auc = BinaryAUROC()
 
@@ -38,7 +40,8 @@ class BinaryClassifier(pl.LightningModule):
         return F.binary_cross_entropy_with_logits(logits.float(), y.float()), logits, y
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, _, y = self._loss(batch)
+        x, y = batch
+        loss, _, y = self._loss((self.augment(x), y))
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=y.shape[0])
         return loss
 

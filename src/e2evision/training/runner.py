@@ -39,7 +39,7 @@ from e2evision.models import count_parameters, create_model
 from e2evision.training.callbacks import BestWeights, History
 from e2evision.training.data import SampleSource, make_loader
 from e2evision.training.module import BinaryClassifier
-from e2evision.transforms.normalize import ChannelNormalizer
+from e2evision.transforms import ChannelNormalizer, RandomFlips
 from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, data_fingerprint, package_versions
 from e2evision.utils.seeding import seed_everything
 
@@ -154,7 +154,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         seed_everything(cfg.seed + k, deterministic=cfg.train.deterministic)
         normalizer = ChannelNormalizer(c, cfg.preprocess.normalize, cfg.preprocess.clip, cfg.preprocess.zero_suppression)
         model = create_model(cfg.model.name, in_chans=c, img_size=(h, w), num_outputs=1, **cfg.model.kwargs)
-        module = BinaryClassifier(model, normalizer, cfg.train)
+        augment = RandomFlips(cfg.augment.flip_eta, cfg.augment.flip_phi, cfg.augment.p)
+        module = BinaryClassifier(model, normalizer, cfg.train, augment)
         n_params = count_parameters(model)
         done = _load_finished_fold(fold_dir, module)
         if done is None:
