@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from e2evision.models import count_parameters, create_model, get_entry, list_models, model_table
+from e2evision.models import count_flops, count_parameters, create_model, get_entry, list_models, model_table
 from e2evision.models.resnet15 import ResNet15
 from e2evision.models.vit import PatchEmbed, VisionTransformer, default_patch_size
 
@@ -16,7 +16,7 @@ def test_registry_lists_the_skeleton_models():
     names = list_models()
     assert {"resnet15", "vit_micro", "vit_tiny", "vit_small"} <= set(names)
     assert list_models("vit_*") == [n for n in names if n.startswith("vit_")]
-    with pytest.raises(ValueError, match="unknown model 'nope'; available: resnet15"):
+    with pytest.raises(ValueError, match="unknown model 'nope'; available: .*resnet15"):
         create_model("nope", in_chans=2, img_size=32)
 
 
@@ -93,6 +93,19 @@ def test_attention_map_kept_on_request_rows_sum_to_one():
         m(torch.randn(2, 2, 32, 32))
     assert attn.last_attention.shape == (2, 4, 65, 65)
     torch.testing.assert_close(attn.last_attention.sum(-1), torch.ones(2, 4, 65))
+
+
+def test_flops_match_a_hand_count_for_resnet15():
+    # multiply-adds × 2 per conv: stem 7×7 at 32², six 16→16 3×3 at 16², the stride-2 block
+    # (3×3 16→32 and 1×1 projection at 8², then 32→32), six 32→32 at 8², and the 32→1 head.
+    def conv(i, o, k, hw):
+        return 2 * i * o * k * k * hw * hw
+    expected = (conv(2, 16, 7, 32) + 6 * conv(16, 16, 3, 16) + conv(16, 32, 3, 8) + conv(16, 32, 1, 8)
+                + 7 * conv(32, 32, 3, 8) + 2 * 32)
+    model = create_model("resnet15", in_chans=2, img_size=32)
+    assert count_flops(model, 2, 32) == expected
+    row = model_table(in_chans=2, img_size=32, flops=True, pattern="resnet15")[0]
+    assert row["flops"] == expected  # the meta-device count used by `e2evision models` agrees
 
 
 def test_model_table_and_entries():

@@ -103,17 +103,28 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     in_chans: Annotated[int, typer.Option(help="Channels of the input used to count parameters.")] = 2,
     img_size: Annotated[int, typer.Option(help="Image side used to count parameters.")] = 32,
+    pattern: Annotated[str, typer.Option(help="Only models matching this shell pattern.")] = "*",
+    flops: Annotated[bool, typer.Option(help="Count forward FLOPs per image (on the meta device).")] = True,
+    markdown: Annotated[bool, typer.Option("--markdown", help="The docs table: params at every dataset geometry.")] = False,
 ) -> None:
-    """List the registered models with their parameter counts at a given input."""
+    """List the registered models with parameter counts and FLOPs at a given input."""
     from e2evision.models import model_table
 
-    rows = model_table(in_chans=in_chans, img_size=img_size)
+    if markdown:
+        from e2evision.models.catalog import catalog_markdown, catalog_rows
+
+        typer.echo(catalog_markdown(catalog_rows(pattern)))
+        return
+
+    rows = model_table(in_chans=in_chans, img_size=img_size, flops=flops, pattern=pattern)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'name':<14}{'family':<8}{'params':>12}  description   (input {in_chans}×{img_size}×{img_size})")
+    typer.echo(f"input {in_chans}×{img_size}×{img_size}")
+    typer.echo(f"{'name':<22}{'family':<9}{'params':>13}{'GFLOPs':>9}  description")
     for r in rows:
-        typer.echo(f"{r['name']:<14}{r['family']:<8}{r['params']:>12,}  {r['description']}")
+        gflops = f"{r['flops'] / 1e9:>9.3f}" if "flops" in r else f"{'-':>9}"
+        typer.echo(f"{r['name']:<22}{r['family']:<9}{r['params']:>13,}{gflops}  {r['description']}")
 
 
 @app.command()

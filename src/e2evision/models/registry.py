@@ -86,23 +86,44 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def model_table(in_chans: int = 2, img_size: int = 32, num_outputs: int = 1) -> list[dict[str, Any]]:
-    """One row per registered model: name, family, parameters at the given geometry, description."""
+def count_flops(model: nn.Module, in_chans: int, img_size: int | tuple[int, int]) -> int:
+    """Forward FLOPs for one image (a multiply-add counts 2), from PyTorch's operator counter.
+
+    Runs on the meta device when the model lives there, so no memory or compute is spent.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = _pair(img_size)
+    device = next(model.parameters()).device
+    x = torch.zeros(1, in_chans, h, w, device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def model_table(
+    in_chans: int = 2, img_size: int = 32, num_outputs: int = 1, *, flops: bool = False, pattern: str = "*"
+) -> list[dict[str, Any]]:
+    """One row per registered model: name, family, parameters (and FLOPs) at the given geometry."""
     rows = []
-    for name in list_models():
+    for name in list_models(pattern):
         entry = _REGISTRY[name]
-        with torch.device("meta"):  # count parameters without allocating them
+        with torch.device("meta"):  # count without allocating weights
             model = create_model(name, in_chans=in_chans, img_size=img_size, num_outputs=num_outputs)
-        rows.append(
-            {
-                "name": name,
-                "family": entry.family,
-                "params": count_parameters(model),
-                "input": [in_chans, img_size, img_size],
-                "description": entry.description,
-                "source": entry.source,
-            }
-        )
+        row: dict[str, Any] = {
+            "name": name,
+            "family": entry.family,
+            "params": count_parameters(model),
+            "input": [in_chans, *_pair(img_size)],
+            "description": entry.description,
+            "source": entry.source,
+        }
+        if flops:
+            row["flops"] = count_flops(model, in_chans, img_size)
+        rows.append(row)
     return rows
 
 

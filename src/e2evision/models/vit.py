@@ -10,6 +10,7 @@ pixel is "no deposit" in detector images), with the padding fixed at constructio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -102,10 +103,20 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop: float, attn_drop: float, drop_path: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        drop: float,
+        attn_drop: float,
+        drop_path: float,
+        attn_layer: Callable[..., nn.Module] = Attention,
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, attn_drop=attn_drop, proj_drop=drop)
+        # ``attn_layer(dim, num_heads, attn_drop=..., proj_drop=...)``, e.g. a variant of Attention
+        self.attn = attn_layer(dim, num_heads, attn_drop=attn_drop, proj_drop=drop)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.drop_path = DropPath(drop_path)
@@ -116,6 +127,16 @@ class Block(nn.Module):
 
 
 class VisionTransformer(ImageModel):
+    """ViT with a class token. Variants plug in their own pieces without copying this class:
+
+    ``embed_layer(in_chans, img_size, patch_size, embed_dim)`` builds the tokenizer (any module
+    mapping ``(N, C, H, W)`` to ``(N, num_patches, embed_dim)`` with a ``num_patches`` attribute),
+    ``attn_layer`` the attention of every block (see :class:`Block`), and subclasses with more
+    prefix tokens (e.g. DeiT's distillation token) set ``num_prefix_tokens``.
+    """
+
+    num_prefix_tokens = 1  # tokens before the patches (the class token), sizing ``pos_embed``
+
     def __init__(
         self,
         in_chans: int,
@@ -131,16 +152,19 @@ class VisionTransformer(ImageModel):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         num_scalars: int = 0,
+        embed_layer: Callable[..., nn.Module] = PatchEmbed,
+        attn_layer: Callable[..., nn.Module] = Attention,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size or default_patch_size(img_size)
-        self.patch_embed = PatchEmbed(in_chans, img_size, self.patch_size, embed_dim)
+        self.patch_embed = embed_layer(in_chans, img_size, self.patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
+        num_tokens = self.patch_embed.num_patches + self.num_prefix_tokens
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.Sequential(
-            *(Block(embed_dim, num_heads, mlp_ratio, drop_rate, attn_drop_rate, r) for r in rates)
+            *(Block(embed_dim, num_heads, mlp_ratio, drop_rate, attn_drop_rate, r, attn_layer) for r in rates)
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.num_features = embed_dim
