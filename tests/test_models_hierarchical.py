@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from e2evision.models import count_parameters, create_model, get_entry, list_models
 from e2evision.models.coatnet import CoAtNet
 from e2evision.models.hybrid import HybridEffSwin
-from e2evision.models.swin import SwinTransformer, pad_to_multiple, stage_window
+from e2evision.models.padding import pad_to_multiple
+from e2evision.models.swin import SwinTransformer, stage_window
 
 MICRO = ["swin_micro", "coatnet_micro", "hybrid_effswin_micro"]
 FULL = ["swin_tiny", "coatnet_0", "hybrid_effswin"]

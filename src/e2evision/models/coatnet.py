@@ -37,7 +37,7 @@ from torch import nn
 
 from e2evision.models.heads import FusionHead, ImageModel
 from e2evision.models.registry import register_model
-from e2evision.models.swin import pad_to_multiple
+from e2evision.models.padding import pad_to_multiple
 
 COATNET_SOURCE = (
     "Dai et al. 2021 (CoAtNet); dc250601/GSOC (CoAtNet-0, quark/gluon AUC 0.8146, "

@@ -39,12 +39,13 @@ from torch import nn
 
 from e2evision.models.heads import FusionHead, ImageModel
 from e2evision.models.registry import register_model
+from e2evision.models.padding import pad_to_multiple
 from e2evision.models.swin import (
     SwinTransformer,
+    _check_stage_config,
     build_swin_stages,
     drop_path_rates,
     init_linear_trunc_normal,
-    pad_to_multiple,
     stage_grids,
     stage_windows,
 )
@@ -117,8 +118,8 @@ class HybridEffSwin(ImageModel):
     ) -> None:
         super().__init__()
         depths, num_heads = tuple(depths), tuple(num_heads)
+        dims = _check_stage_config(embed_dim, depths, num_heads)
         n_stages = len(depths)
-        dims = [embed_dim * 2**i for i in range(n_stages)]
         ratio = cnn_stride // patch_size
         if cnn_stride % patch_size or ratio & (ratio - 1):
             raise ValueError(

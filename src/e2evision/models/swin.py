@@ -39,14 +39,7 @@ SWIN_SOURCE = (
     "boosted top 0.9858)"
 )
 
-Pair = tuple[int, int]
-
-
-def pad_to_multiple(img_size: Pair, multiple: int) -> tuple[tuple[int, int, int, int], Pair]:
-    """Symmetric zero padding ``(left, right, top, bottom)`` to a multiple, and the padded size."""
-    h, w = img_size
-    ph, pw = (-h) % multiple, (-w) % multiple
-    return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), (h + ph, w + pw)
+from e2evision.models.padding import Pair, pad_to_multiple
 
 
 def stage_window(grid: int, target: int) -> int:

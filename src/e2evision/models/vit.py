@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from e2evision.models.heads import FusionHead, ImageModel
+from e2evision.models.padding import pad_to_multiple
 from e2evision.models.registry import register_model
 
 
@@ -30,11 +31,8 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, in_chans: int, img_size: tuple[int, int], patch_size: int, dim: int) -> None:
         super().__init__()
-        h, w = img_size
-        ph, pw = (-h) % patch_size, (-w) % patch_size
-        # (left, right, top, bottom) as F.pad wants it
-        self.padding = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-        self.grid = ((h + ph) // patch_size, (w + pw) // patch_size)
+        self.padding, (hp, wp) = pad_to_multiple(img_size, patch_size)
+        self.grid = (hp // patch_size, wp // patch_size)
         self.num_patches = self.grid[0] * self.grid[1]
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
 
