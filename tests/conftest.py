@@ -45,3 +45,39 @@ def egamma_pair(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     p = write_egamma_file(tmp_path / "SinglePhotonPt50_IMGCROPS_n60.hdf5", xp, np.zeros(60, np.float32))
     e = write_egamma_file(tmp_path / "SingleElectronPt50_IMGCROPS_n60.hdf5", xe, np.ones(60, np.float32))
     return p, e, np.concatenate([xp, xe]), np.concatenate([np.zeros(60), np.ones(60)]).astype(np.float32)
+
+
+def nested_list_array(x: np.ndarray, item_name: str = "item", dtype: str = "double"):
+    """A ``list<list<list<dtype>>>`` pyarrow array of ``x`` (N, C, H, W), built through offsets."""
+    import pyarrow as pa
+
+    value_type = pa.float64() if dtype == "double" else pa.float32()
+    arr = pa.array(x.reshape(-1).astype(np.float64 if dtype == "double" else np.float32), type=value_type)
+    for dim, count in zip(x.shape[:0:-1], np.cumprod(x.shape[:-1])[::-1]):
+        offsets = pa.array(np.arange(0, count * dim + 1, dim, dtype=np.int32))
+        list_type = pa.list_(pa.field(item_name, arr.type))
+        arr = pa.ListArray.from_arrays(offsets, arr, type=list_type)
+    return arr
+
+
+def sparse_jets(n: int, channels: int, rng: np.random.Generator, size: int = 125, hits: int = 60) -> np.ndarray:
+    """Sparse, jet-like images (N, C, size, size): a few hundred exponential deposits near the centre."""
+    x = np.zeros((n, channels, size, size), np.float64)
+    for i in range(n):
+        k = int(rng.integers(hits // 2, hits * 2))
+        c = rng.integers(0, channels, k)
+        r = np.clip(np.round(rng.normal(size / 2, size / 10, (2, k))).astype(int), 0, size - 1)
+        x[i, c, r[0], r[1]] += rng.exponential(2.0, k).astype(np.float32)
+    return x
+
+
+def write_jet_parquet(path: Path, columns: dict, *, item_name: str = "item", dtype: str = "double",
+                      row_group_size: int = 1) -> Path:
+    """Write columns in the public Parquet layout: images nested lists, one row per row group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = {k: (nested_list_array(v, item_name, dtype) if isinstance(v, np.ndarray) and v.ndim == 4 else v)
+              for k, v in columns.items()}
+    pq.write_table(pa.table(arrays), path, row_group_size=row_group_size, compression="snappy")
+    return path

@@ -38,7 +38,7 @@ def test_scale_mode_keeps_zeros_and_zero_suppression():
     assert out[0, 0, 0, 0] == 0.0 and (out[:, 0, 2, 2] == 0).all()
     np.testing.assert_allclose(out[:, 0, 1, 1], x[:, 0, 1, 1] / x.std(), rtol=1e-5)
     with pytest.raises(ValueError, match="unknown normalisation mode"):
-        ChannelNormalizer(1, "minmax")
+        ChannelNormalizer(1, "robust")
 
 
 def test_flips_are_exact_per_sample_and_training_only():

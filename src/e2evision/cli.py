@@ -59,18 +59,78 @@ def simulate_egamma(
             typer.echo(f"plot {p}")
 
 
+def _reader_options(allow_pickle: bool, options: Optional[list[str]]) -> dict:
+    """Reader keyword arguments from ``--allow-pickle`` and repeated ``--option key=value`` (YAML values)."""
+    from e2evision.config import parse_override
+
+    kwargs: dict = {"allow_pickle": True} if allow_pickle else {}
+    for item in options or []:
+        parts, value = parse_override(item)
+        kwargs[".".join(parts)] = value
+    return kwargs
+
+
+@simulate_app.command("lensing")
+def simulate_lensing(
+    n: Annotated[int, typer.Option("--n", help="Total images, split evenly over axion, cdm, no_sub.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for {axion,cdm,no_sub}/*.npy and metadata.json.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
+    shard: Annotated[int, typer.Option("--shard", help="Which shard this call writes (0-based).")] = 0,
+    num_shards: Annotated[int, typer.Option("--num-shards", help="Number of disjoint shards.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="Processes rendering in parallel.")] = 1,
+    plots: Annotated[Optional[Path], typer.Option("--plots", help="Also write validation plots here.")] = None,
+    axion_object_arrays: Annotated[bool, typer.Option("--axion-object-arrays", help="Write axion files as the public pickled [image, axion_mass] object arrays.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Strong-lensing images (DeepLense Model I layout) rendered with lenstronomy."""
+    from e2evision.simulate.lensing import (
+        LensingConfig,
+        MissingExtraError,
+        load_lensing_images,
+        lensing_validation_plots,
+        write_lensing,
+    )
+
+    if n < 3:
+        _fail("--n must be at least 3 (one image per class: axion, cdm, no_sub)")
+    if seed < 0:
+        _fail("--seed must be >= 0")
+    if num_shards < 1:
+        _fail("--num-shards must be >= 1")
+    if not 0 <= shard < num_shards:
+        _fail(f"--shard must be in [0, --num-shards={num_shards}), got {shard}")
+    if workers < 1:
+        _fail("--workers must be >= 1")
+    config = LensingConfig()
+    try:
+        meta = write_lensing(out, n, seed=seed, config=config, shard=shard, num_shards=num_shards,
+                             workers=workers, axion_object_arrays=axion_object_arrays, progress=progress)
+    except MissingExtraError as err:
+        _fail(str(err))
+    info = json.loads(meta.read_text(encoding="utf-8"))
+    for name, c in info["classes"].items():
+        typer.echo(f"wrote {c['index_stop'] - c['index_start']} images to {out / name}")
+    typer.echo(f"wrote {meta}")
+    if plots is not None:
+        images = load_lensing_images(out, max_per_class=300, allow_pickle=axion_object_arrays)
+        for p in lensing_validation_plots(images, plots, seed=seed, config=config):
+            typer.echo(f"plot {p}")
+
+
 @app.command()
 def inspect(
-    paths: Annotated[list[Path], typer.Argument(help="Files or a directory of one dataset.")],
+    paths: Annotated[list[Path], typer.Argument(help="Files, patterns or a directory of one dataset.")],
     format: Annotated[str, typer.Option("--format", help="Dataset format, or 'auto'.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar while scanning.")] = True,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickled DeepLense axion files (trusted files only).")] = False,
+    options: Annotated[Optional[list[str]], typer.Option("--option", help="Reader option key=value, e.g. label_column=am.")] = None,
 ) -> None:
     """Format, sample count, image shape, label counts and per-channel statistics."""
     from e2evision.datasets import DatasetError, open_dataset
 
     try:
-        with open_dataset(paths, format) as ds:
+        with open_dataset(paths, format, **_reader_options(allow_pickle, options)) as ds:
             stats = ds.channel_stats(progress=progress and not as_json)
             info = {
                 "format": ds.format,
@@ -78,24 +138,73 @@ def inspect(
                 "n_samples": ds.n_samples,
                 "image_shape": list(ds.image_shape),
                 "channels": ds.channel_names,
-                "labels": ds.label_counts(),
+                "labels": ds.label_summary(),
                 "channel_stats": stats.as_dict(ds.channel_names),
+                "task": ds.task,
+                "class_names": ds.class_names,
+                "scalars": ds.scalar_names,
             }
-    except (DatasetError, FileNotFoundError) as err:
+            if ds.format == "store":
+                info["source_format"] = ds.source_format
+                info["layout"] = ds.manifest["layout"]
+                info["bytes"] = ds.manifest["bytes"]
+    except (DatasetError, FileNotFoundError, TypeError) as err:
         _fail(str(err))
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
-    typer.echo(f"format       {info['format']}")
+    typer.echo(f"format       {info['format']}" + (f" (from {info['source_format']})" if "source_format" in info else ""))
     for p in info["paths"]:
         typer.echo(f"file         {p}")
     typer.echo(f"samples      {info['n_samples']}")
     typer.echo(f"image shape  {tuple(info['image_shape'])} (C, H, W)")
-    typer.echo("labels       " + ", ".join(f"{k}: {v}" for k, v in info["labels"].items()))
+    typer.echo(f"task         {info['task']}" + (f" ({', '.join(info['class_names'])})" if info["class_names"] else ""))
+    typer.echo("labels       " + ", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
+                                            for k, v in info["labels"].items()))
+    if info["scalars"]:
+        typer.echo(f"scalars      {', '.join(info['scalars'])}")
+    if "bytes" in info:
+        b = info["bytes"]
+        typer.echo(f"store        {info['layout']}, {b['images'] / 2**20:.1f} MiB "
+                   f"({b['dense_float32'] / max(b['images'], 1):.1f}× smaller than dense float32)")
     typer.echo(f"{'channel':<14}{'mean':>12}{'std':>12}{'min':>12}{'max':>12}{'nonzero':>10}")
     for name, s in info["channel_stats"].items():
         typer.echo(f"{name:<14}{s['mean']:>12.4g}{s['std']:>12.4g}{s['min']:>12.4g}{s['max']:>12.4g}"
                    f"{s['nonzero_fraction']:>10.3f}")
+
+
+@app.command()
+def convert(
+    paths: Annotated[list[Path], typer.Argument(help="Files, patterns or a directory of one dataset.")],
+    out: Annotated[Path, typer.Option("--out", help="Store directory to write.")],
+    format: Annotated[str, typer.Option("--format", help="Source format, or 'auto'.")] = "auto",
+    layout: Annotated[str, typer.Option(help="auto (smaller of the two), sparse or dense.")] = "auto",
+    chunk_size: Annotated[int, typer.Option(help="Samples per chunk file.")] = 4096,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickled DeepLense axion files (trusted files only).")] = False,
+    options: Annotated[Optional[list[str]], typer.Option("--option", help="Reader option key=value, e.g. label_column=am.")] = None,
+    checksums: Annotated[bool, typer.Option(help="Record SHA-256 checksums of the source files.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Convert any supported dataset into the sparse, chunked training store."""
+    from e2evision.datasets import DatasetError, open_dataset
+    from e2evision.store import TrainingStore, write_store
+
+    if layout not in {"auto", "sparse", "dense"}:
+        _fail("--layout must be auto, sparse or dense")
+    if chunk_size < 1:
+        _fail("--chunk-size must be positive")
+    try:
+        with open_dataset(paths, format, **_reader_options(allow_pickle, options)) as ds:
+            path = write_store(ds, out, layout=layout, chunk_size=chunk_size, overwrite=overwrite,
+                               progress=progress, source_checksums=checksums)
+        store = TrainingStore(path)
+    except (DatasetError, FileNotFoundError, FileExistsError, TypeError) as err:
+        _fail(str(err))
+    b = store.manifest["bytes"]
+    typer.echo(f"wrote {path}: {store.n_samples} samples, {store.manifest['layout']} layout, "
+               f"{b['images'] / 2**20:.1f} MiB of images ({b['dense_float32'] / max(b['images'], 1):.1f}× "
+               "smaller than dense float32)")
 
 
 @app.command()

@@ -26,19 +26,31 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="held-out test split, stratified")
     max_samples: int | None = Field(None, gt=0, description="use a stratified subset of this size")
     in_memory_limit_gb: float = Field(4.0, ge=0.0, description="load into RAM when the images fit")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="reader options, e.g. {label_column: am, channels: [ecal, hcal], allow_pickle: true}",
+    )
 
 
 class PreprocessConfig(_Strict):
     zero_suppression: float | None = Field(None, ge=0.0, description="|x| below this becomes 0")
-    normalize: Literal["zscore", "scale", "none"] = Field(
+    channel_scale: list[float] | None = Field(
+        None, description="fixed per-channel factors applied before normalising (E2E: HCAL × 25, ...)"
+    )
+    normalize: Literal["zscore", "scale", "minmax", "none"] = Field(
         "zscore", description="per channel, statistics from the training folds only"
     )
     clip: float | None = Field(None, gt=0.0, description="clip normalised values to ±clip")
+    crop: tuple[int, int] | None = Field(None, description="centre crop to (H, W), after normalising")
+    pad: tuple[int, int] | None = Field(None, description="zero-pad to (H, W), after normalising")
+    resize: tuple[int, int] | None = Field(None, description="bilinear resize to (H, W), last")
 
 
 class AugmentConfig(_Strict):
     flip_eta: bool = Field(False, description="flip η (axis -2) with probability p, training only")
     flip_phi: bool = Field(False, description="flip φ (axis -1) with probability p, training only")
+    roll_phi: bool = Field(False, description="roll φ by a random offset with probability p (full-φ images)")
+    rot90: bool = Field(False, description="rotate by a random multiple of 90° (lensing; square images)")
     p: float = Field(0.5, ge=0.0, le=1.0)
 
 

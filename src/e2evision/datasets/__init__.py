@@ -1,16 +1,51 @@
-"""Readers for the community's public formats, behind one interface (:class:`ImageDataset`)."""
+"""Readers for the community's public formats, behind one interface (:class:`ImageDataset`).
+
+=====================  ===========================================================  =========
+format name(s)         files                                                        reader
+=====================  ===========================================================  =========
+egamma                 CMS electron/photon crops, HDF5 ``X``/``y``                   EgammaHDF5
+quark-gluon-hdf5       quark/gluon HDF5 variant ``X_jets``/``m0``/``pt``/``y``       QuarkGluonHDF5
+quark-gluon, qg        quark/gluon Parquet ``X_jets`` 3×125×125                      JetParquet
+top                    boosted top vs QCD Parquet ``X_jets`` 8×125×125               JetParquet
+top-mass               top-mass regression Parquet ``X_jet`` + ``m``                 JetParquet
+deeplense              DeepLense folders ``<class>/*.npy``                           DeepLenseFolder
+store                  e2evision's sparse training store (``e2evision convert``)     TrainingStore
+=====================  ===========================================================  =========
+"""
+
+from functools import partial
 
 from e2evision.datasets.base import ChannelStats, DatasetError, ImageDataset
-from e2evision.datasets.egamma import EgammaHDF5
+from e2evision.datasets.deeplense import DeepLenseFolder
+from e2evision.datasets.egamma import EgammaHDF5, HDF5Images, QuarkGluonHDF5
+from e2evision.datasets.parquet_jets import JetParquet
 from e2evision.datasets.registry import detect_format, list_formats, open_dataset, register_reader
 
 register_reader("egamma", "egamma-hdf5")(EgammaHDF5)
+register_reader("quark-gluon-hdf5", "qg-hdf5")(QuarkGluonHDF5)
+register_reader("quark-gluon", "qg")(partial(JetParquet, schema="quark-gluon"))
+register_reader("top")(partial(JetParquet, schema="top"))
+register_reader("top-mass")(partial(JetParquet, schema="top-mass"))
+register_reader("deeplense")(DeepLenseFolder)
+
+
+def _open_store(paths, **kwargs):  # imported lazily: the store module pulls in the writer too
+    from e2evision.store import TrainingStore
+
+    return TrainingStore(paths, **kwargs)
+
+
+register_reader("store")(_open_store)
 
 __all__ = [
     "ChannelStats",
     "DatasetError",
+    "DeepLenseFolder",
     "EgammaHDF5",
+    "HDF5Images",
     "ImageDataset",
+    "JetParquet",
+    "QuarkGluonHDF5",
     "detect_format",
     "list_formats",
     "open_dataset",

@@ -112,6 +112,25 @@ class ImageDataset(abc.ABC):
     def labels(self) -> np.ndarray:
         """All labels at once (small: one float per sample)."""
 
+    #: ``"binary"``, ``"multiclass"`` (labels 0..K-1) or ``"regression"`` (labels are targets)
+    task: str = "binary"
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the label values 0, 1, ... (empty for regression)."""
+        return [] if self.task == "regression" else ["0", "1"]
+
+    @property
+    def scalar_names(self) -> list[str]:
+        """Names of the per-sample scalar features this reader delivers (pt, m0, ieta, ...)."""
+        return []
+
+    def read_scalars(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Scalar features ``(N, len(scalar_names))`` float32 of the given samples."""
+        if self.scalar_names:
+            raise NotImplementedError(f"{type(self).__name__} lists scalars but cannot read them")
+        return np.zeros((len(np.asarray(indices).reshape(-1)), 0), dtype=np.float32)
+
     @abc.abstractmethod
     def read(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Images and labels of the given global sample indices, in the order asked for."""
@@ -119,15 +138,25 @@ class ImageDataset(abc.ABC):
     def __len__(self) -> int:
         return self.n_samples
 
-    def iter_batches(self, batch_size: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream the whole dataset in order, ``batch_size`` samples at a time."""
+    #: bound on the bytes of one streamed batch (readers may hold a decoded copy besides it)
+    memory_budget_bytes: int = 256 * 2**20
+
+    def default_batch_size(self) -> int:
+        """Samples per streamed batch: as many float32 images as fit the memory budget, ≤ 4096."""
+        row = int(np.prod(self.image_shape)) * 4
+        return max(1, min(4096, self.memory_budget_bytes // (4 * row)))
+
+    def iter_batches(self, batch_size: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream the whole dataset in order, ``batch_size`` samples at a time (default: within budget)."""
+        batch_size = batch_size or self.default_batch_size()
         for start in range(0, self.n_samples, batch_size):
             idx = np.arange(start, min(start + batch_size, self.n_samples))
             yield self.read(idx)
 
-    def channel_stats(self, batch_size: int = 4096, progress: bool = False) -> ChannelStats:
+    def channel_stats(self, batch_size: int | None = None, progress: bool = False) -> ChannelStats:
         """Per-channel mean/std/min/max in one streaming pass (also checks every value)."""
         stats = ChannelStats(self.image_shape[0])
+        batch_size = batch_size or self.default_batch_size()
         batches = self.iter_batches(batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -141,6 +170,14 @@ class ImageDataset(abc.ABC):
         values, counts = np.unique(self.labels(), return_counts=True)
         return {_label_key(v): int(c) for v, c in zip(values, counts)}
 
+    def label_summary(self) -> dict[str, float | int]:
+        """Counts per label for classification; range and moments of the target for regression."""
+        if self.task != "regression":
+            return self.label_counts()
+        y = self.labels().astype(np.float64)
+        return {"count": int(y.size), "mean": float(y.mean()), "std": float(y.std()),
+                "min": float(y.min()), "max": float(y.max())}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release open file handles (readers reopen lazily)."""
 
@@ -149,6 +186,28 @@ class ImageDataset(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def select_channels(
+    available: Sequence[str], wanted: Sequence[str | int] | None, path: Path
+) -> list[int]:
+    """Positions of ``wanted`` channels (names or indices) among ``available``, in the order wanted."""
+    if wanted is None:
+        return list(range(len(available)))
+    out: list[int] = []
+    for w in wanted:
+        if isinstance(w, int) or (isinstance(w, str) and w.isdigit()):
+            i = int(w)
+            if not 0 <= i < len(available):
+                raise DatasetError(path, f"channel index {i} out of range: the file has {len(available)} channels")
+            out.append(i)
+        elif w in available:
+            out.append(list(available).index(w))
+        else:
+            raise DatasetError(path, f"no channel named {w!r}; channels are {list(available)}")
+    if not out:
+        raise DatasetError(path, "no channels selected")
+    return out
 
 
 def _label_key(v: float) -> str:

@@ -33,7 +33,8 @@ def open_dataset(
     Detection looks at extensions and, for HDF5, at the keys: ``X`` + ``y`` is the electron/photon
     schema.
     """
-    if format in (None, "auto"):
+    if format in (None, "auto") or _is_store(paths):
+        # A converted store is read as such whatever format the config names (it was made from it).
         format = detect_format(paths)
     try:
         factory = _READERS[format]
@@ -43,19 +44,39 @@ def open_dataset(
 
 
 def detect_format(paths: PathLike | Sequence[PathLike]) -> str:
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    """The format of a file, folder or pattern: store manifest, DeepLense folders, Parquet or HDF5 schema."""
+    from e2evision.datasets.paths import as_list, expand_paths
+
+    items = as_list(paths)
     if not items:
         raise ValueError("no dataset paths given")
     first = Path(items[0])
+    if any(ch in str(first) for ch in "*?[") and not first.exists():
+        first = expand_paths([first], (".parquet", ".h5", ".hdf5", ".npy"), kind="data")[0]
     if not first.exists():
         raise DatasetError(first, "file or directory not found")
     if first.is_dir():
-        files = sorted(q for q in first.rglob("*") if q.is_file())
+        from e2evision.datasets.deeplense import looks_like_deeplense
+
+        if (first / "manifest.json").exists():
+            return "store"
+        if looks_like_deeplense(first):
+            return "deeplense"
+        files = sorted(q for q in first.iterdir() if q.is_file() and q.name.lower().endswith(_KNOWN_SUFFIXES))
         if not files:
-            raise DatasetError(first, "directory is empty")
-        first = next((q for q in files if q.suffix.lower() in {".h5", ".hdf5"}), files[0])
-    suffix = first.suffix.lower()
-    if suffix in {".h5", ".hdf5"}:
+            raise DatasetError(first, "directory holds no .parquet, .h5/.hdf5 files, class folders of .npy "
+                                      "files, or store manifest")
+        first = files[0]
+    name = first.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        from e2evision.datasets.parquet_jets import parquet_schema_guess
+
+        guess = parquet_schema_guess(first)
+        if guess is None:
+            raise DatasetError(first, "Parquet columns match no known schema (quark-gluon/top: X_jets + y; "
+                                      "top-mass: X_jet + m); pass --format")
+        return guess
+    if name.endswith((".h5", ".hdf5")):
         import h5py
 
         try:
@@ -65,5 +86,16 @@ def detect_format(paths: PathLike | Sequence[PathLike]) -> str:
             raise DatasetError(first, f"cannot open as HDF5 (truncated or not an HDF5 file): {err}") from err
         if {"X", "y"} <= keys:
             return "egamma"
-        raise DatasetError(first, f"HDF5 keys {sorted(keys)} match no known schema (electron/photon needs 'X' and 'y')")
-    raise DatasetError(first, f"cannot tell the dataset format from the extension {suffix!r}; pass --format")
+        if {"X_jets", "y"} <= keys:
+            return "quark-gluon-hdf5"
+        raise DatasetError(first, f"HDF5 keys {sorted(keys)} match no known schema (electron/photon needs 'X' "
+                                  "and 'y'; quark/gluon needs 'X_jets' and 'y')")
+    raise DatasetError(first, f"cannot tell the dataset format from the name {first.name!r}; pass --format")
+
+
+def _is_store(paths: PathLike | Sequence[PathLike]) -> bool:
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    return len(items) == 1 and (Path(items[0]) / "manifest.json").is_file()
+
+
+_KNOWN_SUFFIXES = (".parquet", ".pq", ".h5", ".hdf5")

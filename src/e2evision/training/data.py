@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
 
 from e2evision.datasets.base import ChannelStats, ImageDataset
 
@@ -72,31 +72,58 @@ class SampleSource:
             return TensorDataset(self._x[rows_t], self._y[rows_t])
         return ReaderDataset(self.reader, self.indices[rows])
 
-    def channel_stats(self, rows: np.ndarray, batch_size: int = 4096) -> ChannelStats:
-        """Streaming per-channel statistics over the given positions (the training split)."""
-        stats = ChannelStats(self.reader.image_shape[0])
+    def channel_stats(self, rows: np.ndarray, batch_size: int | None = None,
+                      transform: Callable[[np.ndarray], np.ndarray] | None = None) -> ChannelStats:
+        """Streaming per-channel statistics over the given positions (the training split).
+
+        ``transform`` maps a raw batch to what the statistics describe (zero suppression and scale
+        factors come before the fitted affine map).
+        """
+        c, h, w = self.reader.image_shape
+        batch_size = batch_size or max(1, min(4096, (64 << 20) // (c * h * w * 4)))
+        stats = ChannelStats(c)
         for start in range(0, len(rows), batch_size):
-            part = rows[start:start + batch_size]
+            part = np.sort(rows[start:start + batch_size])
             if self.in_memory:
                 assert self._x is not None
-                stats.update(self._x[torch.as_tensor(part)].numpy())
+                x = self._x[torch.as_tensor(part)].numpy()
             else:
-                stats.update(self.reader.read(self.indices[np.sort(part)])[0])
+                x = self.reader.read(self.indices[part])[0]
+            stats.update(transform(x) if transform is not None else x)
         return stats
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
-    """A DataLoader whose shuffling depends only on ``seed`` (deterministic across runs)."""
+                pin_memory: bool = False, prefetch_factor: int = 4) -> DataLoader:
+    """A DataLoader whose order depends only on ``seed`` (deterministic across runs and worker counts).
+
+    Streamed datasets (:class:`ReaderDataset`) are read a whole batch per call: the sampler hands
+    each worker a list of indices and the reader decodes them in one request (sorted by file and
+    chunk inside), so workers never split and re-stack single samples. Workers read in parallel
+    while the model trains (``prefetch_factor`` batches each), memory holds only those batches,
+    and batches arrive in pinned memory for asynchronous host-to-GPU copies when ``pin_memory``.
+    """
     generator = torch.Generator()
     generator.manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        generator=generator,
-        persistent_workers=num_workers > 0,
-        drop_last=False,
-    )
+    workers = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                   prefetch_factor=prefetch_factor if num_workers > 0 else None)
+    if isinstance(dataset, ReaderDataset):
+        base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
+        return DataLoader(_BatchView(dataset), batch_size=None, sampler=sampler, **workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=False,
+                      **workers)
+
+
+class _BatchView(Dataset):
+    """Index with a list of positions, get the stacked batch (for ``batch_size=None`` loaders)."""
+
+    def __init__(self, dataset: ReaderDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.dataset.reader.read(self.dataset.indices[np.asarray(items, dtype=np.int64)])
+        return torch.from_numpy(x), torch.from_numpy(y)

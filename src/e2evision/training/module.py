@@ -22,17 +22,18 @@ class BinaryClassifier(pl.LightningModule):
     """
 
     def __init__(self, model: nn.Module, normalizer: ChannelNormalizer, train_cfg: TrainConfig,
-                 augment: nn.Module | None = None) -> None:
+                 augment: nn.Module | None = None, geometry: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
         self.normalizer = normalizer
         self.augment = augment if augment is not None else nn.Identity()
+        self.geometry = geometry if geometry is not None else nn.Identity()
         self.cfg = train_cfg
         self.val_auc = BinaryAUROC()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N,)`` from raw images."""
-        return self.model(self.normalizer(x)).squeeze(-1)
+        return self.model(self.geometry(self.normalizer(x))).squeeze(-1)
 
     def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = batch

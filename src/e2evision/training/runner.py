@@ -39,7 +39,7 @@ from e2evision.models import count_parameters, create_model
 from e2evision.training.callbacks import BestWeights, History
 from e2evision.training.data import SampleSource, make_loader
 from e2evision.training.module import BinaryClassifier
-from e2evision.transforms import ChannelNormalizer, RandomFlips
+from e2evision.transforms import ChannelNormalizer, build_augment, build_geometry, output_size
 from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, data_fingerprint, package_versions
 from e2evision.utils.seeding import seed_everything
 
@@ -107,7 +107,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     cfg_hash = _config_hash(cfg)
 
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic)
-    reader = open_dataset(cfg.data.paths, cfg.data.format)
+    reader = open_dataset(cfg.data.paths, cfg.data.format, **cfg.data.kwargs)
     labels_all = reader.labels()
     trainval, test = split_indices(labels_all, cfg)
     fingerprint = data_fingerprint(reader.paths)
@@ -152,14 +152,18 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         fold_dir = out / f"fold_{k}"
         fold_dir.mkdir(exist_ok=True)
         seed_everything(cfg.seed + k, deterministic=cfg.train.deterministic)
-        normalizer = ChannelNormalizer(c, cfg.preprocess.normalize, cfg.preprocess.clip, cfg.preprocess.zero_suppression)
-        model = create_model(cfg.model.name, in_chans=c, img_size=(h, w), num_outputs=1, **cfg.model.kwargs)
-        augment = RandomFlips(cfg.augment.flip_eta, cfg.augment.flip_phi, cfg.augment.p)
-        module = BinaryClassifier(model, normalizer, cfg.train, augment)
+        pp, aug = cfg.preprocess, cfg.augment
+        normalizer = ChannelNormalizer(c, pp.normalize, pp.clip, pp.zero_suppression, pp.channel_scale)
+        geometry = build_geometry(pp.resize, pp.crop, pp.pad)
+        model = create_model(cfg.model.name, in_chans=c, img_size=output_size((h, w), pp.resize, pp.crop, pp.pad),
+                             num_outputs=1, **cfg.model.kwargs)
+        augment = build_augment(aug.flip_eta, aug.flip_phi, aug.p, aug.roll_phi, aug.rot90)
+        module = BinaryClassifier(model, normalizer, cfg.train, augment, geometry)
         n_params = count_parameters(model)
         done = _load_finished_fold(fold_dir, module)
         if done is None:
-            normalizer.fit(source.channel_stats(tr))
+            if normalizer.needs_stats:
+                normalizer.fit(source.channel_stats(tr, transform=normalizer.raw_transform))
             best, hist = BestWeights("val_auc", "max"), History(k)
             trainer = _trainer(cfg, fold_dir, [best, hist])
             pin = torch.cuda.is_available()

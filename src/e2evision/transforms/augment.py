@@ -2,7 +2,8 @@
 
 For calorimeter images (axis -2 = η, axis -1 = φ) flipping η (z → −z) and φ (charge conjugation
 with the field) are symmetries of the physics, so they enlarge the training set without changing
-what the classes mean. More (φ roll, lensing rotations) arrive with the preprocessing issue.
+what the classes mean. φ rolls suit images spanning the full φ range; 90° rotations (with both
+flips, the dihedral group) suit lensing images, whose sky has no preferred orientation.
 """
 
 from __future__ import annotations
@@ -28,3 +29,68 @@ class RandomFlips(nn.Module):
             mask = torch.rand(x.shape[0], device=x.device) < self.p
             x = torch.where(mask.view(-1, *([1] * (x.ndim - 1))), x.flip(d), x)
         return x
+
+
+class RandomPhiRoll(nn.Module):
+    """Roll each sample by a random number of pixels along φ (axis -1): φ is periodic in the detector.
+
+    Only meaningful for images that span the full φ range or whose content sits away from the
+    edges; jet images centred on the jet axis are usually augmented with flips instead.
+    """
+
+    def __init__(self, p: float = 0.5, max_shift: int | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"roll probability must be in [0, 1], got {p}")
+        self.p = p
+        self.max_shift = max_shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        n, w = x.shape[0], x.shape[-1]
+        limit = w if self.max_shift is None else min(w, self.max_shift + 1)
+        shift = torch.randint(0, limit, (n,), device=x.device)
+        if self.max_shift is not None:
+            shift = shift * torch.where(torch.rand(n, device=x.device) < 0.5, 1, -1)
+        shift = torch.where(torch.rand(n, device=x.device) < self.p, shift, torch.zeros_like(shift))
+        cols = (torch.arange(w, device=x.device).view(1, w) - shift.view(n, 1)) % w  # out[j] = x[j - s]
+        index = cols.view(n, *([1] * (x.ndim - 2)), w).expand_as(x)
+        return torch.gather(x, -1, index)
+
+
+class RandomRot90(nn.Module):
+    """Rotate each square image by a random multiple of 90° (lensing: the sky has no preferred axis)."""
+
+    def __init__(self, p: float = 1.0) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"rotation probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"90° rotations need square images, got {tuple(x.shape[-2:])}")
+        n = x.shape[0]
+        k = torch.randint(0, 4, (n,), device=x.device)
+        k = torch.where(torch.rand(n, device=x.device) < self.p, k, torch.zeros_like(k))
+        out = x
+        view = (-1, *([1] * (x.ndim - 1)))
+        for r in (1, 2, 3):
+            out = torch.where((k == r).view(view), torch.rot90(x, r, dims=(-2, -1)), out)
+        return out
+
+
+def build_augment(flip_eta: bool = False, flip_phi: bool = False, p: float = 0.5, roll_phi: bool = False,
+                  rot90: bool = False) -> nn.Module:
+    """The training-time augmentation a config asks for, as one module (identity in eval mode)."""
+    steps: list[nn.Module] = []
+    if flip_eta or flip_phi:
+        steps.append(RandomFlips(flip_eta, flip_phi, p))
+    if roll_phi:
+        steps.append(RandomPhiRoll(p))
+    if rot90:
+        steps.append(RandomRot90())
+    return nn.Sequential(*steps) if steps else nn.Identity()

@@ -24,14 +24,11 @@ def package_versions(extra: Iterable[str] = ()) -> dict[str, str]:
             out[name] = version(name)
         except PackageNotFoundError:
             continue
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # importing torch costs seconds: only ask it when it is loaded
+    if torch is not None:
         out["torch"] = torch.__version__  # includes the build tag (+cpu, +cu130), unlike the dist version
         out["cuda"] = str(torch.version.cuda)
         out["cuda_available"] = str(torch.cuda.is_available())
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
     return out
 
 
