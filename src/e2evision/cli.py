@@ -287,6 +287,31 @@ def report(
     typer.echo(f"wrote {path}")
 
 
+@app.command()
+def ensemble(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Finished runs on the same data, seed and folds.")],
+    out: Annotated[Path, typer.Option("--out", help="Ensemble run directory to write.")],
+    method: Annotated[str, typer.Option(help="mean, weighted, stack (logistic/ridge) or gbdt.")] = "stack",
+    scalars: Annotated[bool, typer.Option("--scalars", help="Also feed the dataset's scalar features (pt, m0, ...).")] = False,
+    name: Annotated[Optional[str], typer.Option(help="Name shown in reports.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and of gradient boosting.")] = 0,
+) -> None:
+    """Combine finished runs from their out-of-fold predictions into an ensemble run directory."""
+    from e2evision.datasets import DatasetError
+    from e2evision.ensemble import build_ensemble
+
+    try:
+        m = build_ensemble(run_dirs, out, method=method, scalars=scalars, name=name, seed=seed)
+    except (ValueError, FileNotFoundError, DatasetError) as err:
+        _fail(str(err))
+    if m["task"] == "binary":
+        lo, hi = m["test_auc_ci"]
+        typer.echo(f"{m['name']}: test AUC {m['test_auc']:.4f} [{lo:.4f}, {hi:.4f}], best member "
+                   f"{m['best_member']} (DeLong p = {m['versus_best_member']['p_value']:.3g}) -> {out}")
+    else:
+        typer.echo(f"{m['name']}: test MAE {m['test']['mae']:.4g}, best member {m['best_member']} -> {out}")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,324 @@
+"""Ensembles of finished runs, built from their out-of-fold predictions.
+
+Every run's ``predictions.npz`` holds out-of-fold (OOF) scores for the train+validation samples
+and averaged fold-model scores for the held-out test split. Runs trained on the same data with the
+same seed share both splits, so their scores line up sample by sample. A combiner is fitted on the
+OOF scores (which no member saw in training) and applied to the test scores:
+
+``mean``       plain average (of probabilities, or of regression predictions)
+``weighted``   non-negative weights summing to 1, fitted on OOF by minimising log-loss (binary)
+               or squared error (regression)
+``stack``      logistic regression on the members' logits (binary) or ridge regression
+               (regression), optionally with the dataset's scalar features (pt, m0, ...)
+``gbdt``       scikit-learn's histogram gradient boosting on member outputs plus scalars
+
+The combiner's own generalisation is measured honestly with a second cross-validation level that
+reuses the members' fold assignment: for fold k it is fitted on the OOF rows of the other folds
+and scores the rows of fold k. Those scores give the ensemble's fold AUCs and OOF AUC, exactly as a
+single run reports them; the final combiner is then fitted on all OOF rows.
+
+Nothing is pickled: the combiner is saved as numbers (weights, coefficients) in ``ensemble.json``;
+gradient boosting, whose trees scikit-learn can only pickle, is saved as its training table
+(``combiner_train.npz``) and refitted deterministically (fixed ``random_state``) on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, logit, softmax
+
+from e2evision.metrics import bootstrap_auc, delong_test, regression_summary, roc_auc
+from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, package_versions
+
+METHODS = ("mean", "weighted", "stack", "gbdt")
+_EPS = 1e-6
+
+
+@dataclass
+class Member:
+    """One finished run's predictions, as the ensemble needs them."""
+
+    name: str
+    path: Path
+    task: str
+    metrics: dict[str, Any]
+    preds: dict[str, np.ndarray]
+
+    @property
+    def oof(self) -> np.ndarray:
+        return self.preds["oof_score"].astype(np.float64)
+
+    @property
+    def test(self) -> np.ndarray:
+        return self.preds["test_score"].astype(np.float64)
+
+
+def load_member(run_dir: str | os.PathLike[str]) -> Member:
+    path = Path(run_dir)
+    mpath, ppath = path / "metrics.json", path / "predictions.npz"
+    for p in (mpath, ppath):
+        if not p.is_file():
+            raise FileNotFoundError(f"{path}: not a finished run ({p.name} is missing)")
+    metrics = json.loads(mpath.read_text())
+    with np.load(ppath, allow_pickle=False) as npz:
+        preds = {k: np.asarray(npz[k]) for k in npz.files}
+    need = ("oof_score", "oof_label", "oof_index", "oof_fold", "test_score", "test_label", "test_index")
+    missing = [k for k in need if k not in preds]
+    if missing:
+        raise ValueError(f"{ppath}: lacks {missing}; the ensemble needs out-of-fold and test predictions")
+    if preds["oof_score"].ndim != 1 or preds["test_score"].ndim != 1:
+        raise ValueError(f"{ppath}: ensembles need one score per sample (binary or regression runs)")
+    if not (np.isfinite(preds["oof_score"]).all() and np.isfinite(preds["test_score"]).all()):
+        raise ValueError(f"{ppath}: scores hold NaN or inf (an unfinished fold?)")
+    return Member(name=str(metrics.get("name", path.name)), path=path, task=str(metrics.get("task", "binary")),
+                  metrics=metrics, preds=preds)
+
+
+def check_aligned(members: Sequence[Member]) -> None:
+    """All members must score the same samples in the same order, with the same labels and folds."""
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two runs")
+    ref = members[0]
+    for m in members[1:]:
+        if m.task != ref.task:
+            raise ValueError(f"{m.path}: task {m.task!r} differs from {ref.path}'s {ref.task!r}")
+        for key in ("oof_index", "test_index", "oof_label", "test_label", "oof_fold"):
+            if not np.array_equal(m.preds[key], ref.preds[key]):
+                raise ValueError(
+                    f"{m.path}: {key} differs from {ref.path}; ensemble runs trained on the same data "
+                    "with the same seed, test fraction and number of folds")
+
+
+# ------------------------------------------------------------------------------------ combiners
+class Combiner:
+    """Maps a (n, k) table of member scores (+ scalar columns) to one score per sample."""
+
+    def __init__(self, method: str, task: str, n_members: int, seed: int = 0) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown ensemble method {method!r}; choose one of {', '.join(METHODS)}")
+        self.method, self.task, self.k, self.seed = method, task, n_members, seed
+        self.params: dict[str, Any] = {}
+        self._model: Any = None
+        self._center: np.ndarray | None = None
+        self._scale: np.ndarray | None = None
+
+    # Binary members output probabilities; linear combiners work on their logits.
+    def _features(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        F = X.copy()
+        if self.task == "binary":
+            F[:, :self.k] = logit(np.clip(X[:, :self.k], _EPS, 1 - _EPS))
+        return F
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Combiner:
+        X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+        if self.method == "mean":
+            self.params = {"weights": [1.0 / self.k] * self.k}
+        elif self.method == "weighted":
+            self.params = {"weights": self._fit_weights(X[:, :self.k], y).tolist()}
+        elif self.method == "stack":
+            F = self._features(X)
+            self._center, self._scale = F.mean(axis=0), F.std(axis=0) + 1e-12
+            Z = (F - self._center) / self._scale
+            if self.task == "binary":
+                from sklearn.linear_model import LogisticRegression
+
+                model = LogisticRegression(C=1.0, max_iter=1000).fit(Z, y)
+                coef, intercept = model.coef_.ravel(), float(model.intercept_[0])
+            else:
+                from sklearn.linear_model import Ridge
+
+                model = Ridge(alpha=1.0).fit(Z, y)
+                coef, intercept = np.asarray(model.coef_).ravel(), float(model.intercept_)
+            self.params = {"coef": coef.tolist(), "intercept": intercept, "center": self._center.tolist(),
+                           "scale": self._scale.tolist()}
+        else:
+            from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+            cls = HistGradientBoostingClassifier if self.task == "binary" else HistGradientBoostingRegressor
+            self._model = cls(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40,
+                              l2_regularization=1.0, random_state=self.seed).fit(self._features(X), y)
+            self.params = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 40,
+                           "l2_regularization": 1.0, "random_state": self.seed}
+        return self
+
+    def _fit_weights(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Simplex weights (softmax-parametrised) minimising log-loss or squared error on OOF."""
+        def loss(theta: np.ndarray) -> float:
+            w = softmax(theta)
+            if self.task == "binary":
+                p = np.clip(P @ w, _EPS, 1 - _EPS)
+                return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+            return float(np.mean((P @ w - y) ** 2))
+
+        res = minimize(loss, np.zeros(self.k), method="L-BFGS-B")
+        return softmax(res.x)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, np.float64)
+        if self.method in ("mean", "weighted"):
+            return X[:, :self.k] @ np.asarray(self.params["weights"])
+        if self.method == "stack":
+            Z = (self._features(X) - np.asarray(self.params["center"])) / np.asarray(self.params["scale"])
+            t = Z @ np.asarray(self.params["coef"]) + self.params["intercept"]
+            return expit(t) if self.task == "binary" else t
+        if self.task == "binary":
+            return self._model.predict_proba(self._features(X))[:, 1]
+        return self._model.predict(self._features(X))
+
+
+# ------------------------------------------------------------------------------------ ensembles
+def _score(task: str, y: np.ndarray, s: np.ndarray) -> float:
+    return roc_auc(y, s) if task == "binary" else -regression_summary(y, s)["mae"]
+
+
+def build_ensemble(
+    run_dirs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    method: str = "stack",
+    scalars: bool = False,
+    name: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Combine finished runs into an ensemble run directory; returns its metrics.
+
+    The directory has the layout of a training run (``metrics.json``, ``predictions.npz``,
+    ``run.json``, ``config.yaml``) plus ``ensemble.json``, so reports treat it as one more model.
+    """
+    t0 = time.perf_counter()
+    members = [load_member(d) for d in run_dirs]
+    check_aligned(members)
+    if method not in METHODS:
+        raise ValueError(f"unknown ensemble method {method!r}; choose one of {', '.join(METHODS)}")
+    ref = members[0]
+    task = ref.task
+    y_oof, y_test = ref.preds["oof_label"].astype(np.float64), ref.preds["test_label"].astype(np.float64)
+    folds = ref.preds["oof_fold"]
+    X_oof = np.stack([m.oof for m in members], axis=1)
+    X_test = np.stack([m.test for m in members], axis=1)
+    scalar_names: list[str] = []
+    if scalars:
+        s_oof, s_test, scalar_names = _member_scalars(ref)
+        X_oof, X_test = np.hstack([X_oof, s_oof]), np.hstack([X_test, s_test])
+
+    oof = np.full(y_oof.shape, np.nan)
+    fold_ids = sorted(int(f) for f in np.unique(folds))
+    test_fold_scores = np.zeros((len(fold_ids), y_test.size))
+    fold_scores = []
+    for i, k in enumerate(fold_ids):
+        tr, va = folds != k, folds == k
+        comb = Combiner(method, task, len(members), seed).fit(X_oof[tr], y_oof[tr])
+        oof[va] = comb.predict(X_oof[va])
+        test_fold_scores[i] = comb.predict(X_test)
+        fold_scores.append(_score(task, y_oof[va], oof[va]))
+    final = Combiner(method, task, len(members), seed).fit(X_oof, y_oof)
+    test = final.predict(X_test)
+
+    label = name or f"ensemble_{method}"
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    member_rows = []
+    for j, m in enumerate(members):
+        row: dict[str, Any] = {"name": m.name, "path": str(m.path), "model": m.metrics.get("model")}
+        if task == "binary":
+            auc, lo, hi = bootstrap_auc(y_test, X_test[:, j], seed=seed)
+            row.update(test_auc=float(auc), test_auc_ci=[lo, hi])
+        else:
+            row.update(test_mae=regression_summary(y_test, X_test[:, j])["mae"])
+        member_rows.append(row)
+    metrics: dict[str, Any] = {
+        "name": label,
+        "model": f"ensemble:{method}(" + ", ".join(m.name for m in members) + ")",
+        "task": task,
+        "ensemble": {"method": method, "members": member_rows, "scalars": scalar_names},
+        "n_params": int(sum(int(m.metrics.get("n_params", 0)) for m in members)),
+        "train_time_s": float(sum(float(m.metrics.get("train_time_s", 0.0)) for m in members)),
+        "epochs": [],
+        "history": [],
+        "n_trainval": int(y_oof.size),
+        "n_test": int(y_test.size),
+    }
+    if task == "binary":
+        auc, lo, hi = bootstrap_auc(y_test, test, seed=seed)
+        best = max(range(len(members)), key=lambda j: member_rows[j]["test_auc"])
+        cmp = delong_test(y_test, test, X_test[:, best])
+        metrics.update(
+            fold_auc=[float(a) for a in fold_scores], fold_auc_mean=float(np.mean(fold_scores)),
+            fold_auc_std=float(np.std(fold_scores, ddof=1)) if len(fold_scores) > 1 else 0.0,
+            oof_auc=roc_auc(y_oof, oof), test_auc=float(auc), test_auc_ci=[lo, hi],
+            best_member=member_rows[best]["name"],
+            versus_best_member={"difference": cmp["difference"], "p_value": cmp["p_value"], "z": cmp["z"],
+                                "ci": [cmp["low"], cmp["high"]]},
+        )
+    else:
+        summary = regression_summary(y_test, test)
+        best = min(range(len(members)), key=lambda j: member_rows[j]["test_mae"])
+        metrics.update(fold_mae=[-s for s in fold_scores], oof_mae=regression_summary(y_oof, oof)["mae"],
+                       test=summary, best_member=member_rows[best]["name"])
+    metrics["wall_time_s"] = time.perf_counter() - t0
+
+    with atomic_path(out_dir / "predictions.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, oof_score=oof, oof_label=y_oof, oof_fold=folds, oof_index=ref.preds["oof_index"],
+                     test_score=test, test_label=y_test, test_index=ref.preds["test_index"],
+                     test_fold_scores=test_fold_scores, member_test_scores=X_test[:, :len(members)].T)
+    if method == "gbdt":
+        with atomic_path(out_dir / "combiner_train.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, X=X_oof, y=y_oof)
+    spec = {"method": method, "task": task, "seed": seed, "members": [str(m.path) for m in members],
+            "member_names": [m.name for m in members], "scalars": scalar_names, "combiner": final.params}
+    atomic_write_json(out_dir / "ensemble.json", spec)
+    atomic_write_text(out_dir / "config.yaml", _yaml(spec))
+    info = json.loads((ref.path / "run.json").read_text()) if (ref.path / "run.json").exists() else {}
+    atomic_write_json(out_dir / "run.json", {"name": label, "seed": seed, "versions": package_versions(),
+                                             "data": info.get("data", {}), "members": spec["members"],
+                                             "command": f"ensemble {method}"})
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _yaml(spec: dict[str, Any]) -> str:
+    import yaml
+
+    shown = {k: v for k, v in spec.items() if k != "combiner"}
+    return yaml.safe_dump(shown, sort_keys=False)
+
+
+def _member_scalars(ref: Member) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The dataset's scalar features of the OOF and test samples, read through the run's config."""
+    import yaml
+
+    from e2evision.datasets import open_dataset
+
+    info = json.loads((ref.path / "run.json").read_text())
+    cfg = yaml.safe_load((ref.path / "config.yaml").read_text())
+    data = cfg.get("data", {})
+    reader = open_dataset(info["data"]["paths"], data.get("format", "auto"), **data.get("kwargs", {}))
+    if not reader.scalar_names:
+        raise ValueError(f"{ref.path}: the dataset ({reader.format}) has no scalar features to add")
+    return (reader.read_scalars(ref.preds["oof_index"]).astype(np.float64),
+            reader.read_scalars(ref.preds["test_index"]).astype(np.float64), reader.scalar_names)
+
+
+def load_combiner(ensemble_dir: str | os.PathLike[str]) -> Combiner:
+    """The fitted combiner of an ensemble directory, to combine member scores of new samples."""
+    d = Path(ensemble_dir)
+    spec = json.loads((d / "ensemble.json").read_text())
+    comb = Combiner(spec["method"], spec["task"], len(spec["members"]), spec["seed"])
+    if spec["method"] == "gbdt":
+        with np.load(d / "combiner_train.npz", allow_pickle=False) as npz:
+            comb.fit(npz["X"], npz["y"])
+    else:
+        comb.params = spec["combiner"]
+    return comb
