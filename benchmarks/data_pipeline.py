@@ -59,10 +59,9 @@ def synthetic_file(path: Path, n: int, seed: int) -> Path:
 
 
 def simulated_file(out_dir: Path, n: int, seed: int) -> Path:
-    from e2evision.simulate.jets import write_quark_gluon
+    from e2evision.simulate.jets import write_jets
 
-    files = write_quark_gluon(out_dir, n, seed=seed, progress=True)
-    return Path(files[0] if isinstance(files, (list, tuple)) else files)
+    return Path(write_jets("quark-gluon", out_dir, n, seed=seed, workers=2, progress=True).path)
 
 
 # ----------------------------------------------------------------------------------- workers
