@@ -114,3 +114,13 @@ def test_cli_writes_an_ensemble_the_report_accepts(tmp_path):
     assert "ensemble:weighted(m0, m1, m2)" in page.read_text()
     res = CliRunner().invoke(app, ["ensemble", str(dirs[0]), "--out", str(tmp_path / "e2")])
     assert res.exit_code == 2 and "at least two runs" in res.output
+
+
+def test_verdict_says_why_an_ensemble_falls_below_its_best_member(tmp_path):
+    dirs = _fake_runs(tmp_path, noise=(0.5, 8.0))
+    m = build_ensemble(dirs, tmp_path / "mean", method="mean")  # a plain mean drags in the noisy member
+    v = m["versus_best_member"]
+    assert v["difference"] < 0 and "below its best member m0" in v["verdict"]
+    assert f"{v['p_value']:.3g}" in v["verdict"] and "900 out-of-fold samples" in v["verdict"]
+    up = build_ensemble(_fake_runs(tmp_path / "b"), tmp_path / "stack", method="stack")["versus_best_member"]
+    assert up["difference"] >= 0 and "above its best member" in up["verdict"]

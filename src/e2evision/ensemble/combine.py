@@ -258,7 +258,9 @@ def build_ensemble(
             oof_auc=roc_auc(y_oof, oof), test_auc=float(auc), test_auc_ci=[lo, hi],
             best_member=member_rows[best]["name"],
             versus_best_member={"difference": cmp["difference"], "p_value": cmp["p_value"], "z": cmp["z"],
-                                "ci": [cmp["low"], cmp["high"]]},
+                                "ci": [cmp["low"], cmp["high"]],
+                                "verdict": _verdict(cmp, X_test[:, :len(members)], member_rows[best]["name"],
+                                                    y_oof.size)},
         )
     else:
         summary = regression_summary(y_test, test)
@@ -286,6 +288,22 @@ def build_ensemble(
                                              "command": f"ensemble {method}"})
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def _verdict(cmp: dict[str, Any], member_scores: np.ndarray, best: str, n_fit: int) -> str:
+    """One sentence for reports: is the ensemble at least as good as its best member, and if not why."""
+    d, p = cmp["difference"], cmp["p_value"]
+    if d >= 0:
+        return (f"the ensemble's test AUC is {d:+.4f} above its best member {best} "
+                f"(DeLong p = {p:.3g}{', significant at 5 %' if p < 0.05 else ', not significant at 5 %'})")
+    corr = np.corrcoef(member_scores.T)
+    off = corr[~np.eye(corr.shape[0], dtype=bool)]
+    why = (f"the members' test scores are strongly correlated (mean Pearson r = {off.mean():.2f}), so there is "
+           "little independent information to combine" if off.mean() > 0.8 else
+           "the weaker members add noise that the combiner, fitted on out-of-fold scores, does not fully discount")
+    return (f"the ensemble's test AUC is {-d:.4f} below its best member {best} (DeLong p = {p:.3g}, "
+            f"{'significant' if p < 0.05 else 'not significant'} at 5 %): {why}; the combiner was fitted on "
+            f"{n_fit} out-of-fold samples")
 
 
 def _yaml(spec: dict[str, Any]) -> str:
