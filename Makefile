@@ -9,10 +9,10 @@ DEMO   ?= runs/demo
 DEMO_N ?= 5000
 DEMO_SEED ?= 7
 
-.PHONY: install demo test test-fast browser clean help
+.PHONY: install demo test test-fast browser postgres cpp clean help
 
 help:
-	@echo "make demo   simulate electron/photon crops, train ResNet-15 and a ViT (K-fold), write $(DEMO)/report.html"
+	@echo "make demo   simulate electron/photon crops, train ResNet-15 and a ViT (K-fold) and a physics baseline, write $(DEMO)/report.html"
 	@echo "make test   run the test suite (what CI runs)"
 
 $(STAMP): pyproject.toml constraints/ci.txt
@@ -32,15 +32,32 @@ browser:
 	      || echo "WARNING: could not install chromium; the browser test will be skipped"; \
 	  else echo "WARNING: chromium not found and not root; the browser test will be skipped"; fi; }
 
+# Debian's PostgreSQL server backs the test of workers sharing an Optuna study; installed when root.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's postgresql for the shared-study test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	      || echo "WARNING: could not install postgresql; the PostgreSQL test will be skipped"; \
+	  else echo "WARNING: postgresql not found and not root; the PostgreSQL test will be skipped"; fi; }
+
+# The C++ inference engine (cpp/, docs/deployment.md) against the LibTorch inside the PyTorch wheel:
+# configured once (only while cpp/build has no CMake cache), then built incrementally with -j2.
+cpp: $(STAMP)
+	@test -f cpp/build/CMakeCache.txt || cmake -S cpp -B cpp/build -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$$($(BIN)/python -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build cpp/build -j2
+
 demo: $(STAMP)
 	$(BIN)/e2evision simulate egamma --n $(DEMO_N) --out $(DEMO)/data --seed $(DEMO_SEED)
 	$(BIN)/e2evision inspect $(DEMO)/data
 	$(BIN)/e2evision train configs/egamma_resnet15.yaml --data $(DEMO)/data --out $(DEMO)/resnet15
 	$(BIN)/e2evision train configs/egamma_vit.yaml --data $(DEMO)/data --out $(DEMO)/vit
-	$(BIN)/e2evision report $(DEMO)/resnet15 $(DEMO)/vit --out $(DEMO)/report.html
+	$(BIN)/e2evision baseline configs/egamma_resnet15.yaml --data $(DEMO)/data --set name=physics_baseline --out $(DEMO)/baseline
+	$(BIN)/e2evision report $(DEMO)/resnet15 $(DEMO)/vit $(DEMO)/baseline --out $(DEMO)/report.html
 	@echo "Report written to $(DEMO)/report.html"
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres cpp
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

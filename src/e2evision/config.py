@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from e2evision.tuning.space import TuneConfig
 
 
 class _Strict(BaseModel):
@@ -44,6 +46,19 @@ class PreprocessConfig(_Strict):
     crop: tuple[int, int] | None = Field(None, description="centre crop to (H, W), after normalising")
     pad: tuple[int, int] | None = Field(None, description="zero-pad to (H, W), after normalising")
     resize: tuple[int, int] | None = Field(None, description="bilinear resize to (H, W), last")
+    target_shift: float | Literal["mean"] | None = Field(
+        None, description="regression: train on (y - shift)/scale; 'mean' fits it on the training folds"
+    )
+    target_scale: float | Literal["std"] | None = Field(
+        None, description="regression: train on (y - shift)/scale; 'std' fits it on the training folds"
+    )
+
+    @field_validator("target_scale")
+    @classmethod
+    def _positive_scale(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, (int, float)) and not v > 0:
+            raise ValueError("target_scale must be positive")
+        return v
 
 
 class AugmentConfig(_Strict):
@@ -57,12 +72,44 @@ class AugmentConfig(_Strict):
 class ModelConfig(_Strict):
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    init_from: str | None = Field(
+        None, description="a finished run directory whose fold weights initialise the model: all of them "
+                          "for the same architecture, the Swin stages, norm and head for a hybrid from a "
+                          "Swin run (Hybrid EffSwin stage 1)"
+    )
+    init_fold: int = Field(0, ge=0, description="which fold of init_from")
+
+
+class StageConfig(_Strict):
+    """One stage of staged training: which parameters train, and their learning-rate factors.
+
+    Patterns are shell-style and match a model's named parameter groups (``parameter_groups()``,
+    e.g. the hybrid's ``cnn``, ``proj``, ``transformer``, ``head``) or dotted parameter names
+    (``head.*``). Parameters matched by no ``train`` pattern are frozen during the stage.
+    """
+
+    epochs: int = Field(..., ge=1, description="length of the stage; the last stage runs to max_epochs")
+    train: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    lr_scale: dict[str, float] = Field(
+        default_factory=dict, description="pattern -> factor on train.lr; first match wins, default 1"
+    )
+
+    @field_validator("lr_scale")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if not x > 0]
+        if bad:
+            raise ValueError(f"lr_scale factors must be positive (bad: {', '.join(bad)})")
+        return v
+
+
+LoggerName = Literal["csv", "tensorboard", "mlflow"]
 
 
 class TrainConfig(_Strict):
     folds: int = Field(5, ge=2)
     max_epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="global batch size: split over the processes under DDP")
     optimizer: Literal["adamw", "adam"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.05, ge=0.0)
@@ -70,12 +117,34 @@ class TrainConfig(_Strict):
     warmup_epochs: int = Field(1, ge=0)
     step_size: int = Field(10, ge=1, description="epochs between halvings for scheduler=step")
     early_stopping_patience: int | None = Field(5, ge=1)
+    loss: Literal["auto", "bce", "cross_entropy", "mae", "huber", "mse"] = Field(
+        "auto", description="auto: bce (binary), cross_entropy (multiclass), mae (regression)"
+    )
+    huber_delta: float = Field(1.0, gt=0.0, description="huber loss threshold, in scaled target units")
+    stages: list[StageConfig] = Field(default_factory=list, description="staged training (freeze/unfreeze)")
+    checkpoint_every_n_steps: int | None = Field(
+        1000, ge=1, description="also checkpoint every N optimizer steps (mid-epoch resume); None: epochs only"
+    )
     num_workers: int = Field(0, ge=0)
     accelerator: str = "auto"
     devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1, description="nodes of a multi-node DDP job (SLURM, torchrun)")
+    strategy: str = Field("auto", description="Lightning strategy; auto: DDP when more than one process")
     precision: str | None = Field(None, description="None: bf16-mixed on GPU, 32-true on CPU")
     deterministic: bool = True
+    loggers: list[LoggerName] = Field(default_factory=lambda: ["csv"], min_length=1)
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _stages_fit(self) -> TrainConfig:
+        start = 0
+        for i, stage in enumerate(self.stages[:-1]):
+            start += stage.epochs
+            if start >= self.max_epochs:
+                raise ValueError(
+                    f"stages: stage {i + 2} would start at epoch {start} but max_epochs is {self.max_epochs}"
+                )
+        return self
 
 
 class ExperimentConfig(_Strict):
@@ -86,6 +155,7 @@ class ExperimentConfig(_Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig | None = Field(None, description="search space for `e2evision tune` (ignored by train)")
 
     @field_validator("name")
     @classmethod

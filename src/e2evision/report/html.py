@@ -1,20 +1,24 @@
-"""One self-contained HTML page that compares finished runs.
+"""One self-contained HTML page that compares finished runs, grouped by dataset.
 
 The page must survive being mailed, attached to a ticket or opened years later offline, so
 everything is inline: CSS in a ``<style>`` block, figures as base64 PNGs, no JavaScript and no
 external URLs. Every piece of text that comes from a run directory is passed through
 :func:`html.escape` because run names, paths and commands are user-controlled.
 
-A run directory is what the trainer writes (``metrics.json``, ``run.json``, ``predictions.npz``,
-``config.yaml``); ``metrics.json`` and ``predictions.npz`` are required, the other two are shown
+A run directory is what the trainer (or ``e2evision ensemble``) writes: ``metrics.json`` and
+``predictions.npz`` are required; ``run.json``, ``config.yaml`` and ``saliency.npz`` are shown
 when present so that a half-copied run still gives a useful page.
+
+Runs are grouped by dataset (the data fingerprint in ``run.json`` and the task); each group gets
+its comparison table with a significance column (a paired test of every run against the group's
+best one, on the same test samples only), and the figures its task calls for: ROC and rejection
+curves with bands over folds, score distributions and AUC in bins of pT (binary); one-vs-rest
+ROC curves and confusion matrices (multi-class); residuals and resolution (regression).
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 import os
@@ -25,26 +29,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import LogLocator
-from sklearn.metrics import roc_auc_score, roc_curve
 
+from e2evision.report import figures
 from e2evision.utils.io import atomic_write_text
 
 __all__ = ["build_report", "REQUIRED_METRICS", "REQUIRED_PREDICTIONS"]
 
-#: Keys of ``metrics.json`` the page cannot be drawn without.
-REQUIRED_METRICS: tuple[str, ...] = (
-    "name", "model", "task", "n_params", "fold_auc", "fold_auc_mean", "fold_auc_std", "oof_auc",
-    "test_auc", "test_auc_ci", "train_time_s", "epochs", "history",
-)
+_COMMON = ("name", "model", "task", "n_params", "train_time_s", "epochs", "history")
+#: Keys of ``metrics.json`` the page cannot be drawn without, per task.
+REQUIRED_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": (*_COMMON, "fold_auc", "fold_auc_mean", "fold_auc_std", "oof_auc", "test_auc", "test_auc_ci"),
+    "multiclass": (*_COMMON, "fold_auc", "fold_auc_mean", "fold_auc_std", "oof_auc", "test_auc", "test_auc_ci"),
+    "regression": (*_COMMON, "fold_mae", "oof_mae"),
+}
 #: Arrays of ``predictions.npz`` the test-split figures need (the ``oof_*`` arrays are optional).
 REQUIRED_PREDICTIONS: tuple[str, ...] = ("test_score", "test_label", "test_fold_scores")
 
 # Versions shown first in the provenance table; any others recorded follow in their own order.
 _KEY_PACKAGES = ("e2evision", "torch", "lightning", "numpy")
-_DPI = 100
-_PNG_META = {"Software": None}  # keeps the embedded PNGs free of a matplotlib URL and reproducible
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -58,10 +60,31 @@ class _Run:
     info: dict[str, Any] = field(default_factory=dict)  # run.json, {} when absent
     config: str | None = None  # config.yaml text, None when absent
     anchor: str = ""
+    color: str = "#1f77b4"
+    saliency: dict[str, Any] | None = None
+    saliency_note: str = ""
 
     @property
     def name(self) -> str:
         return str(self.metrics["name"])
+
+    @property
+    def task(self) -> str:
+        return str(self.metrics["task"])
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.metrics.get("class_names") or (self.info.get("data") or {}).get("class_names") or []
+        return [str(n) for n in names]
+
+    def test_mae(self) -> float:
+        """Test MAE from the trainer's ``test_mae`` or the ensemble's ``test.mae`` (recomputed if absent)."""
+        if "test_mae" in self.metrics:
+            return _num(self.metrics["test_mae"])
+        test = self.metrics.get("test")
+        if isinstance(test, Mapping) and "mae" in test:
+            return _num(test["mae"])
+        return float(np.mean(np.abs(self.preds["test_score"] - self.preds["test_label"])))
 
 
 def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
@@ -74,9 +97,7 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
 
     metrics_path = path / "metrics.json"
     if not metrics_path.is_file():
-        raise FileNotFoundError(
-            f"{path} is not a finished run: metrics.json is missing ({metrics_path})"
-        )
+        raise FileNotFoundError(f"{path} is not a finished run: metrics.json is missing ({metrics_path})")
     try:
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -85,27 +106,26 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
         raise ValueError(f"{metrics_path} must hold a JSON object, got {type(metrics).__name__}")
     if "task" not in metrics:
         raise ValueError(f"{metrics_path} lacks the required key 'task'")
-    if metrics["task"] != "binary":
-        raise NotImplementedError(
-            f"{metrics_path}: task {metrics['task']!r} is not supported yet; the report only "
-            "handles binary classification runs"
-        )
-    missing = [k for k in REQUIRED_METRICS if k not in metrics]
+    task = metrics["task"]
+    if task not in REQUIRED_METRICS:
+        raise ValueError(f"{metrics_path}: unknown task {task!r}; the report handles "
+                         f"{', '.join(REQUIRED_METRICS)}")
+    missing = [k for k in REQUIRED_METRICS[task] if k not in metrics]
+    if task == "regression" and "test_mae" not in metrics and not isinstance(metrics.get("test"), Mapping):
+        missing.append("test_mae")
     if missing:
         keys = ", ".join(repr(k) for k in missing)
-        raise ValueError(f"{metrics_path} lacks the required key(s) {keys}")
+        raise ValueError(f"{metrics_path} lacks the required key(s) {keys} of a {task} run")
 
     preds_path = path / "predictions.npz"
     if not preds_path.is_file():
-        raise FileNotFoundError(
-            f"{path} has no predictions: predictions.npz is missing ({preds_path})"
-        )
+        raise FileNotFoundError(f"{path} has no predictions: predictions.npz is missing ({preds_path})")
     try:
         with np.load(preds_path, allow_pickle=False) as npz:
             preds = {k: np.asarray(npz[k]) for k in npz.files}
     except (OSError, ValueError) as exc:
         raise ValueError(f"{preds_path} could not be read as a numeric .npz: {exc}") from exc
-    _check_predictions(preds, preds_path)
+    _check_predictions(preds, preds_path, task)
 
     info: dict[str, Any] = {}
     info_path = path / "run.json"
@@ -116,34 +136,68 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
             raise ValueError(f"{info_path} is not valid JSON: {exc}") from exc
         info = loaded if isinstance(loaded, dict) else {}
     config_path = path / "config.yaml"
-    config = None
-    if config_path.is_file():
-        config = config_path.read_text(encoding="utf-8", errors="replace")
+    config = config_path.read_text(encoding="utf-8", errors="replace") if config_path.is_file() else None
     return _Run(path=path, metrics=metrics, preds=preds, info=info, config=config)
 
 
-def _check_predictions(preds: Mapping[str, np.ndarray], where: Path) -> None:
+def _check_predictions(preds: Mapping[str, np.ndarray], where: Path, task: str) -> None:
     """Catch shape and label mistakes here, where the message can name the file."""
     missing = [k for k in REQUIRED_PREDICTIONS if k not in preds]
     if missing:
         raise ValueError(f"{where} lacks the required array(s) {', '.join(map(repr, missing))}")
     score, label, folds = preds["test_score"], preds["test_label"], preds["test_fold_scores"]
-    if score.ndim != 1 or label.shape != score.shape:
-        raise ValueError(
-            f"{where}: test_score {score.shape} and test_label {label.shape} must be "
-            "equal-length 1-D arrays"
-        )
-    if folds.ndim != 2 or folds.shape[1] != score.shape[0]:
-        raise ValueError(
-            f"{where}: test_fold_scores must have shape (K, {score.shape[0]}), got {folds.shape}"
-        )
-    classes = set(np.unique(label).tolist())
-    if not classes <= {0, 1} or len(classes) < 2:
-        raise ValueError(
-            f"{where}: test_label must contain both classes 0 and 1, found {sorted(classes)}"
-        )
+    n = label.shape[0] if label.ndim == 1 else -1
+    if label.ndim != 1 or score.shape[:1] != label.shape:
+        raise ValueError(f"{where}: test_score {score.shape} and test_label {label.shape} must have one row per "
+                         "test sample")
+    if not np.isfinite(score).all():
+        raise ValueError(f"{where}: test_score has NaN or infinite values")
+    if task == "multiclass":
+        if score.ndim != 2 or score.shape[1] < 2:
+            raise ValueError(f"{where}: a multiclass test_score must be (N, K) with K >= 2, got {score.shape}")
+        k = score.shape[1]
+        if folds.ndim != 3 or folds.shape[1:] != score.shape:
+            raise ValueError(f"{where}: test_fold_scores must have shape (folds, {n}, {k}), got {folds.shape}")
+        bad = set(np.unique(label).tolist()) - set(range(k))
+        if bad:
+            raise ValueError(f"{where}: test_label has values {sorted(bad)} outside the classes 0..{k - 1}")
+        return
+    if score.ndim != 1:
+        raise ValueError(f"{where}: test_score must be 1-D for a {task} run, got {score.shape}")
+    if folds.ndim != 2 or folds.shape[1] != n:
+        raise ValueError(f"{where}: test_fold_scores must have shape (K, {n}), got {folds.shape}")
+    if task == "binary":
+        classes = set(np.unique(label).tolist())
+        if not classes <= {0, 1} or len(classes) < 2:
+            raise ValueError(f"{where}: test_label must contain both classes 0 and 1, found {sorted(classes)}")
+    elif not np.isfinite(label).all():
+        raise ValueError(f"{where}: test_label has NaN or infinite values")
 
 
+def _load_saliency(run: _Run, compute: bool) -> None:
+    """saliency.npz if the run has one; else, when asked, computed from fold 0's weights and the data."""
+    path = run.path / "saliency.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                run.saliency = {k: np.asarray(npz[k]) for k in npz.files}
+            run.saliency["class_names"] = [str(c) for c in run.saliency.get("class_names", [])]
+            return
+        except (OSError, ValueError) as exc:
+            run.saliency_note = f"saliency.npz could not be read ({exc})"
+            return
+    if not compute:
+        run.saliency_note = "no saliency.npz in this run"
+        return
+    if not (run.path / "fold_0" / "model.safetensors").is_file():
+        run.saliency_note = "no saliency.npz and no fold_0/model.safetensors to compute it from"
+        return
+    try:
+        from e2evision.training.artifacts import saliency_from_run_dir
+
+        run.saliency = saliency_from_run_dir(run.path)
+    except Exception as exc:  # best effort: the rest of the page does not depend on it
+        run.saliency_note = f"saliency could not be computed: {type(exc).__name__}: {exc}"
 # ------------------------------------------------------------------------------------ formatting
 def _e(value: Any) -> str:
     """Escape for both element text and quoted attribute values."""
@@ -199,14 +253,6 @@ def _short_hash(fingerprint: str, keep: int = 12) -> str:
     return f"{algo + ':' if algo else ''}{digest[:keep]}…"
 
 
-def _png(fig: Figure, alt: str) -> str:
-    """Render a figure to an inline <img>, so the page carries its own pictures."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata=_PNG_META)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img class="fig" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
-
-
 def _colors(n: int) -> list[str]:
     """tab10 colours, one per run, shared by all figures so a run keeps its colour."""
     base = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -214,229 +260,175 @@ def _colors(n: int) -> list[str]:
     return [base[i % len(base)] for i in range(n)]
 
 
-# --------------------------------------------------------------------------------------- figures
-def _fpr_grid(n_neg: int) -> np.ndarray:
-    """FPR points dense at both ends: linear for the ROC plot, logarithmic for the rejection one."""
-    lo = max(1.0 / max(n_neg, 1), 1e-6)
-    linear = np.linspace(0.0, 1.0, 201)
-    return np.unique(np.concatenate([linear, np.logspace(np.log10(lo), 0.0, 200)]))
+# -------------------------------------------------------------------------------------- grouping
+@dataclass
+class _Group:
+    """Runs on one dataset and task: compared in one table with one set of figures."""
+
+    key: tuple[str, str]
+    runs: list[_Run]
+    anchor: str = ""
+
+    @property
+    def task(self) -> str:
+        return self.key[1]
 
 
-def _fold_band(label: np.ndarray, fold_scores: np.ndarray, grid: np.ndarray) -> np.ndarray | None:
-    """Per-fold TPR on a common FPR grid, shape (K, len(grid)); None when there is one fold."""
-    if fold_scores.shape[0] < 2:
-        return None
-    rows = []
-    for s in fold_scores:
-        fpr, tpr, _ = roc_curve(label, s)
-        rows.append(np.interp(grid, fpr, tpr))
-    return np.vstack(rows)
+def _dataset_key(run: _Run) -> str:
+    data = run.info.get("data") if isinstance(run.info.get("data"), Mapping) else {}
+    if data and data.get("fingerprint"):
+        return str(data["fingerprint"])
+    if data and data.get("paths"):
+        return "paths:" + "|".join(map(str, data["paths"]))
+    return "unknown"
 
 
-def _roc_figure(runs: Sequence[_Run], colors: Sequence[str]) -> str:
-    """Standard ROC and HEP rejection curve side by side, with the min–max band over folds."""
-    fig = Figure(figsize=(12.5, 5.6 + 0.25 * math.ceil((len(runs) + 1) / 3)), layout="constrained")
-    ax_roc, ax_rej = fig.subplots(1, 2)
-    ax_roc.plot([0, 1], [0, 1], ls=":", color="0.5", lw=1)
-    eff = np.linspace(0.01, 1, 100)
-    (random,) = ax_rej.plot(eff, 1 / eff, ls=":", color="0.5", lw=1)
-    max_rej = 1.0
-    handles: list[Any] = []
-    labels: list[str] = []
-    for run, color in zip(runs, colors):
-        label, score = run.preds["test_label"], run.preds["test_score"]
-        fpr, tpr, _ = roc_curve(label, score)
-        auc = roc_auc_score(label, score)
-        (line,) = ax_roc.plot(fpr, tpr, color=color, lw=1.8)
-        keep = fpr > 0
-        ax_rej.plot(tpr[keep], 1.0 / fpr[keep], color=color, lw=1.8)
-        if keep.any():
-            max_rej = max(max_rej, float(1.0 / fpr[keep].min()))
-
-        grid = _fpr_grid(int((label == 0).sum()))
-        band = _fold_band(label, run.preds["test_fold_scores"], grid)
-        handle: Any = line
-        if band is not None:
-            lo, hi = band.min(axis=0), band.max(axis=0)
-            patch = ax_roc.fill_between(grid, lo, hi, color=color, alpha=0.18, lw=0)
-            pos = grid > 0
-            ax_rej.fill_betweenx(1.0 / grid[pos], lo[pos], hi[pos], color=color, alpha=0.18, lw=0)
-            handle = (patch, line)  # one legend entry per run: the line drawn over its band
-        handles.append(handle)
-        labels.append(f"{run.name} (AUC = {auc:.4f})")
-
-    ax_roc.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="background efficiency (false-positive rate)",
-               ylabel="signal efficiency (true-positive rate)", title="ROC curve (test split)")
-    handles.append(random)
-    labels.append("random guess")
-    ax_rej.set_yscale("log")
-    ax_rej.yaxis.set_major_locator(LogLocator(base=10))
-    ax_rej.set(xlim=(0, 1), ylim=(1, max_rej * 1.5),
-               xlabel="signal efficiency (true-positive rate)",
-               ylabel="background rejection 1 / FPR", title="Background rejection (test split)")
-    for ax in (ax_roc, ax_rej):
-        ax.grid(True, which="major", alpha=0.3)
-    # One legend under both panels: the curves of the rejection plot fill every corner.
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), fontsize=10,
-               frameon=False)
-    return _png(fig, "ROC and background-rejection curves on the test split")
+def _group_runs(runs: Sequence[_Run]) -> list[_Group]:
+    """Groups in the order their first run was given."""
+    groups: dict[tuple[str, str], _Group] = {}
+    for run in runs:
+        key = (_dataset_key(run), run.task)
+        groups.setdefault(key, _Group(key, [])).runs.append(run)
+    out = list(groups.values())
+    for i, g in enumerate(out):
+        g.anchor = f"dataset-{i + 1}"
+    return out
 
 
-def _score_figure(runs: Sequence[_Run], colors: Sequence[str]) -> str:
-    """Test-score histograms per class, one panel per run, on shared bins for comparability."""
-    n = len(runs)
-    ncols = min(n, 3)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.3 * ncols + 0.5, 3.4 * nrows))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    bins = np.linspace(0.0, 1.0, 41)
-    for ax, run, color in zip(axes, runs, colors):
-        label, score = run.preds["test_label"], run.preds["test_score"]
-        ax.hist(score[label == 1], bins=bins, density=True, histtype="stepfilled", alpha=0.35,
-                color=color, label=f"signal (n={int((label == 1).sum())})")
-        ax.hist(score[label == 0], bins=bins, density=True, histtype="step", lw=1.6, color="0.25",
-                label=f"background (n={int((label == 0).sum())})")
-        ax.set(xlim=(0, 1), xlabel="score (fold-ensemble mean)", ylabel="density", title=run.name)
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom so the legend does not cover the bars
-        ax.legend(fontsize=8.5, loc="upper center", ncol=2)
-        ax.grid(True, alpha=0.3)
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    return _png(fig, "score distributions per class on the test split")
+def _score(run: _Run) -> float:
+    """The number runs are ranked by: test AUC (higher is better) or minus the test MAE."""
+    return -run.test_mae() if run.task == "regression" else _num(run.metrics["test_auc"])
 
 
-def _history_figure(run: _Run, color: str) -> str | None:
-    """Validation AUC and the two losses per epoch, one line per fold; None without history."""
-    hist = [h for h in run.metrics.get("history") or [] if isinstance(h, Mapping)]
-    if not hist:
-        return None
-    folds = sorted({h.get("fold", 0) for h in hist}, key=lambda f: (str(type(f)), f))
-    fig = Figure(figsize=(12.5, 3.6))
-    ax_auc, ax_loss = fig.subplots(1, 2)
-    cmap = [color] if len(folds) == 1 else None
-    for i, fold in enumerate(folds):
-        rows = sorted((h for h in hist if h.get("fold", 0) == fold),
-                      key=lambda h: _num(h.get("epoch")))
-        ep = np.array([_num(h.get("epoch")) for h in rows])
-        c = cmap[0] if cmap else f"C{i % 10}"
-        auc = np.array([_num(h.get("val_auc")) for h in rows])
-        ax_auc.plot(ep, auc, marker="o", ms=3, lw=1.4, color=c, label=f"fold {fold}")
-        ax_loss.plot(ep, [_num(h.get("train_loss")) for h in rows], lw=1.4, color=c,
-                     label=f"fold {fold} train")
-        ax_loss.plot(ep, [_num(h.get("val_loss")) for h in rows], lw=1.4, ls="--", color=c,
-                     label=f"fold {fold} val")
-    ax_auc.set(xlabel="epoch", ylabel="validation AUC", title=f"{run.name}: validation AUC")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{run.name}: loss (solid train, dashed val)")
-    ax_auc.legend(fontsize=8, ncol=2 if len(folds) > 5 else 1, loc="best")
-    ax_loss.legend(fontsize=7.5, ncol=2, loc="best")
-    for ax in (ax_auc, ax_loss):
-        ax.grid(True, alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.tight_layout()
-    return _png(fig, f"learning curves of {run.name}")
+def _best(group: _Group) -> _Run | None:
+    finite = [r for r in group.runs if math.isfinite(_score(r))]
+    return max(finite, key=_score) if finite else None
 
 
-# ----------------------------------------------------------------------------------------- HTML
-_CSS = """
-:root { --fg:#1d2330; --muted:#5b6475; --line:#d9dde5; --accent:#2458a6; --best:#e7f4e4; }
-* { box-sizing: border-box; }
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
-       color: var(--fg); margin: 0; background: #f6f7f9; }
-main { max-width: 1320px; margin: 0 auto; padding: 24px 28px 48px; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 20px; margin: 34px 0 10px; padding-bottom: 4px;
-     border-bottom: 2px solid var(--line); }
-h3 { font-size: 17px; margin: 22px 0 8px; }
-p.meta, p.note { color: var(--muted); margin: 4px 0 12px; }
-section.card { background: #fff; border: 1px solid var(--line); border-radius: 8px;
-               padding: 14px 18px; margin: 14px 0; }
-table { border-collapse: collapse; background: #fff; }
-#comparison { width: 100%; border: 1px solid var(--line); }
-.table-wrap { overflow-x: auto; }
-#comparison th, #comparison td { padding: 8px 12px; border-bottom: 1px solid var(--line);
-                                 text-align: right; white-space: nowrap; }
-#comparison td.name, #comparison td.model { white-space: normal; overflow-wrap: anywhere;
-                                            min-width: 8em; }
-#comparison th { background: #eef1f6; font-weight: 600; }
-#comparison th:first-child, #comparison td:first-child,
-#comparison th:nth-child(2), #comparison td:nth-child(2) { text-align: left; }
-#comparison td { font-variant-numeric: tabular-nums; }
-#comparison tr.best td { background: var(--best); }
-#comparison tr.best td.test-auc { font-weight: 700; }
-.badge { display: inline-block; margin-left: 6px; padding: 0 6px; border-radius: 9px;
-         font-size: 12px; background: #2e7d32; color: #fff; vertical-align: 1px; }
-.ci { color: var(--muted); font-size: 13px; font-weight: normal; }
-a { color: var(--accent); text-decoration: none; }
-[title] { cursor: help; }
-img.fig { display: block; max-width: 100%; height: auto; margin: 6px auto; }
-table.kv th { text-align: left; color: var(--muted); font-weight: 500; padding: 3px 14px 3px 0;
-              vertical-align: top; white-space: nowrap; }
-table.kv td { padding: 3px 0; word-break: break-all; }
-code { font: 13px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; }
-ul.paths { margin: 0; padding-left: 18px; }
-details { margin-top: 10px; }
-summary { cursor: pointer; color: var(--accent); }
-pre { background: #f3f4f7; border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px;
-      overflow-x: auto; font: 13px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; }
-footer { color: var(--muted); font-size: 13px; margin-top: 36px; }
-"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{css}</style>
-</head>
-<body>
-<main>
-<h1>{title}</h1>
-<p class="meta">{n_runs} run(s) &middot; generated {generated} &middot; e2evision {version}</p>
-
-<h2 id="comparison-heading">Comparison</h2>
-<div class="table-wrap">{table}</div>
-<p class="note">AUC mean &plusmn; std over the K validation folds; OOF: AUC of the pooled
-out-of-fold predictions; test: AUC of the fold-ensemble mean score on the held-out test split,
-with its 95 % bootstrap interval. The best test AUC is highlighted.</p>
-
-<h2 id="roc">ROC curves (test split)</h2>
-<section class="card">{roc}
-<p class="note">Shaded: min&ndash;max over the per-fold models of the TPR at a common FPR grid.
-Right: background rejection (1/FPR) against signal efficiency, the usual HEP view.</p></section>
-
-<h2 id="scores">Score distributions (test split)</h2>
-<section class="card">{scores}</section>
-
-<h2 id="runs">Runs</h2>
-{runs}
-
-<footer>Self-contained page: all figures are embedded, nothing is loaded from the network.</footer>
-</main>
-</body>
-</html>
-"""
+def _same_test_set(a: _Run, b: _Run) -> str:
+    """Empty when the two runs scored the same test samples with the same labels, else why not."""
+    ia, ib = a.preds.get("test_index"), b.preds.get("test_index")
+    if ia is None or ib is None:
+        return "test_index not recorded in predictions.npz"
+    if ia.shape != ib.shape or not np.array_equal(ia, ib):
+        return "different test samples (test_index differs)"
+    if not np.array_equal(a.preds["test_label"], b.preds["test_label"]):
+        return "different test labels"
+    return ""
 
 
-def _table(runs: Sequence[_Run]) -> str:
+@dataclass
+class _Significance:
+    p_value: float | None
+    text: str
+    title: str
+
+
+def _significance(group: _Group) -> dict[int, _Significance]:
+    """A paired test of every run against the group's best one (by ``id`` of the run).
+
+    Binary: DeLong's test of the two AUCs; regression: Wilcoxon's signed-rank test of the absolute
+    residuals; multi-class: a paired bootstrap of the macro AUC difference (normal approximation).
+    Only runs scored on exactly the same test samples are compared.
+    """
+    best = _best(group)
+    out: dict[int, _Significance] = {}
+    if best is None:
+        return out
+    for run in group.runs:
+        if run is best:
+            out[id(run)] = _Significance(None, "best", "the reference of the paired tests in this table")
+            continue
+        why = _same_test_set(best, run)
+        if why:
+            out[id(run)] = _Significance(None, "n/a", f"not comparable with {best.name}: {why}")
+            continue
+        y = best.preds["test_label"]
+        a, b = best.preds["test_score"], run.preds["test_score"]
+        try:
+            sig = _paired_test(group.task, y, a, b, best.name)
+            if sig.p_value is not None:
+                sig.title += f"; p = {sig.p_value:.6g}"
+            out[id(run)] = sig
+        except ValueError as exc:
+            out[id(run)] = _Significance(None, "n/a", f"test failed: {exc}")
+    return out
+
+
+def _paired_test(task: str, y: np.ndarray, a: np.ndarray, b: np.ndarray, best: str) -> _Significance:
+    if task == "binary":
+        from e2evision.metrics import delong_test
+
+        t = delong_test(y, a, b)
+        return _Significance(t["p_value"], f"p = {_fmt_p(t['p_value'])}",
+                             f"DeLong paired test vs {best}: ΔAUC = {t['difference']:+.4f} ± {t['std_error']:.4f}, "
+                             f"z = {t['z']:.2f}")
+    if task == "regression":
+        from scipy.stats import wilcoxon
+
+        d = np.abs(a - y) - np.abs(b - y)
+        if not np.any(d):
+            return _Significance(1.0, "p = 1", f"identical absolute residuals to {best}")
+        res = wilcoxon(np.abs(a - y), np.abs(b - y))
+        return _Significance(float(res.pvalue), f"p = {_fmt_p(float(res.pvalue))}",
+                             f"Wilcoxon signed-rank test of |residual| vs {best}: ΔMAE = {float(np.mean(d)):+.4g}")
+    from scipy.stats import norm
+
+    from e2evision.metrics import bootstrap_metric, one_vs_rest_auc
+
+    def diff(yy: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> float:
+        return one_vs_rest_auc(yy, aa)["macro"] - one_vs_rest_auc(yy, bb)["macro"]
+
+    boot = bootstrap_metric(diff, y, a, b, n_boot=200, seed=0)
+    sd = boot["std"]
+    p = float(2 * norm.sf(abs(boot["value"]) / sd)) if sd > 0 else (1.0 if boot["value"] == 0 else 0.0)
+    return _Significance(p, f"p = {_fmt_p(p)}",
+                         f"paired bootstrap (200 resamples) of the macro AUC difference vs {best}: "
+                         f"{boot['value']:+.4f} ± {sd:.4f}")
+
+
+def _fmt_p(p: float) -> str:
+    return "n/a" if not math.isfinite(p) else (f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
+
+
+# ---------------------------------------------------------------------------------------- tables
+def _rejections(run: _Run) -> list[tuple[float, float, int]]:
+    """(ε_S, 1/ε_B, n_background) at 0.3 and 0.5, from the test predictions."""
+    from e2evision.metrics import background_rejection
+
+    r = background_rejection(run.preds["test_label"], run.preds["test_score"], (0.3, 0.5))
+    return [(float(e), float(x), int(r["n_background"])) for e, x in zip(r["signal_efficiency"], r["rejection"])]
+
+
+def _fmt_rejection(value: float, n_background: int) -> str:
+    if math.isinf(value):
+        return f"&gt; {n_background}"  # no background passes: only a bound can be quoted
+    return "n/a" if not math.isfinite(value) else f"{value:.3g}"
+
+
+def _table(group: _Group) -> str:
     """The comparison table; rows carry data-run so tests and scripts can find a run's row."""
-    test_aucs = [_num(r.metrics["test_auc"]) for r in runs]
-    finite = [a for a in test_aucs if math.isfinite(a)]
-    best = max(finite) if finite else math.nan
-    head = ("<tr><th>Run</th><th>Model</th><th>Parameters</th><th>AUC (folds)</th><th>OOF AUC</th>"
-            "<th>Test AUC [95 % CI]</th><th>Training time</th><th>Epochs</th></tr>")
+    best = _best(group)
+    sig = _significance(group)
+    task = group.task
+    if task == "binary":
+        extra_head = ("<th>Test AUC [95 % CI]</th><th title='background rejection at signal efficiency 0.3'>"
+                      "1/&epsilon;<sub>B</sub> @ &epsilon;<sub>S</sub>=0.3</th>"
+                      "<th>1/&epsilon;<sub>B</sub> @ &epsilon;<sub>S</sub>=0.5</th>")
+        lead = "<th>AUC (folds)</th><th>OOF AUC</th>"
+    elif task == "multiclass":
+        extra_head = "<th>Test macro AUC [95 % CI]</th><th>One-vs-rest AUC per class</th><th>Accuracy</th>"
+        lead = "<th>Macro AUC (folds)</th><th>OOF macro AUC</th>"
+    else:
+        extra_head = "<th>Test MAE [95 % CI]</th><th>Bias</th><th>Resolution (robust &sigma;)</th>"
+        lead = "<th>MAE (folds)</th><th>OOF MAE</th>"
+    head = (f"<tr><th>Run</th><th>Model</th><th>Parameters</th>{lead}{extra_head}"
+            "<th title='paired test against the best run on the same test samples'>Significance vs best</th>"
+            "<th>Training time</th><th>Epochs</th></tr>")
     rows = []
-    for run, auc in zip(runs, test_aucs):
+    for run in group.runs:
         m = run.metrics
-        is_best = math.isfinite(auc) and auc == best
-        ci = m.get("test_auc_ci") or []
-        ci_txt = (f' <span class="ci">[{_fmt_auc(ci[0])}, {_fmt_auc(ci[1])}]</span>'
-                  if isinstance(ci, (list, tuple)) and len(ci) == 2 else "")
-        folds = m.get("fold_auc") or []
-        fold_title = ""
-        if isinstance(folds, list):
-            fold_title = "per fold: " + ", ".join(_fmt_auc(a) for a in folds)
+        is_best = run is best
         n_params = _num(m["n_params"])
         exact = f"{int(n_params):,} parameters" if math.isfinite(n_params) else "unknown"
         secs = _num(m["train_time_s"])
@@ -444,24 +436,93 @@ def _table(runs: Sequence[_Run]) -> str:
         if math.isfinite(_num(m.get("wall_time_s"))):
             time_title += f"; wall time {_fmt_duration(m['wall_time_s'])}"
         badge = ' <span class="badge">best</span>' if is_best else ""
+        s = sig.get(id(run), _Significance(None, "n/a", "no comparable best run"))
+        cells = [
+            f'<td class="name"><a href="#{run.anchor}">{_e(run.name)}</a>{badge}</td>',
+            f'<td class="model">{_e(m["model"])}</td>',
+            f'<td class="params" title="{_e(exact)}">{_e(_fmt_params(n_params))}</td>',
+            *_task_cells(run),
+            f'<td class="signif" title="{_e(s.title)}">{_e(s.text)}</td>',
+            f'<td class="time" title="{_e(time_title)}">{_e(_fmt_duration(secs))}</td>',
+            f'<td class="epochs" title="per fold: {_e(m["epochs"])}">{_fmt_epochs(m["epochs"])}</td>',
+        ]
         best_cls = ' class="best"' if is_best else ""
-        rows.append(
-            f'<tr data-run="{_e(run.name)}"{best_cls}>'
-            f'<td class="name"><a href="#{run.anchor}">{_e(run.name)}</a>{badge}</td>'
-            f'<td class="model">{_e(m["model"])}</td>'
-            f'<td class="params" title="{_e(exact)}">{_e(_fmt_params(n_params))}</td>'
-            f'<td class="fold-auc" title="{_e(fold_title)}">'
-            f'{_fmt_auc(m["fold_auc_mean"])} &plusmn; '
-            f'{_fmt_auc(m["fold_auc_std"])}</td>'
-            f'<td class="oof-auc">{_fmt_auc(m["oof_auc"])}</td>'
-            f'<td class="test-auc">{_fmt_auc(auc)}{ci_txt}</td>'
-            f'<td class="time" title="{_e(time_title)}">{_e(_fmt_duration(secs))}</td>'
-            f'<td class="epochs" title="per fold: {_e(m["epochs"])}">'
-            f'{_fmt_epochs(m["epochs"])}</td>'
-            "</tr>"
-        )
+        rows.append(f'<tr data-run="{_e(run.name)}"{best_cls}>' + "".join(cells) + "</tr>")
     body = "\n".join(rows)
-    return f'<table id="comparison">\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+    return (f'<table class="comparison" id="comparison-{group.anchor}">\n<thead>{head}</thead>\n'
+            f"<tbody>\n{body}\n</tbody>\n</table>")
+
+
+def _ci(values: Any, fmt: Any = None) -> str:
+    fmt = fmt or _fmt_auc
+    if isinstance(values, (list, tuple)) and len(values) == 2:
+        return f' <span class="ci">[{fmt(values[0])}, {fmt(values[1])}]</span>'
+    return ""
+
+
+def _g(value: Any) -> str:
+    x = _num(value)
+    return "n/a" if not math.isfinite(x) else f"{x:.4g}"
+
+
+def _task_cells(run: _Run) -> list[str]:
+    m = run.metrics
+    if run.task == "regression":
+        folds = m.get("fold_mae") or []
+        fold_title = "per fold: " + ", ".join(_g(a) for a in folds) if isinstance(folds, list) else ""
+        mean = m.get("fold_mae_mean", np.mean(folds) if folds else math.nan)
+        std = m.get("fold_mae_std", np.std(folds, ddof=1) if len(folds) > 1 else math.nan)
+        test = m.get("test") if isinstance(m.get("test"), Mapping) else {}
+        t, p = run.preds["test_label"], run.preds["test_score"]
+        bias = test.get("bias", float(np.mean(p - t)))
+        res = test.get("resolution_robust", math.nan)
+        return [
+            f'<td class="fold-mae" title="{_e(fold_title)}">{_g(mean)} &plusmn; {_g(std)}</td>',
+            f'<td class="oof-mae">{_g(m["oof_mae"])}</td>',
+            f'<td class="test-mae">{_g(run.test_mae())}{_ci(m.get("test_mae_ci"), _g)}</td>',
+            f'<td class="bias">{_g(bias)}</td>',
+            f'<td class="resolution">{_g(res)}</td>',
+        ]
+    folds = m.get("fold_auc") or []
+    fold_title = "per fold: " + ", ".join(_fmt_auc(a) for a in folds) if isinstance(folds, list) else ""
+    cells = [
+        f'<td class="fold-auc" title="{_e(fold_title)}">{_fmt_auc(m["fold_auc_mean"])} &plusmn; '
+        f'{_fmt_auc(m["fold_auc_std"])}</td>',
+        f'<td class="oof-auc">{_fmt_auc(m["oof_auc"])}</td>',
+        f'<td class="test-auc">{_fmt_auc(m["test_auc"])}{_ci(m.get("test_auc_ci"))}</td>',
+    ]
+    if run.task == "binary":
+        for (eff, rej, nb), cls in zip(_rejections(run), ("rej30", "rej50")):
+            cells.append(f'<td class="{cls}" title="{_e(f"at signal efficiency {eff:g}, {nb} background events")}">'
+                         f"{_fmt_rejection(rej, nb)}</td>")
+        return cells
+    from e2evision.metrics import one_vs_rest_auc
+
+    y, s = run.preds["test_label"], run.preds["test_score"]
+    ovr = one_vs_rest_auc(y, s)
+    names = run.class_names if len(run.class_names) == s.shape[1] else [str(c) for c in range(s.shape[1])]
+    per_class = ", ".join(f"{_e(n)} {_fmt_auc(a, 3)}" for n, a in zip(names, ovr["auc"]))
+    acc = float(np.mean(np.argmax(s, axis=1) == y.astype(int)))
+    cells += [f'<td class="ovr-auc">{per_class}</td>', f'<td class="accuracy">{acc:.4f}</td>']
+    return cells
+
+
+_TABLE_NOTES = {
+    "binary": "AUC mean &plusmn; std over the K validation folds; OOF: AUC of the pooled out-of-fold "
+              "predictions; test: AUC of the fold-ensemble mean score on the held-out test split, with its "
+              "95 % bootstrap interval; 1/&epsilon;<sub>B</sub>: background rejection at the given signal "
+              "efficiency (&gt; N: no background event of N passes). Significance: DeLong's paired test "
+              "against the best run (same test samples only). The best test AUC is highlighted.",
+    "multiclass": "Macro (unweighted mean) one-vs-rest AUC over the classes; test: the fold-ensemble mean "
+                  "probabilities on the held-out test split, 95 % bootstrap interval. Significance: paired "
+                  "bootstrap of the macro AUC difference against the best run. The best test macro AUC is "
+                  "highlighted.",
+    "regression": "Mean absolute error in target units; test: the fold-ensemble mean prediction on the "
+                  "held-out test split, 95 % bootstrap interval; bias = mean(prediction &minus; truth); "
+                  "robust resolution = half the 16&ndash;84 % width of the residuals. Significance: "
+                  "Wilcoxon's signed-rank test of the absolute residuals against the best run. The lowest "
+                  "test MAE is highlighted.",
+}
 
 
 def _kv_rows(pairs: Iterable[tuple[str, str]]) -> str:
@@ -493,30 +554,153 @@ def _provenance(run: _Run) -> str:
         ("started", _e(info["started_at"]) if "started_at" in info else na),
         ("finished", _e(info["finished_at"]) if "finished_at" in info else na),
         ("device", _e(info["device"]) if "device" in info else na),
+        ("processes", _e(info["processes"]) if "processes" in info else na),
         ("command", f'<code>{_e(info["command"])}</code>' if "command" in info else na),
     ]
+    if run.metrics.get("resumed_folds"):
+        pairs.append(("resumed folds", _e(", ".join(map(str, run.metrics["resumed_folds"])))))
     return f'<table class="kv">{_kv_rows(pairs)}</table>'
 
 
-def _run_section(run: _Run, color: str) -> str:
+def _run_section(run: _Run) -> str:
     m = run.metrics
-    curves = _history_figure(run, color)
+    curves = figures.history_figure(run, run.color)
     config = '<p class="note">config.yaml is missing.</p>'
     if run.config is not None:
-        config = ("<details><summary>Resolved config (config.yaml)</summary>"
-                  f"<pre>{_e(run.config)}</pre></details>")
+        config = f"<details><summary>Resolved config (config.yaml)</summary><pre>{_e(run.config)}</pre></details>"
     no_history = '<p class="note">No training history recorded.</p>'
     n_tv, n_te = m.get("n_trainval"), m.get("n_test")
     sizes = f" &middot; {_e(n_tv)} train/val, {_e(n_te)} test examples" if n_tv is not None else ""
+    if run.saliency is not None and len(run.saliency.get("images", [])):
+        sal = (figures.saliency_figure(run.name, run.saliency, run.task)
+               + '<p class="note">Gradient &times; input of the fold-0 model (Shrikumar et al. 2016), summed '
+                 "over channels: red pixels raise the output (signal logit, true-class logit or "
+                 "prediction), blue ones lower it.</p>")
+    else:
+        sal = f'<p class="note">No saliency maps: {_e(run.saliency_note or "none recorded")}.</p>'
     return (
         f'<section class="card run" id="{run.anchor}">\n'
-        f'<h3><span style="color:{color}">&#9632;</span> {_e(run.name)} '
-        f'<span class="ci">{_e(m["model"])}{sizes} &middot; '
-        f"<code>{_e(run.path)}</code></span></h3>\n"
-        f"<h4>Learning curves</h4>\n"
-        f"{curves or no_history}\n"
+        f'<h3><span style="color:{run.color}">&#9632;</span> {_e(run.name)} '
+        f'<span class="ci">{_e(m["model"])}{sizes} &middot; <code>{_e(run.path)}</code></span></h3>\n'
+        f"<h4>Learning curves</h4>\n{curves or no_history}\n"
+        f"<h4>Saliency</h4>\n{sal}\n"
         f"<h4>Provenance</h4>\n{_provenance(run)}\n{config}\n</section>"
     )
+
+
+def _group_heading(group: _Group) -> str:
+    run = group.runs[0]
+    data = run.info.get("data") if isinstance(run.info.get("data"), Mapping) else {}
+    fmt = (data or {}).get("format", "unknown format")
+    fp = str((data or {}).get("fingerprint", ""))
+    classes = ", ".join(run.class_names) if group.task != "regression" and run.class_names else ""
+    bits = [f"{len(group.runs)} run(s)", f"{run.preds['test_label'].shape[0]} test samples"]
+    if classes:
+        bits.append(f"classes: {_e(classes)}")
+    if fp:
+        bits.append(f'data <code title="{_e(fp)}">{_e(_short_hash(fp))}</code>')
+    return (f'<h2 id="{group.anchor}">Dataset: {_e(fmt)} &mdash; {_e(group.task)}</h2>\n'
+            f'<p class="meta">{" &middot; ".join(bits)}</p>')
+
+
+def _group_section(group: _Group) -> str:
+    runs = group.runs
+    colors = [r.color for r in runs]
+    parts = [_group_heading(group), f'<div class="table-wrap">{_table(group)}</div>',
+             f'<p class="note">{_TABLE_NOTES[group.task]}</p>']
+    if group.task == "binary":
+        parts.append(f'<h3>ROC and background rejection (test split)</h3><section class="card">'
+                     f"{figures.roc_figure(runs, colors)}<p class=\"note\">Shaded: min&ndash;max over the "
+                     "per-fold models of the TPR at a common FPR grid. Right: background rejection (1/FPR) "
+                     "against signal efficiency, the usual HEP view; dashed lines at &epsilon;<sub>S</sub> = "
+                     "0.3 and 0.5.</p></section>")
+        parts.append(f'<h3>Score distributions (test split)</h3><section class="card">'
+                     f"{figures.score_figure(runs, colors)}</section>")
+        binned = figures.binned_auc_figure(runs, colors)
+        if binned:
+            parts.append(f'<h3>AUC in bins of jet p<sub>T</sub></h3><section class="card">{binned}</section>')
+    elif group.task == "multiclass":
+        names = runs[0].class_names
+        parts.append(f'<h3>One-vs-rest ROC curves (test split)</h3><section class="card">'
+                     f"{figures.ovr_roc_figure(runs, colors, names)}</section>")
+        parts.append(f'<h3>Confusion matrices (test split)</h3><section class="card">'
+                     f"{figures.confusion_figure(runs, names)}<p class=\"note\">Rows: true class; columns: "
+                     "predicted class (largest probability); fraction of the row, count in brackets.</p></section>")
+        parts.append(f'<h3>Score distributions (test split)</h3><section class="card">'
+                     f"{figures.class_score_figure(runs, colors, names)}</section>")
+    else:
+        parts.append(f'<h3>Residuals and resolution (test split)</h3><section class="card">'
+                     f"{figures.regression_figure(runs, colors)}</section>")
+    parts.append("<h3>Runs</h3>")
+    parts.extend(_run_section(r) for r in runs)
+    return "\n".join(parts)
+
+# ----------------------------------------------------------------------------------------- HTML
+_CSS = """
+:root { --fg:#1d2330; --muted:#5b6475; --line:#d9dde5; --accent:#2458a6; --best:#e7f4e4; }
+* { box-sizing: border-box; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
+       color: var(--fg); margin: 0; background: #f6f7f9; }
+main { max-width: 1320px; margin: 0 auto; padding: 24px 28px 48px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 20px; margin: 34px 0 10px; padding-bottom: 4px;
+     border-bottom: 2px solid var(--line); }
+h3 { font-size: 17px; margin: 22px 0 8px; }
+p.meta, p.note { color: var(--muted); margin: 4px 0 12px; }
+section.card { background: #fff; border: 1px solid var(--line); border-radius: 8px;
+               padding: 14px 18px; margin: 14px 0; }
+table { border-collapse: collapse; background: #fff; }
+table.comparison { width: 100%; border: 1px solid var(--line); }
+.table-wrap { overflow-x: auto; }
+table.comparison th, table.comparison td { padding: 8px 12px; border-bottom: 1px solid var(--line);
+                                 text-align: right; white-space: nowrap; }
+table.comparison td.name, table.comparison td.model { white-space: normal; overflow-wrap: anywhere;
+                                            min-width: 8em; }
+table.comparison th { background: #eef1f6; font-weight: 600; }
+table.comparison th:first-child, table.comparison td:first-child,
+table.comparison th:nth-child(2), table.comparison td:nth-child(2) { text-align: left; }
+table.comparison td { font-variant-numeric: tabular-nums; }
+table.comparison tr.best td { background: var(--best); }
+table.comparison tr.best td.test-auc, table.comparison tr.best td.test-mae { font-weight: 700; }
+ul.toc { margin: 6px 0 0; padding-left: 18px; color: var(--muted); }
+h4 { font-size: 15px; margin: 16px 0 6px; }
+.badge { display: inline-block; margin-left: 6px; padding: 0 6px; border-radius: 9px;
+         font-size: 12px; background: #2e7d32; color: #fff; vertical-align: 1px; }
+.ci { color: var(--muted); font-size: 13px; font-weight: normal; }
+a { color: var(--accent); text-decoration: none; }
+[title] { cursor: help; }
+img.fig { display: block; max-width: 100%; height: auto; margin: 6px auto; }
+table.kv th { text-align: left; color: var(--muted); font-weight: 500; padding: 3px 14px 3px 0;
+              vertical-align: top; white-space: nowrap; }
+table.kv td { padding: 3px 0; word-break: break-all; }
+code { font: 13px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; }
+ul.paths { margin: 0; padding-left: 18px; }
+details { margin-top: 10px; }
+summary { cursor: pointer; color: var(--accent); }
+pre { background: #f3f4f7; border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px;
+      overflow-x: auto; font: 13px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; }
+footer { color: var(--muted); font-size: 13px; margin-top: 36px; }
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+<main>
+<h1>{title}</h1>
+<p class="meta">{n_runs} run(s) on {n_groups} dataset(s) &middot; generated {generated} &middot; e2evision {version}</p>
+<nav><ul class="toc">{toc}</ul></nav>
+{groups}
+<footer>Self-contained page: all figures are embedded, nothing is loaded from the network.</footer>
+</main>
+</body>
+</html>
+"""
 
 
 def build_report(
@@ -524,36 +708,46 @@ def build_report(
     out: str | os.PathLike[str],
     *,
     title: str = "e2evision report",
+    saliency: bool = True,
 ) -> Path:
     """Write one self-contained HTML page comparing ``run_dirs`` to ``out`` and return its path.
 
     Every run is loaded and validated before anything is drawn, so a bad run directory fails fast
-    with a message that names it instead of leaving a partial report. The file is written
-    atomically. If ``out`` is an existing directory the page is written to ``out/report.html``.
+    with a message that names it instead of leaving a partial report. Runs are grouped by dataset
+    and task. ``saliency``: compute saliency maps from fold 0's weights and the data for runs that
+    have no ``saliency.npz`` (needs the data files; skipped with a note when they are gone). The
+    file is written atomically; if ``out`` is an existing directory the page is
+    ``out/report.html``.
     """
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
     if not run_dirs:
         raise ValueError("build_report needs at least one run directory")
     runs = [_load_run(d) for d in run_dirs]
-    for i, run in enumerate(runs):
+    for i, (run, color) in enumerate(zip(runs, _colors(len(runs)))):
         run.anchor = f"run-{i + 1}"
-    colors = _colors(len(runs))
+        run.color = color
+        _load_saliency(run, saliency)
+    groups = _group_runs(runs)
 
     try:
         from e2evision import __version__
     except ImportError:  # pragma: no cover
         __version__ = "unknown"
+    toc = "".join(
+        f'<li><a href="#{g.anchor}">{_e((g.runs[0].info.get("data") or {}).get("format", "dataset"))} '
+        f"&mdash; {_e(g.task)}</a>: {', '.join(_e(r.name) for r in g.runs)}</li>"
+        for g in groups
+    )
     page = _PAGE.format(
         title=_e(title),
         css=_CSS,
         n_runs=len(runs),
+        n_groups=len(groups),
         generated=_e(datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         version=_e(__version__),
-        table=_table(runs),
-        roc=_roc_figure(runs, colors),
-        scores=_score_figure(runs, colors),
-        runs="\n".join(_run_section(r, c) for r, c in zip(runs, colors)),
+        toc=toc,
+        groups="\n".join(_group_section(g) for g in groups),
     )
     target = Path(out)
     if target.is_dir():

@@ -1,9 +1,17 @@
-"""From a reader to DataLoaders: in RAM when the images fit, streamed from the files otherwise."""
+"""From a reader to DataLoaders: in RAM when the images fit, streamed from the files otherwise.
+
+Training batches come from :class:`EpochBatchSampler`: the order of an epoch is a function of
+``(seed, epoch)`` only, each *global* batch is split over the DDP processes, and the position in
+the epoch is part of the checkpoint (:class:`ResumableLoader`), so an interrupted run continues
+with exactly the batches it would have seen.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
@@ -127,3 +135,178 @@ class _BatchView(Dataset):
     def __getitem__(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.dataset.reader.read(self.dataset.indices[np.asarray(items, dtype=np.int64)])
         return torch.from_numpy(x), torch.from_numpy(y)
+
+
+# ----------------------------------------------------------------------------- resumable batches
+class EpochBatchSampler:
+    """Batches of positions ``0..n-1`` in an order that depends only on ``(seed, epoch)``.
+
+    The permutation of epoch ``e`` is drawn from a generator seeded with ``seed + e`` (no global
+    RNG), cut into *global* batches of ``batch_size``, and process ``rank`` of ``num_replicas``
+    takes its contiguous slice of every global batch. One process and N processes therefore step
+    through the same global batches, which is what makes a DDP run comparable with a
+    single-process one (gradients are averaged over the same samples). A trailing global batch
+    smaller than ``num_replicas`` is dropped so every process has a non-empty slice.
+
+    ``skip_batches`` (set when resuming) skips the first batches of the next iteration only.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, num_replicas: int = 1,
+                 rank: int = 0) -> None:
+        if n < 1:
+            raise ValueError("EpochBatchSampler needs at least one sample")
+        if batch_size < num_replicas:
+            raise ValueError(f"batch size {batch_size} is smaller than the number of processes {num_replicas}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+        self.n, self.batch_size, self.shuffle, self.seed = int(n), int(batch_size), bool(shuffle), int(seed)
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.epoch = 0
+        self.skip_batches = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before every epoch; a pending skip belongs to one epoch only."""
+        if int(epoch) != self.epoch:
+            self.skip_batches = 0
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (1 if rest >= self.num_replicas else 0)
+
+    def global_batches(self, epoch: int | None = None) -> list[np.ndarray]:
+        """All global batches of an epoch, before the split over processes."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + epoch)
+            order = torch.randperm(self.n, generator=g).numpy()
+        else:
+            order = np.arange(self.n)
+        return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start, self.skip_batches = self.skip_batches, 0
+        for batch in self.global_batches()[start:]:
+            part = np.array_split(batch, self.num_replicas)[self.rank]
+            yield part.tolist()
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over an :class:`EpochBatchSampler` that Lightning can checkpoint.
+
+    Lightning saves ``state_dict()`` of stateful training loaders in its checkpoints and calls
+    ``load_state_dict`` when resuming. The state is the epoch and the number of batches this
+    loader has handed to the training loop; Lightning does not prefetch from loaders with a
+    length, so at a checkpoint that is the number of batches trained on (the resume test checks
+    it). Workers prefetch ahead, but their batches are re-created from the sampler, so nothing
+    is lost or repeated.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: EpochBatchSampler, *, num_workers: int = 0,
+                 pin_memory: bool = False, prefetch_factor: int = 4, generator_seed: int = 0) -> None:
+        generator = torch.Generator()
+        generator.manual_seed(generator_seed)  # iterator seeds never draw from the global RNG
+        super().__init__(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+                         persistent_workers=num_workers > 0, generator=generator,
+                         prefetch_factor=prefetch_factor if num_workers > 0 else None)
+        self.batches_done = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        sampler: EpochBatchSampler = self.sampler  # type: ignore[assignment]
+        self.batches_done = sampler.skip_batches
+        for batch in super().__iter__():
+            self.batches_done += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        s: EpochBatchSampler = self.sampler  # type: ignore[assignment]
+        return {"epoch": s.epoch, "batches_done": int(self.batches_done), "num_batches": len(s),
+                "num_samples": s.n, "batch_size": s.batch_size, "seed": s.seed, "shuffle": int(s.shuffle)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        s: EpochBatchSampler = self.sampler  # type: ignore[assignment]
+        mine = self.state_dict()
+        for key in ("num_samples", "batch_size", "seed", "shuffle"):
+            if int(state.get(key, -1)) != mine[key]:
+                raise ValueError(
+                    f"checkpoint's training order does not match this run: {key} was {state.get(key)}, "
+                    f"now {mine[key]} (same config and data are needed to resume)"
+                )
+        epoch, done = int(state["epoch"]), int(state["batches_done"])
+        if done >= int(state["num_batches"]):  # saved at the end of an epoch: continue with the next
+            epoch, done = epoch + 1, 0
+        s.epoch, s.skip_batches = epoch, done
+        self.batches_done = done
+
+
+class _TensorBatches(Dataset):
+    """Index with a list of positions, get the stacked batch of in-memory tensors."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __getitem__(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(items, dtype=torch.long)
+        return self.x[idx], self.y[idx]
+
+
+def batch_view(dataset: Dataset) -> Dataset:
+    """A dataset indexed by lists of positions (what ``batch_size=None`` loaders hand out)."""
+    if isinstance(dataset, TensorDataset):
+        x, y = dataset.tensors[:2]
+        return _TensorBatches(x, y)
+    if isinstance(dataset, ReaderDataset):
+        return _BatchView(dataset)
+    raise TypeError(f"no batch view for {type(dataset).__name__}")
+
+
+class FoldData(pl.LightningDataModule):
+    """Training and validation loaders of one fold, built once the process's rank is known.
+
+    ``batch_size`` is the global batch: under DDP each of the W processes gets ``batch_size / W``
+    samples of every global batch (a clear error if it does not divide). Validation is split in
+    contiguous, disjoint shards without padding; the metrics gather them back exactly.
+    """
+
+    def __init__(self, train: Dataset, val: Dataset, *, batch_size: int, seed: int, num_workers: int = 0,
+                 val_batch_size: int = 256) -> None:
+        super().__init__()
+        self.train_set, self.val_set = train, val
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.val_batch_size = val_batch_size
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
+    def train_dataloader(self) -> ResumableLoader:
+        world, rank = self._world()
+        if self.batch_size % world:
+            raise ValueError(
+                f"train.batch_size={self.batch_size} is the global batch and must be divisible by the "
+                f"number of processes ({world})"
+            )
+        sampler = EpochBatchSampler(len(self.train_set), self.batch_size, shuffle=True, seed=self.seed,
+                                    num_replicas=world, rank=rank)
+        return ResumableLoader(batch_view(self.train_set), sampler, num_workers=self.num_workers,
+                               pin_memory=torch.cuda.is_available(), generator_seed=self.seed)
+
+    def val_dataloader(self) -> DataLoader:
+        world, rank = self._world()
+        n = len(self.val_set)
+        lo, hi = rank * n // world, (rank + 1) * n // world
+        rows = list(range(lo, hi))
+        batches = [rows[i:i + self.val_batch_size] for i in range(0, len(rows), self.val_batch_size)]
+        generator = torch.Generator()
+        generator.manual_seed(0)
+        return DataLoader(batch_view(self.val_set), batch_size=None, sampler=batches, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available(), generator=generator,
+                          persistent_workers=self.num_workers > 0,
+                          prefetch_factor=4 if self.num_workers > 0 else None)
+

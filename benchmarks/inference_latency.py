@@ -1,0 +1,186 @@
+"""Inference latency, one thread: the C++ engine vs PyTorch eager vs onnxruntime (Python), side by side.
+
+    .venv/bin/python benchmarks/inference_latency.py                      # ResNet-15, ViT, ViT-SD
+    .venv/bin/python benchmarks/inference_latency.py --size tiny --reps 50  # seconds, for a smoke test
+    .venv/bin/python benchmarks/inference_latency.py --models resnet15 --out latency.json
+
+For each model it simulates electron/photon crops, trains a 2-fold, 1-epoch run (the weights do not
+change the latency, but the export path is the real one), exports the best fold to TorchScript and
+ONNX, and times one call on raw images at batch 1 and 256. Every contender starts from the same raw
+float32 images and applies the normalisation itself, as a CMSSW producer would:
+
+* C++: ``e2evision-infer --bench`` (TorchScript backend; preprocessing in C++; timed inside the
+  process around ``Engine::run``), ``at::set_num_threads(1)``;
+* PyTorch eager: the training module's ``forward`` (normaliser included), ``torch.set_num_threads(1)``,
+  inference mode;
+* onnxruntime: NumPy preprocessing from preprocess.json + ``InferenceSession.run``, one intra-op and
+  one inter-op thread.
+
+Reported: the median and the minimum of ``--reps`` timed calls, taken in ``--rounds`` interleaved
+rounds (C++, eager, onnxruntime, again ...) so that load from other processes affects the three
+alike, and ratios to the C++ engine. On a shared machine the minimum is the steadier figure.
+``--size`` is the knob: ``tiny`` (the test suite's toy widths), ``default`` (the registry presets:
+ResNet-15 16→32 channels, vit_micro/vit_sd_micro 64 wide × 4 blocks) or ``large`` (ResNet-15
+32→64, ViT 192 wide × 6 blocks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MODELS = {"resnet15": ("egamma_resnet15.yaml", "resnet15"), "vit": ("egamma_vit.yaml", "vit_micro"),
+          "vit_sd": ("egamma_vit.yaml", "vit_sd_micro")}
+SIZES: dict[str, dict[str, list[str]]] = {
+    "tiny": {"resnet15": ["model.kwargs.widths=[4, 8]", "model.kwargs.blocks_per_stage=1"],
+             "vit": ["model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2"],
+             "vit_sd": ["model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2"]},
+    "default": {"resnet15": [], "vit": [], "vit_sd": []},
+    "large": {"resnet15": ["model.kwargs.widths=[32, 64]"],
+              "vit": ["model.kwargs.embed_dim=192", "model.kwargs.depth=6", "model.kwargs.num_heads=3"],
+              "vit_sd": ["model.kwargs.embed_dim=192", "model.kwargs.depth=6", "model.kwargs.num_heads=3"]},
+}
+
+
+def times_ms(fn, reps: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="resnet15,vit,vit_sd", help="comma list of resnet15, vit, vit_sd")
+    ap.add_argument("--size", choices=sorted(SIZES), default="default", help="model size knob")
+    ap.add_argument("--reps", type=int, default=200, help="timed calls at batch 1 (batch 256: reps // 10, at least 5)")
+    ap.add_argument("--warmup", type=int, default=20, help="untimed calls before each round")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds of C++, eager and onnxruntime")
+    ap.add_argument("--n-train", type=int, default=400, help="simulated crops for the 1-epoch training")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep runs and exports here (default: a temp dir)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    args = ap.parse_args()
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import onnxruntime as ort
+    import torch
+
+    from e2evision.config import load_config
+    from e2evision.export import apply_preprocess, ensure_built, export_model, load_fold, read_contract, save_npy
+    from e2evision.export.cpp import benchmark_cpp
+    from e2evision.simulate.calorimeter import write_egamma
+    from e2evision.training import run_experiment
+
+    torch.set_num_threads(1)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = set(names) - set(MODELS)
+    if unknown:
+        ap.error(f"unknown models {sorted(unknown)}; choose from {sorted(MODELS)}")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="e2evision-latency-"))
+    t_build = time.perf_counter()
+    tool = ensure_built()
+    print(f"C++ tool {tool} ready ({time.perf_counter() - t_build:.0f} s)", file=sys.stderr)
+    data = work / "data"
+    files = sorted(data.glob("*.hdf5")) if data.is_dir() else []
+    if not files:
+        files = write_egamma(data, args.n_train, seed=1, progress=False)
+    from e2evision.datasets import open_dataset
+
+    with open_dataset(files) as ds:
+        raw256, _ = ds.read(np.arange(256) % ds.n_samples)
+    raw256 = np.ascontiguousarray(raw256, dtype=np.float32)
+    raw_npy = save_npy(work / "raw256.npy", raw256)
+
+    rows = []
+    for name in names:
+        config, model_name = MODELS[name]
+        run = work / f"{name}-{args.size}"
+        if not (run / "metrics.json").is_file():
+            cfg = load_config(ROOT / "configs" / config, [
+                f"data.paths={json.dumps([str(f) for f in files])}", f"model.name={model_name}", "train.folds=2",
+                "train.max_epochs=1", "train.progress=false", *SIZES[args.size][name]])
+            run_experiment(cfg, run)
+        ts_path, onnx_path = run / "export" / "model.pt", run / "export" / "model.onnx"
+        if not ts_path.is_file():
+            export_model(run, "torchscript", ts_path, n_check=16)
+        if not onnx_path.is_file():
+            export_model(run, "onnx", onnx_path, n_check=16)
+        contract = read_contract(ts_path.parent / "preprocess.json")
+        fold = load_fold(run, contract["source"]["fold"])
+        module = fold.module
+        n_params = sum(p.numel() for p in fold.model.parameters())
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        spec = contract["inputs"][0]["preprocess"]
+
+        for batch in (1, 256):
+            reps = args.reps if batch == 1 else max(5, args.reps // 10)
+            warm = args.warmup if batch == 1 else max(3, args.warmup // 5)
+            x_np = raw256[:batch].copy()
+            x_t = torch.from_numpy(x_np)
+
+            def eager() -> None:
+                with torch.inference_mode():
+                    module(x_t)
+
+            def onnxrt() -> None:
+                session.run(["prob"], {"image": apply_preprocess(x_np, spec)})
+
+            # Interleaved rounds, so that load from other processes hits the three alike.
+            got: dict[str, list[float]] = {"cpp": [], "eager": [], "onnxruntime": []}
+            per_round = max(1, reps // args.rounds)
+            for _ in range(args.rounds):
+                got["cpp"] += benchmark_cpp(ts_path, raw_npy, batch, per_round, warmup=warm, threads=1,
+                                            tool=tool)["times_ms"]
+                got["eager"] += times_ms(eager, per_round, warm)
+                got["onnxruntime"] += times_ms(onnxrt, per_round, warm)
+            med = {k: statistics.median(v) for k, v in got.items()}
+            low = {k: min(v) for k, v in got.items()}
+            rows.append({"model": fold.config.model.name, "size": args.size, "params": n_params, "batch": batch,
+                         "reps": len(got["cpp"]), **{f"{k}_ms": med[k] for k in got},
+                         **{f"{k}_min_ms": low[k] for k in got},
+                         "eager_over_cpp": med["eager"] / med["cpp"], "onnxruntime_over_cpp": med["onnxruntime"] / med["cpp"],
+                         "eager_over_cpp_min": low["eager"] / low["cpp"],
+                         "onnxruntime_over_cpp_min": low["onnxruntime"] / low["cpp"]})
+            r = rows[-1]
+            print(f"{r['model']:<14}{n_params:>9,} batch {batch:>3}: median (min) C++ {med['cpp']:.3f} ({low['cpp']:.3f}) ms, "
+                  f"eager {med['eager']:.3f} ({low['eager']:.3f}) ms, onnxruntime {med['onnxruntime']:.3f} "
+                  f"({low['onnxruntime']:.3f}) ms", file=sys.stderr)
+
+    print("| model | params | batch | C++ engine ms | PyTorch eager ms | onnxruntime ms | eager / C++ | ORT / C++ |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:  # median (minimum) of the timed calls
+        print(f"| {r['model']} | {r['params']:,} | {r['batch']} | {r['cpp_ms']:.3f} ({r['cpp_min_ms']:.3f}) | "
+              f"{r['eager_ms']:.3f} ({r['eager_min_ms']:.3f}) | {r['onnxruntime_ms']:.3f} ({r['onnxruntime_min_ms']:.3f}) | "
+              f"{r['eager_over_cpp']:.2f} ({r['eager_over_cpp_min']:.2f}) | "
+              f"{r['onnxruntime_over_cpp']:.2f} ({r['onnxruntime_over_cpp_min']:.2f}) |")
+    meta = {"threads": 1, "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": ort.__version__, "cores": os.cpu_count()}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    meta["load_average_1min_at_end"] = round(load, 2)
+    print(f"\none thread each; median (minimum) of timed calls in {args.rounds} interleaved rounds; raw float32 images "
+          f"in, normalisation included; {meta}")
+    if args.out:
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+// The e2evision inference engine: one object per model, built once (e.g. in a CMSSW GlobalCache)
+// and shared by every caller. Its run() has the signature of CMSSW's cms::Ort::ONNXRuntime::run,
+// and it applies preprocess.json itself, so raw detector images go in.
+//
+//   e2evision::Engine engine("exports/resnet15.pt");            // preprocess.json beside it
+//   e2evision::FloatArrays in{raw_image};                        // N × C × H × W floats, C order
+//   auto out = engine.run({"image"}, in, {}, {"prob"}, N);      // out[0]: N probabilities
+//
+// This header pulls in no LibTorch header (the implementation is behind a pointer), so code that
+// uses the engine compiles fast.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "e2evision/errors.h"
+#include "e2evision/preprocess.h"
+
+namespace e2evision {
+
+using FloatArrays = std::vector<std::vector<float>>;
+
+enum class Backend {
+  Auto,         // from preprocess.json's export table, else the file extension
+  TorchScript,  // .pt / .ts: torch::jit::load
+  AOTInductor,  // .pt2: torch::inductor::AOTIModelPackageLoader
+  ONNXRuntime,  // .onnx: only when built with -DE2EVISION_WITH_ONNXRUNTIME=ON
+};
+
+const char* backendName(Backend b);
+Backend parseBackend(const std::string& name);  // "auto", "torchscript", "aoti", "onnxruntime"
+bool backendAvailable(Backend b);
+
+struct EngineOptions {
+  Backend backend = Backend::Auto;
+  // LibTorch's intra-op threads, process-wide (at::set_num_threads), as CMSSW sets one thread per
+  // ONNX Runtime session by default. <= 0 leaves LibTorch's own default.
+  int intra_op_threads = 1;
+  // Empty: preprocess.json in the model's directory.
+  std::string preprocess_path;
+  // false: feed inputs to the model as given (they are then already normalised).
+  bool apply_preprocessing = true;
+};
+
+class Engine {
+ public:
+  // Loads preprocess.json and the model; throws PreprocessError / ModelFileError.
+  explicit Engine(const std::string& model_path, const EngineOptions& options = EngineOptions());
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+  Engine(Engine&&) noexcept;
+  Engine& operator=(Engine&&) noexcept;
+
+  // Run a batch, as cms::Ort::ONNXRuntime::run does:
+  //  * input_names[i] names input_values[i]; every model input must be given, unknown names throw;
+  //  * input_shapes empty: each input has shape {batch_size, <per-sample shape from preprocess.json>};
+  //    otherwise input_shapes[i] is input i's full shape (batch first), checked against the model;
+  //  * each input_values[i] must hold exactly the product of its shape (raw, un-normalised images);
+  //  * returns one flat vector per name in output_names (all outputs, in order, when empty).
+  // input_values is not modified (the reference mirrors CMSSW's signature). Safe to call from
+  // several threads at once. Throws InputError for caller mistakes, BackendError otherwise.
+  FloatArrays run(const std::vector<std::string>& input_names, FloatArrays& input_values,
+                  const std::vector<std::vector<int64_t>>& input_shapes = {},
+                  const std::vector<std::string>& output_names = {}, int64_t batch_size = 1) const;
+
+  std::vector<std::string> getInputNames() const;
+  std::vector<std::string> getOutputNames() const;
+  // Shapes with -1 for the batch axis; throw InputError for an unknown name.
+  const std::vector<int64_t>& getInputShape(const std::string& name) const;
+  const std::vector<int64_t>& getOutputShape(const std::string& name) const;
+
+  const PreprocessConfig& preprocess() const;
+  Backend backend() const;
+  const std::string& modelPath() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace e2evision

@@ -1,0 +1,348 @@
+#include "e2evision/engine.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/script.h>
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <sys/stat.h>
+
+#include "backend.h"
+#include "e2evision/npy.h"
+
+namespace e2evision {
+
+namespace {
+
+std::string firstLine(const std::string& s) {
+  auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+std::string joinNames(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? ", " : "") + names[i];
+  return out.empty() ? "(none)" : out;
+}
+
+std::string fileName(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+std::string extension(const std::string& path) {
+  std::string name = fileName(path);
+  auto dot = name.find_last_of('.');
+  return dot == std::string::npos ? "" : name.substr(dot);
+}
+
+std::vector<at::Tensor> unpackOutputs(const c10::IValue& out) {
+  std::vector<at::Tensor> tensors;
+  if (out.isTensor()) {
+    tensors.push_back(out.toTensor());
+  } else if (out.isTuple()) {
+    for (const auto& v : out.toTupleRef().elements()) tensors.push_back(v.toTensor());
+  } else if (out.isTensorList()) {
+    for (const auto& t : out.toTensorVector()) tensors.push_back(t);
+  } else {
+    throw BackendError("the TorchScript model returned " + out.tagKind() + ", expected tensors");
+  }
+  return tensors;
+}
+
+class TorchScriptBackend : public detail::BackendImpl {
+ public:
+  explicit TorchScriptBackend(const std::string& path) {
+    try {
+      module_ = torch::jit::load(path, c10::Device(c10::kCPU));
+      module_.eval();
+    } catch (const std::exception& e) {
+      throw ModelFileError(path + ": not a TorchScript model LibTorch can load (" + firstLine(e.what()) + ")");
+    }
+  }
+
+  std::vector<at::Tensor> forward(const std::vector<at::Tensor>& inputs) const override {
+    std::vector<c10::IValue> args(inputs.begin(), inputs.end());
+    return unpackOutputs(module_.forward(std::move(args)));
+  }
+
+ private:
+  // Module::forward is not const; running a loaded TorchScript module concurrently is supported.
+  mutable torch::jit::Module module_;
+};
+
+// The shared object inside an AOTInductor package lists libtorch.so among its dependencies (as
+// Python has it loaded). The engine links only libtorch_cpu and libc10, so load libtorch.so from
+// the same directory, globally, before the package is opened; only the AOTInductor backend pays.
+void preloadLibtorch() {
+  static const bool done = [] {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&at::set_num_threads), &info) && info.dli_fname) {
+      std::string lib = info.dli_fname;
+      auto slash = lib.find_last_of('/');
+      lib = (slash == std::string::npos ? std::string() : lib.substr(0, slash + 1)) + "libtorch.so";
+      dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL);  // failure shows up as the loader's own error
+    }
+    return true;
+  }();
+  (void)done;
+}
+
+class AotiBackend : public detail::BackendImpl {
+ public:
+  explicit AotiBackend(const std::string& path) {
+    preloadLibtorch();
+    try {
+      loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path);
+    } catch (const std::exception& e) {
+      throw ModelFileError(path + ": not an AOTInductor package LibTorch can load (" + firstLine(e.what()) + ")");
+    }
+  }
+
+  std::vector<at::Tensor> forward(const std::vector<at::Tensor>& inputs) const override {
+    // The package's model container hands each concurrent call its own model instance (waiting
+    // for a free one), so run() may be called from several threads.
+    return loader_->run(inputs);
+  }
+
+ private:
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
+};
+
+Backend backendFromExtension(const std::string& path) {
+  const std::string ext = extension(path);
+  if (ext == ".pt" || ext == ".ts" || ext == ".torchscript" || ext == ".jit") return Backend::TorchScript;
+  if (ext == ".pt2") return Backend::AOTInductor;
+  if (ext == ".onnx") return Backend::ONNXRuntime;
+  throw ModelFileError(path + ": cannot tell the model format from the extension '" + ext +
+                       "' (expected .pt TorchScript, .pt2 AOTInductor or .onnx) and preprocess.json does not list the file");
+}
+
+}  // namespace
+
+const char* backendName(Backend b) {
+  switch (b) {
+    case Backend::Auto: return "auto";
+    case Backend::TorchScript: return "torchscript";
+    case Backend::AOTInductor: return "aoti";
+    case Backend::ONNXRuntime: return "onnxruntime";
+  }
+  return "?";
+}
+
+Backend parseBackend(const std::string& name) {
+  if (name == "auto") return Backend::Auto;
+  if (name == "torchscript") return Backend::TorchScript;
+  if (name == "aoti") return Backend::AOTInductor;
+  if (name == "onnxruntime" || name == "onnx") return Backend::ONNXRuntime;
+  throw InputError("unknown backend '" + name + "' (auto, torchscript, aoti, onnxruntime)");
+}
+
+bool backendAvailable(Backend b) {
+#ifdef E2EVISION_WITH_ONNXRUNTIME
+  (void)b;
+  return true;
+#else
+  return b != Backend::ONNXRuntime;
+#endif
+}
+
+struct Engine::Impl {
+  std::string model_path;
+  EngineOptions options;
+  PreprocessConfig config;
+  Backend backend = Backend::Auto;
+  std::unique_ptr<detail::BackendImpl> impl;
+};
+
+Engine::Engine(const std::string& model_path, const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
+  impl_->model_path = model_path;
+  impl_->options = options;
+  struct stat st {};
+  if (model_path.empty() || ::stat(model_path.c_str(), &st) != 0) throw ModelFileError(model_path + ": model file not found");
+  if (!S_ISREG(st.st_mode)) throw ModelFileError(model_path + ": not a regular file");
+  std::ifstream probe(model_path, std::ios::binary);
+  if (!probe) throw ModelFileError(model_path + ": model file is not readable");
+
+  const std::string pre_path = options.preprocess_path.empty() ? defaultPreprocessPath(model_path) : options.preprocess_path;
+  impl_->config = PreprocessConfig::load(pre_path);
+
+  const ExportEntry* entry = impl_->config.findExport(fileName(model_path));
+  Backend b = options.backend;
+  if (b == Backend::Auto) {
+    if (entry && entry->format == "torchscript") b = Backend::TorchScript;
+    else if (entry && entry->format == "aoti") b = Backend::AOTInductor;
+    else if (entry && entry->format == "onnx") b = Backend::ONNXRuntime;
+    else b = backendFromExtension(model_path);
+  }
+  impl_->backend = b;
+  if (entry && entry->bytes >= 0 && static_cast<int64_t>(st.st_size) != entry->bytes) {
+    std::ostringstream os;
+    os << model_path << ": the file has " << st.st_size << " bytes, " << pre_path << " recorded " << entry->bytes
+       << " at export (truncated or replaced; export again)";
+    throw ModelFileError(os.str());
+  }
+  if (options.intra_op_threads > 0) at::set_num_threads(options.intra_op_threads);
+
+  switch (b) {
+    case Backend::TorchScript: impl_->impl = std::make_unique<TorchScriptBackend>(model_path); break;
+    case Backend::AOTInductor: impl_->impl = std::make_unique<AotiBackend>(model_path); break;
+    case Backend::ONNXRuntime:
+#ifdef E2EVISION_WITH_ONNXRUNTIME
+      impl_->impl = detail::makeOrtBackend(model_path, options.intra_op_threads, impl_->config);
+      break;
+#else
+      throw BackendError(model_path + ": this build has no ONNX Runtime backend (configure with -DE2EVISION_WITH_ONNXRUNTIME=ON)");
+#endif
+    case Backend::Auto: break;
+  }
+}
+
+Engine::~Engine() = default;
+Engine::Engine(Engine&&) noexcept = default;
+Engine& Engine::operator=(Engine&&) noexcept = default;
+
+FloatArrays Engine::run(const std::vector<std::string>& input_names, FloatArrays& input_values,
+                        const std::vector<std::vector<int64_t>>& input_shapes,
+                        const std::vector<std::string>& output_names, int64_t batch_size) const {
+  const PreprocessConfig& cfg = impl_->config;
+  if (input_names.size() != input_values.size()) {
+    std::ostringstream os;
+    os << input_names.size() << " input names but " << input_values.size() << " value arrays";
+    throw InputError(os.str());
+  }
+  if (!input_shapes.empty() && input_shapes.size() != input_names.size()) {
+    std::ostringstream os;
+    os << input_shapes.size() << " input shapes for " << input_names.size() << " inputs (give one per input or none)";
+    throw InputError(os.str());
+  }
+  std::vector<std::string> model_inputs;
+  for (const auto& spec : cfg.inputs) model_inputs.push_back(spec.name);
+  for (size_t i = 0; i < input_names.size(); ++i) {
+    if (!cfg.findInput(input_names[i]))
+      throw InputError("'" + input_names[i] + "' is not an input of this model (inputs: " + joinNames(model_inputs) + ")");
+    if (std::count(input_names.begin(), input_names.end(), input_names[i]) > 1)
+      throw InputError("input '" + input_names[i] + "' is given twice");
+  }
+
+  c10::InferenceMode guard;
+  std::vector<at::Tensor> tensors;
+  int64_t batch = -1;
+  for (const auto& spec : cfg.inputs) {
+    auto it = std::find(input_names.begin(), input_names.end(), spec.name);
+    if (it == input_names.end())
+      throw InputError("input '" + spec.name + "' is not provided (given: " + joinNames(input_names) + ")");
+    const size_t idx = static_cast<size_t>(it - input_names.begin());
+    std::vector<int64_t> shape;
+    if (input_shapes.empty()) {
+      shape = spec.shape;
+      shape[0] = batch_size;
+    } else {
+      shape = input_shapes[idx];
+      std::vector<int64_t> want(spec.shape.begin() + 1, spec.shape.end());
+      if (shape.size() != spec.shape.size() || !std::equal(want.begin(), want.end(), shape.begin() + 1)) {
+        std::ostringstream os;
+        os << "input '" << spec.name << "' has shape " << shapeString(shape) << ", the model expects (N";
+        for (auto d : want) os << ", " << d;
+        os << ")";
+        throw InputError(os.str());
+      }
+    }
+    if (shape[0] < 1) throw InputError("batch size of input '" + spec.name + "' is " + std::to_string(shape[0]) + ", must be >= 1");
+    if (batch >= 0 && shape[0] != batch)
+      throw InputError("inputs disagree on the batch size (" + std::to_string(batch) + " vs " + std::to_string(shape[0]) + ")");
+    batch = shape[0];
+    const int64_t expected = batch * spec.sampleSize();
+    const auto& values = input_values[idx];
+    if (static_cast<int64_t>(values.size()) != expected) {
+      std::ostringstream os;
+      os << "input '" << spec.name << "' has a wrong size of " << values.size() << " values; shape "
+         << shapeString(shape) << " needs " << expected;
+      throw InputError(os.str());
+    }
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
+    if (spec.preprocess && impl_->options.apply_preprocessing) {
+      const int64_t channels = shape[1];
+      const int64_t pixels = spec.sampleSize() / channels;
+      spec.preprocess->apply(values.data(), t.data_ptr<float>(), batch, channels, pixels);
+    } else {
+      std::memcpy(t.data_ptr<float>(), values.data(), values.size() * sizeof(float));
+    }
+    tensors.push_back(std::move(t));
+  }
+
+  std::vector<size_t> wanted;
+  if (output_names.empty()) {
+    for (size_t i = 0; i < cfg.outputs.size(); ++i) wanted.push_back(i);
+  } else {
+    for (const auto& name : output_names) {
+      const TensorSpec* spec = cfg.findOutput(name);
+      if (!spec) {
+        throw InputError("'" + name + "' is not an output of this model (outputs: " + joinNames(getOutputNames()) + ")");
+      }
+      wanted.push_back(static_cast<size_t>(spec - cfg.outputs.data()));
+    }
+  }
+
+  std::vector<at::Tensor> outputs;
+  try {
+    outputs = impl_->impl->forward(tensors);
+  } catch (const EngineError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw BackendError(std::string(backendName(impl_->backend)) + " backend failed on " + impl_->model_path + ": " + firstLine(e.what()));
+  }
+  if (outputs.size() != cfg.outputs.size()) {
+    std::ostringstream os;
+    os << impl_->model_path << " returned " << outputs.size() << " outputs, preprocess.json lists " << cfg.outputs.size();
+    throw BackendError(os.str());
+  }
+  FloatArrays result;
+  for (size_t i : wanted) {
+    at::Tensor out = outputs[i].to(at::kFloat).contiguous();
+    const int64_t expected = batch * cfg.outputs[i].sampleSize();
+    if (out.numel() != expected || out.dim() < 1 || out.size(0) != batch) {
+      throw BackendError("output '" + cfg.outputs[i].name + "' has shape " + shapeString(out.sizes().vec()) +
+                         ", preprocess.json promises " + std::to_string(cfg.outputs[i].sampleSize()) + " values per sample");
+    }
+    const float* p = out.data_ptr<float>();
+    result.emplace_back(p, p + out.numel());
+  }
+  return result;
+}
+
+std::vector<std::string> Engine::getInputNames() const {
+  std::vector<std::string> names;
+  for (const auto& t : impl_->config.inputs) names.push_back(t.name);
+  return names;
+}
+
+std::vector<std::string> Engine::getOutputNames() const {
+  std::vector<std::string> names;
+  for (const auto& t : impl_->config.outputs) names.push_back(t.name);
+  return names;
+}
+
+const std::vector<int64_t>& Engine::getInputShape(const std::string& name) const {
+  const TensorSpec* t = impl_->config.findInput(name);
+  if (!t) throw InputError("'" + name + "' is not an input of this model (inputs: " + joinNames(getInputNames()) + ")");
+  return t->shape;
+}
+
+const std::vector<int64_t>& Engine::getOutputShape(const std::string& name) const {
+  const TensorSpec* t = impl_->config.findOutput(name);
+  if (!t) throw InputError("'" + name + "' is not an output of this model (outputs: " + joinNames(getOutputNames()) + ")");
+  return t->shape;
+}
+
+const PreprocessConfig& Engine::preprocess() const { return impl_->config; }
+Backend Engine::backend() const { return impl_->backend; }
+const std::string& Engine::modelPath() const { return impl_->model_path; }
+
+}  // namespace e2evision

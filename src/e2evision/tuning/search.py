@@ -1,0 +1,211 @@
+"""Bayesian hyper-parameter search with Optuna's TPE over a space declared in the config.
+
+    tune:
+      metric: fold_auc_mean          # what a trial returns (never the test split)
+      pruner: median                 # stop trials whose validation AUC lags the median
+      params:
+        train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+        model.kwargs.depth: {type: int, low: 2, high: 6}
+        model.kwargs.patch_size: {type: categorical, choices: [2, 4]}
+        augment.flip_phi: {type: categorical, choices: [true, false]}
+
+Every trial is an ordinary K-fold run in ``STUDY_DIR/trial_NNNN`` (so a trial can be reported and
+reproduced like any run). Intermediate validation AUCs of the first fold are reported to Optuna
+each epoch, so the pruner can stop hopeless trials early. The study lives in a storage: a local
+SQLite file by default, or any SQLAlchemy URL — with a PostgreSQL server, workers on many machines
+run ``e2evision tune`` with the same ``--study`` and ``--storage`` and share the search.
+The best trial is written as ``best_config.yaml``, ready for ``e2evision train``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from e2evision.tuning.space import ParamSpec, TuneConfig
+from e2evision.utils import atomic_write_json, atomic_write_text
+
+
+def suggest(trial: Any, params: dict[str, ParamSpec]) -> dict[str, Any]:
+    """Ask ``trial`` for a value of every parameter; returns {dotted key: value}."""
+    out: dict[str, Any] = {}
+    for key, spec in params.items():
+        if spec.type == "float":
+            out[key] = trial.suggest_float(key, spec.low, spec.high, log=spec.log, step=spec.step)
+        elif spec.type == "int":
+            out[key] = trial.suggest_int(key, int(spec.low), int(spec.high), log=spec.log,
+                                         step=int(spec.step or 1))
+        else:
+            out[key] = trial.suggest_categorical(key, spec.choices)
+    return out
+
+
+def default_storage(study_dir: Path) -> str:
+    return f"sqlite:///{(study_dir / 'study.db').resolve()}"
+
+
+def _storage(url: str) -> Any:
+    import optuna
+
+    if url.startswith("sqlite"):
+        # Several local workers share one SQLite file: wait for its lock instead of failing.
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+
+
+def run_study(
+    cfg: Any,
+    study_name: str,
+    n_trials: int,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    storage: str | None = None,
+    worker: int = 0,
+) -> dict[str, Any]:
+    """Run ``n_trials`` trials of ``cfg``'s search space in this process (one worker of the study).
+
+    Returns a summary of the whole study (all workers' trials so far) and writes
+    ``best_config.yaml``, ``trials.json`` and the history / importance plots into the study folder.
+    """
+    import optuna
+
+    from e2evision.config import ExperimentConfig, load_config
+    from e2evision.training import run_experiment
+
+    tune: TuneConfig | None = cfg.tune
+    if tune is None or not tune.params:
+        raise ValueError("the config has no 'tune.params' search space")
+    study_dir = Path(out_dir or Path("runs") / "tune" / study_name)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or default_storage(study_dir)
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed + worker, n_startup_trials=tune.n_startup_trials)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=tune.n_startup_trials, n_warmup_steps=tune.n_warmup_steps)
+              if tune.pruner == "median" else optuna.pruners.NopPruner())
+    study = _create_study(study_name, url, sampler, pruner, tune.direction)
+    base = cfg.model_dump(mode="json")
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, tune.params)
+        overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()]
+        trial_cfg: ExperimentConfig = load_config(data={**base, "name": f"{study_name}_trial{trial.number:04d}"},
+                                                  overrides=overrides)
+        run_dir = study_dir / f"trial_{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", worker)
+        metrics = run_experiment(trial_cfg, run_dir, command=f"e2evision tune (study {study_name})",
+                                 extra_callbacks=lambda fold: [_PruneOnValAUC(trial)] if fold == 0 else [])
+        return float(metrics[tune.metric])
+
+    study.optimize(objective, n_trials=n_trials, catch=(), gc_after_trial=True)
+    return summarize(study, cfg, study_dir, url)
+
+
+def _create_study(name: str, url: str, sampler: Any, pruner: Any, direction: str, attempts: int = 5) -> Any:
+    """Create or join the study; workers starting together race to create the schema, so retry."""
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=name, storage=_storage(url), sampler=sampler, pruner=pruner,
+                                       direction=direction, load_if_exists=True)
+        except (OperationalError, IntegrityError, optuna.exceptions.DuplicatedStudyError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
+
+
+class _PruneOnValAUC:
+    """Lightning callback: report the first fold's validation AUC each epoch; prune when told to."""
+
+    def __new__(cls, trial: Any):  # built lazily so that importing this module needs no Lightning
+        import lightning.pytorch as pl
+        import optuna
+
+        class _Callback(pl.Callback):
+            # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the
+            # module's, where val_auc is computed, so only here is this epoch's value available.
+            def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+                if trainer.sanity_checking or "val_auc" not in trainer.callback_metrics:
+                    return
+                epoch = int(trainer.current_epoch)
+                trial.report(float(trainer.callback_metrics["val_auc"]), step=epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"validation AUC {float(trainer.callback_metrics['val_auc']):.4f} "
+                                             f"at epoch {epoch} is below the median of earlier trials")
+
+        return _Callback()
+
+
+def summarize(study: Any, cfg: Any, study_dir: Path, url: str) -> dict[str, Any]:
+    """Write the best trial's config, a trial table and plots; return the summary."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+             "run_dir": t.user_attrs.get("run_dir"), "worker": t.user_attrs.get("worker")} for t in trials]
+    summary: dict[str, Any] = {"study": study.study_name, "storage": _redact(url), "n_trials": len(trials),
+                               "n_complete": len(done),
+                               "n_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+                               "trials": rows}
+    if done:
+        best = study.best_trial
+        summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
+                           "run_dir": best.user_attrs.get("run_dir")}
+        from e2evision.config import load_config
+
+        best_cfg = load_config(data={**cfg.model_dump(mode="json"), "name": f"{study.study_name}_best", "tune": None},
+                               overrides=[f"{k}={json.dumps(v)}" for k, v in best.params.items()])
+        atomic_write_text(study_dir / "best_config.yaml",
+                          f"# best trial {best.number} of study {study.study_name}: "
+                          f"{cfg.tune.metric} = {best.value:.6f}\n" + best_cfg.to_yaml())
+        summary["best_config"] = str(study_dir / "best_config.yaml")
+        summary["plots"] = _plots(study, study_dir, len(done))
+    atomic_write_json(study_dir / "trials.json", summary)
+    return summary
+
+
+def _plots(study: Any, study_dir: Path, n_done: int) -> list[str]:
+    """Optimisation history and (with ≥ 2 finished trials) parameter importances, as PNGs."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as ovm
+
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
+        ax = ovm.plot_optimization_history(study)
+        path = study_dir / "history.png"
+        ax.figure.savefig(path, dpi=100, bbox_inches="tight")
+        out.append(str(path))
+        if n_done >= 2 and len(study.best_trial.params) >= 1:
+            try:
+                ax = ovm.plot_param_importances(study)
+                path = study_dir / "importance.png"
+                ax.figure.savefig(path, dpi=100, bbox_inches="tight")
+                out.append(str(path))
+            except (ValueError, RuntimeError):  # e.g. all trials share one value
+                pass
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    return out
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before it is written to disk."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

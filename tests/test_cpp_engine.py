@@ -1,0 +1,303 @@
+"""The C++ engine (cpp/): built with CMake against the wheel's LibTorch, fed raw images through
+preprocess.json, compared with PyTorch's training module on the same raw inputs.
+
+The build is incremental (configure once, then ``cmake --build -j2``), so a stale binary never runs;
+CI has already built it through ``make cpp``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_export import aoti_export, build_toy_runs
+from typer.testing import CliRunner
+
+from e2evision.cli import app
+from e2evision.export import (
+    ExportError,
+    build_cpp,
+    cpp_predict,
+    export_model,
+    load_fold,
+    read_test_batch,
+    reference_outputs,
+    run_tool,
+    save_npy,
+    tool_path,
+    verify_cpp,
+)
+from e2evision.export.cpp import TEST, build_dir
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="session")
+def cpp_tool() -> Path:
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not found on PATH: the C++ engine cannot be built here")
+    fresh = not (build_dir() / "CMakeCache.txt").is_file()
+    seconds = build_cpp()
+    print(f"\nC++ engine {'configured and built' if fresh else 'brought up to date'} in {seconds:.0f} s")
+    assert tool_path().is_file() and (build_dir() / TEST).is_file()
+    return tool_path()
+
+
+@pytest.fixture(scope="session")
+def toy_runs(tmp_path_factory) -> dict[str, Path]:
+    return build_toy_runs(tmp_path_factory.getbasetemp() / "export_runs")
+
+
+@pytest.fixture(scope="session")
+def ts_exports(toy_runs, tmp_path_factory) -> dict[str, Path]:
+    """TorchScript export of each toy run's best fold, each in its own directory."""
+    base = tmp_path_factory.getbasetemp() / "ts_exports"
+    out = {}
+    for name, run in toy_runs.items():
+        out[name] = base / name / "model.pt"
+        if not out[name].exists():
+            export_model(run, "torchscript", out[name], n_check=16)
+    return out
+
+
+def _inputs(fold, n: int = 32) -> np.ndarray:
+    """Real test-split images plus harder synthetic ones (negatives, large and tiny values) so that
+    zero suppression, channel scale factors and the clip all act."""
+    raw, _, _ = read_test_batch(fold, n)
+    rng = np.random.default_rng(11)
+    wild = rng.normal(0, 1, (6, *raw.shape[1:])) * rng.choice([0.01, 1.0, 40.0], size=(6, *raw.shape[1:]))
+    return np.concatenate([raw, wild.astype(np.float32)])
+
+
+@pytest.mark.parametrize("name", ["resnet15", "vit", "vit_sd"])
+def test_cpp_equals_pytorch_within_1e5_on_raw_inputs(cpp_tool, toy_runs, ts_exports, name):
+    model = ts_exports[name]
+    pre = json.loads((model.parent / "preprocess.json").read_text())
+    fold = load_fold(toy_runs[name], pre["source"]["fold"])
+    raw = _inputs(fold)
+    result = verify_cpp(model, raw, tool=cpp_tool, atol=TOL, rtol=0.0)
+    assert result.rows == raw.shape[0] and max(result.max_abs_diff.values()) <= TOL
+    # and against what training itself stored for these test samples
+    got = cpp_predict(model, raw, tool=cpp_tool, batch_size=5)  # several engine calls, last one short
+    _, _, stored = read_test_batch(fold, 32)  # the toy test split has 24 samples
+    np.testing.assert_allclose(got["prob"][:stored.size, 0], stored, rtol=0, atol=TOL)
+    ref = reference_outputs(fold, raw)
+    np.testing.assert_allclose(got["logit"], ref["logit"], rtol=0, atol=TOL)
+    assert got["prob"].shape == (raw.shape[0], 1) and got["prob"].dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["resnet15", "vit_sd"])
+def test_cpp_test_executable(cpp_tool, toy_runs, ts_exports, tmp_path, name):
+    """Batch invariance, 4 concurrent threads, every named error, .npy and preprocess.json checks."""
+    model = ts_exports[name]
+    pre = json.loads((model.parent / "preprocess.json").read_text())
+    fold = load_fold(toy_runs[name], pre["source"]["fold"])
+    raw = _inputs(fold, 12)
+    save_npy(tmp_path / "raw.npy", raw)
+    expected = []
+    for key, value in reference_outputs(fold, raw).items():
+        save_npy(tmp_path / f"ref_{key}.npy", value)
+        expected += ["--expected", f"{key}={tmp_path / f'ref_{key}.npy'}"]
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([str(build_dir() / TEST), "--workdir", str(work), "--model", str(model),
+                           "--raw", str(tmp_path / "raw.npy"), *expected], capture_output=True, text=True, timeout=300)
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all checks passed" in proc.stdout and "FAIL" not in proc.stdout
+    for check in ("equals PyTorch's within 1e-5", "4 threads", "wrong flat size", "unknown input name",
+                  "corrupt TorchScript file", "missing preprocess.json", "npy: big-endian rejected"):
+        assert check in proc.stdout, check
+
+
+def _tool_error(proc: subprocess.CompletedProcess[str], kind: str, fragment: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)  # an EngineError, not a crash
+    assert f"{kind}: " in proc.stderr and fragment in proc.stderr, proc.stderr
+
+
+def test_named_errors_through_the_tool(cpp_tool, ts_exports, tmp_path):
+    model = ts_exports["resnet15"]
+    raw = np.random.default_rng(0).random((3, 2, 32, 32), dtype=np.float32)
+    good = save_npy(tmp_path / "raw.npy", raw)
+    ok = run_tool(model, {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool)
+    assert ok.returncode == 0 and "wrote prob (3, 1)" in ok.stdout, ok.stderr
+
+    _tool_error(run_tool(model, {"images": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+                "InputError", "'images' is not an input of this model (inputs: image)")
+    wrong = save_npy(tmp_path / "wrong.npy", raw[:, :, :30, :30])
+    _tool_error(run_tool(model, {"image": wrong}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+                "InputError", "has shape (3, 2, 30, 30), the model expects (N, 2, 32, 32)")
+    _tool_error(run_tool(model, {"image": good}, {"score": tmp_path / "p.npy"}, tool=cpp_tool),
+                "InputError", "'score' is not an output of this model (outputs: prob, logit)")
+    f64 = tmp_path / "f64.npy"
+    np.save(f64, raw.astype(np.float64))
+    _tool_error(run_tool(model, {"image": f64}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool), "NpyError", "'<f8'")
+    _tool_error(run_tool(tmp_path / "absent.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+                "ModelFileError", "model file not found")
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    (bad_dir / "model.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    _tool_error(run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+                "PreprocessError", "preprocess.json: file not found")
+    shutil.copy(model.parent / "preprocess.json", bad_dir / "preprocess.json")
+    _tool_error(run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+                "ModelFileError", f"the file has 21 bytes, {bad_dir / 'preprocess.json'} recorded {model.stat().st_size}")
+    size = model.stat().st_size
+    (bad_dir / "model.pt").write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))  # same size, garbage
+    _tool_error(run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+                "ModelFileError", "not a TorchScript model LibTorch can load")
+    (bad_dir / "preprocess.json").write_text('{"schema": "e2evision.preprocess", "inputs": [')
+    _tool_error(run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+                "PreprocessError", "invalid JSON")
+    usage = run_tool(model, {}, {}, tool=cpp_tool)
+    assert usage.returncode == 1 and "give at least one --input" in usage.stderr
+
+
+def test_a_wrong_preprocess_json_is_caught_by_verify_cpp(cpp_tool, ts_exports, toy_runs, tmp_path):
+    """The comparison tests the contract: change one scale in preprocess.json and it fails."""
+    src = ts_exports["vit"]
+    model = tmp_path / "model.pt"
+    shutil.copy(src, model)
+    pre = json.loads((src.parent / "preprocess.json").read_text())
+    fold = load_fold(toy_runs["vit"], pre["source"]["fold"])
+    raw = _inputs(fold, 8)
+    runner = CliRunner()
+    save_npy(tmp_path / "raw.npy", raw)
+    shutil.copy(src.parent / "preprocess.json", tmp_path / "preprocess.json")
+    good = runner.invoke(app, ["verify-cpp", str(model), "--raw", str(tmp_path / "raw.npy"), "--tool", str(cpp_tool)])
+    assert good.exit_code == 0 and "C++ engine matches PyTorch on 14 samples" in good.output, good.output
+    pre["inputs"][0]["preprocess"]["scale"][0] *= 1.01
+    (tmp_path / "preprocess.json").write_text(json.dumps(pre))
+    bad = runner.invoke(app, ["verify-cpp", str(model), "--raw", str(tmp_path / "raw.npy"), "--tool", str(cpp_tool)])
+    assert bad.exit_code == 1 and "differs from PyTorch by up to" in bad.output, bad.output
+
+
+# ------------------------------------------------------------------------------------ scalars
+def _scalar_run(base: Path, task: str = "binary") -> Path:
+    """A hand-written (untrained) run whose ResNet-15 fuses two scalars (pt, m0) before its head,
+    on a small quark/gluon Parquet file: the runner trains no scalar models yet, the contract must
+    still carry them. ``task="regression"`` makes it a regressor with target scaling (the labels
+    are then read as targets only by the metadata; the images and scalars are the same)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from safetensors.torch import save_file
+
+    from e2evision.config import load_config
+    from e2evision.training.artifacts import build_module
+
+    run = base / f"run_{task}"
+    if (run / "predictions.npz").exists():
+        return run
+    rng = np.random.default_rng(5)
+    n = 24
+    x = rng.exponential(2.0, (n, 3, 16, 16)) * (rng.random((n, 3, 16, 16)) < 0.3)
+    pt, m0 = rng.uniform(70, 100, n), rng.uniform(5, 40, n)
+    data = base / "qg.parquet"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"X_jets": pa.array(x.tolist()), "pt": pt, "m0": m0, "y": (np.arange(n) % 2).astype(float)}),
+                   data, row_group_size=4)
+    cfg = load_config(data={
+        "name": "qg_scalars", "seed": 1,
+        "data": {"format": "quark-gluon", "paths": [str(data)], "kwargs": {"image_size": [16, 16]}},
+        "preprocess": {"normalize": "zscore", "zero_suppression": 0.05, "channel_scale": [1.0, 2.0, 0.5], "clip": 4.0},
+        "model": {"name": "resnet15", "kwargs": {"widths": [4, 8], "blocks_per_stage": 1, "num_scalars": 2}},
+    })
+    torch.manual_seed(0)
+    if task == "regression":
+        module = build_module(cfg, (3, 16, 16), "regression", target_shift=172.5, target_scale=25.0).eval()
+    else:
+        module = build_module(cfg, (3, 16, 16), "binary").eval()
+    module.normalizer.centre.copy_(torch.tensor([0.3, 0.5, 0.1]))
+    module.normalizer.scale.copy_(torch.tensor([1.2, 2.5, 0.8]))
+    with torch.no_grad():
+        module.model.head.fc.weight[:, -2:] = torch.tensor([[0.02, -0.03]])  # the scalars matter
+    fold_dir = run / "fold_0"
+    fold_dir.mkdir(parents=True)
+    (run / "config.yaml").write_text(cfg.to_yaml())
+    (run / "run.json").write_text(json.dumps({"data": {"image_shape": [3, 16, 16], "channels": ["tracks", "ecal", "hcal"],
+                                                       "scalars": ["pt", "m0"], "class_names": ["quark", "gluon"]}}))
+    names = ["quark", "gluon"] if task == "binary" else []
+    (run / "metrics.json").write_text(json.dumps({"task": task, "fold_auc": [0.5], "class_names": names}))
+    (fold_dir / "normalizer.json").write_text(json.dumps(module.normalizer.to_dict()))
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(fold_dir / "model.safetensors"))
+    test = np.arange(0, n, 2)
+    with torch.no_grad():
+        xs = module.normalizer(torch.from_numpy(x[test].astype(np.float32)))
+        s = torch.from_numpy(np.stack([pt, m0], 1)[test].astype(np.float32))
+        out = module.model(xs, s).squeeze(-1)
+        scores = (torch.sigmoid(out) if task == "binary" else out * 25.0 + 172.5).numpy()
+    np.savez(run / "predictions.npz", test_index=test, test_fold_scores=scores[None].astype(np.float64))
+    return run
+
+
+def test_scalar_inputs_travel_through_the_contract_and_the_engine(cpp_tool, tmp_path):
+    run = _scalar_run(tmp_path / "scalar_run")
+    ts = export_model(run, "torchscript", tmp_path / "exp" / "model.pt", n_check=12)
+    onnx = export_model(run, "onnx", tmp_path / "exp" / "model.onnx", n_check=12)
+    assert ts.stored_max_abs_diff <= TOL and max(onnx.max_abs_diff.values()) <= TOL
+    pre = json.loads((tmp_path / "exp" / "preprocess.json").read_text())
+    image, scalars = pre["inputs"]
+    assert scalars == {"name": "scalars", "kind": "scalars", "dtype": "float32", "shape": [-1, 2],
+                       "names": ["pt", "m0"], "preprocess": None}
+    assert image["shape"] == [-1, 3, 16, 16] and image["preprocess"]["channel_scale"] == [1.0, 2.0, 0.5]
+    assert pre["outputs"][0]["classes"] == ["quark", "gluon"]
+
+    fold = load_fold(run)
+    raw, s, _ = read_test_batch(fold, 12)
+    result = verify_cpp(ts.path, raw, s, tool=cpp_tool)
+    assert max(result.max_abs_diff.values()) <= TOL
+    shifted = cpp_predict(ts.path, raw, s + np.float32(20.0), tool=cpp_tool)
+    np.testing.assert_allclose(shifted["logit"], reference_outputs(fold, raw, s + 20.0)["logit"], rtol=0, atol=TOL)
+    assert np.abs(shifted["logit"] - cpp_predict(ts.path, raw, s, tool=cpp_tool)["logit"]).min() > 0.1
+
+    save_npy(tmp_path / "raw.npy", raw)
+    _tool_error(run_tool(ts.path, {"image": tmp_path / "raw.npy"}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+                "InputError", "input 'scalars' is not provided (given: image)")
+    save_npy(tmp_path / "s.npy", s[:5])
+    _tool_error(run_tool(ts.path, {"image": tmp_path / "raw.npy", "scalars": tmp_path / "s.npy"},
+                         {"prob": tmp_path / "p.npy"}, tool=cpp_tool), "InputError", "have 12 and 5 rows")
+    with pytest.raises(ExportError, match="takes 2 scalar inputs"):
+        reference_outputs(fold, raw)
+
+
+def test_regression_output_is_in_target_units(cpp_tool, tmp_path):
+    """A regressor's exported ``value`` is the training module's forward: target scaling included."""
+    run = _scalar_run(tmp_path / "reg", task="regression")
+    result = export_model(run, "torchscript", tmp_path / "exp" / "model.pt", n_check=12)
+    assert result.stored_max_abs_diff is not None and result.stored_max_abs_diff <= 1e-3  # GeV-sized numbers
+    pre = json.loads((tmp_path / "exp" / "preprocess.json").read_text())
+    assert [o["name"] for o in pre["outputs"]] == ["value"] and "target" in pre["outputs"][0]["meaning"]
+    fold = load_fold(run)
+    raw, s, stored = read_test_batch(fold, 12)
+    got = cpp_predict(result.path, raw, s, tool=cpp_tool)["value"][:, 0]
+    want = reference_outputs(fold, raw, s)["value"][:, 0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(got, stored, rtol=1e-6, atol=1e-4)
+    assert 100 < got.mean() < 250  # un-scaled: around the 172.5 shift, not around 0
+
+
+@pytest.mark.slow
+def test_cpp_engine_runs_the_aoti_package(cpp_tool, toy_runs, tmp_path_factory, tmp_path):
+    """The AOTInductor backend of the engine on the one package the tests compile."""
+    path = aoti_export(tmp_path_factory.getbasetemp() / "export_runs", toy_runs)
+    pre = json.loads((path.parent / "preprocess.json").read_text())
+    fold = load_fold(toy_runs["resnet15"], pre["source"]["fold"])
+    raw = _inputs(fold, 16)
+    t0 = time.perf_counter()
+    result = verify_cpp(path, raw, tool=cpp_tool, atol=TOL, rtol=0.0)
+    assert max(result.max_abs_diff.values()) <= TOL, result
+    info = run_tool(path, {}, None, tool=cpp_tool, extra=["--info"])
+    assert json.loads(info.stdout)["backend"] == "aoti"
+    save_npy(tmp_path / "raw.npy", raw)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([str(build_dir() / TEST), "--workdir", str(work), "--model", str(path),
+                           "--raw", str(tmp_path / "raw.npy")], capture_output=True, text=True, timeout=300)
+    print(proc.stdout, f"({time.perf_counter() - t0:.1f} s)")
+    assert proc.returncode == 0 and "model loads with the aoti backend" in proc.stdout, proc.stdout + proc.stderr
