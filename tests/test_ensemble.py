@@ -85,7 +85,9 @@ def test_regression_stacking_and_alignment_errors(tmp_path):
     dirs = _fake_runs(tmp_path / "r", task="regression")
     m = build_ensemble(dirs, tmp_path / "reg", method="stack")
     best = min(r["test_mae"] for r in m["ensemble"]["members"])
-    assert m["test"]["mae"] <= best
+    assert m["test"]["mae"] == m["test_mae"] <= best
+    lo, hi = m["test_mae_ci"]
+    assert lo < m["test_mae"] < hi and len(m["fold_mae"]) == 3
     other = _fake_runs(tmp_path / "o", seed=1)
     with pytest.raises(ValueError, match="task 'binary' differs"):
         build_ensemble([dirs[0], other[0]], tmp_path / "bad")

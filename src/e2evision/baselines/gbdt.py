@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from e2evision.datasets import ImageDataset, open_dataset
-from e2evision.metrics import bootstrap_auc, roc_auc
+from e2evision.metrics import background_rejection, bootstrap_auc, roc_auc
 from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, data_fingerprint, package_versions
 
 JET_FORMATS = {"quark-gluon", "quark-gluon-hdf5", "top", "top-mass"}
@@ -66,6 +66,7 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
     from sklearn.model_selection import StratifiedKFold
 
     from e2evision.training import split_indices
+    from e2evision.training.runner import jsonable
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -109,6 +110,7 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
         "oof_auc": roc_auc(y_tv, oof),
         "test_auc": float(auc),
         "test_auc_ci": [lo, hi],
+        "background_rejection": background_rejection(y_test, test_score, (0.3, 0.5)),
         "train_time_s": fit_s,
         "wall_time_s": time.perf_counter() - t0,
         "n_trainval": int(trainval.size),
@@ -131,5 +133,6 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
                  "n_trainval": int(trainval.size), "n_test": int(test.size)},
         "command": " ".join(["e2evision", *sys.argv[1:]]),
     })
+    metrics = jsonable(metrics)  # strict JSON: an infinite rejection (no background left) becomes null
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

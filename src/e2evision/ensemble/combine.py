@@ -36,7 +36,14 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, logit, softmax
 
-from e2evision.metrics import bootstrap_auc, delong_test, regression_summary, roc_auc
+from e2evision.metrics import (
+    bootstrap_auc,
+    bootstrap_metric,
+    delong_test,
+    regression_in_bins,
+    regression_summary,
+    roc_auc,
+)
 from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, package_versions
 
 METHODS = ("mean", "weighted", "stack", "gbdt")
@@ -265,8 +272,13 @@ def build_ensemble(
     else:
         summary = regression_summary(y_test, test)
         best = min(range(len(members)), key=lambda j: member_rows[j]["test_mae"])
-        metrics.update(fold_mae=[-s for s in fold_scores], oof_mae=regression_summary(y_oof, oof)["mae"],
-                       test=summary, best_member=member_rows[best]["name"])
+        boot = bootstrap_metric(lambda t, p: float(np.mean(np.abs(p - t))), y_test, test, n_boot=500, seed=seed)
+        fold_mae = [-s for s in fold_scores]
+        metrics.update(fold_mae=fold_mae, fold_mae_mean=float(np.mean(fold_mae)),
+                       fold_mae_std=float(np.std(fold_mae, ddof=1)) if len(fold_mae) > 1 else 0.0,
+                       oof_mae=regression_summary(y_oof, oof)["mae"], test_mae=summary["mae"],
+                       test_mae_ci=[boot["low"], boot["high"]], test=summary,
+                       test_in_bins=regression_in_bins(y_test, test, bins=5), best_member=member_rows[best]["name"])
     metrics["wall_time_s"] = time.perf_counter() - t0
 
     with atomic_path(out_dir / "predictions.npz") as tmp:
@@ -286,6 +298,9 @@ def build_ensemble(
     atomic_write_json(out_dir / "run.json", {"name": label, "seed": seed, "versions": package_versions(),
                                              "data": info.get("data", {}), "members": spec["members"],
                                              "command": f"ensemble {method}"})
+    from e2evision.training.runner import jsonable
+
+    metrics = jsonable(metrics)  # strict JSON: NaN / inf become null
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 
