@@ -138,6 +138,13 @@ class ImageDataset(abc.ABC):
     def __len__(self) -> int:
         return self.n_samples
 
+    def checked_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``indices`` as a flat int64 array; an IndexError naming the dataset if one is out of range."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples):
+            raise IndexError(f"sample index out of range [0, {self.n_samples}) for {self.paths[0]}")
+        return idx
+
     #: bound on the bytes of one streamed batch (readers may hold a decoded copy besides it)
     memory_budget_bytes: int = 256 * 2**20
 

@@ -118,25 +118,19 @@ class DeepLenseFolder(ImageDataset):
         return self._labels.copy()
 
     def read(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = self._check(indices)
+        idx = self.checked_indices(indices)
         out = np.empty((idx.size, *self.image_shape), dtype=np.float32)
         for j, i in enumerate(idx):
             out[j, 0] = self._load(int(i))[0]
         return out, self._labels[idx]
 
     def read_scalars(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = self._check(indices)
+        idx = self.checked_indices(indices)
         if not self.allow_pickle:
             return np.zeros((idx.size, 0), dtype=np.float32)
         return np.array([[self._load(int(i))[1]] for i in idx], dtype=np.float32).reshape(-1, 1)
 
     # ----------------------------------------------------------------------------- internals
-    def _check(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples):
-            raise IndexError(f"sample index out of range [0, {self.n_samples}) for {self._roots[0]}")
-        return idx
-
     def _load(self, i: int) -> tuple[np.ndarray, float]:
         """One image as (H, W) float32 and its axion mass (0 when the file has none)."""
         path = self._files[i]

@@ -104,15 +104,11 @@ class HDF5Images(ImageDataset):
         return self._labels.copy()
 
     def read_scalars(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples):
-            raise IndexError(f"sample index out of range [0, {self.n_samples}) for {self._paths[0]}")
+        idx = self.checked_indices(indices)
         return self._scalars[idx]
 
     def read(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples):
-            raise IndexError(f"sample index out of range [0, {self.n_samples}) for {self._paths[0]}")
+        idx = self.checked_indices(indices)
         out = np.empty((idx.size, *self.image_shape), dtype=np.float32)
         file_of = np.searchsorted(self._offsets, idx, side="right") - 1
         for f in np.unique(file_of):

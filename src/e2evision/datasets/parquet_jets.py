@@ -129,7 +129,6 @@ class JetParquet(ImageDataset):
         self._scalars = np.concatenate(scalar_cols).astype(np.float32)
         self._select = select_channels(self._file_channels, channels, self._paths[0])
         self._channel_names = [self._file_channels[i] for i in self._select]
-        self._closed = False
 
     # ----------------------------------------------------------------------------- interface
     @property
@@ -160,11 +159,11 @@ class JetParquet(ImageDataset):
         return self._labels.copy()
 
     def read_scalars(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = self._check_indices(indices)
+        idx = self.checked_indices(indices)
         return self._scalars[idx]
 
     def read(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = self._check_indices(indices)
+        idx = self.checked_indices(indices)
         out = np.empty((idx.size, *self.image_shape), dtype=np.float32)
         file_of = np.searchsorted(self._offsets, idx, side="right") - 1
         for f in np.unique(file_of):
@@ -197,12 +196,6 @@ class JetParquet(ImageDataset):
         return state
 
     # ----------------------------------------------------------------------------- internals
-    def _check_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples):
-            raise IndexError(f"sample index out of range [0, {self.n_samples}) for {self._paths[0]}")
-        return idx
-
     def _open(self, f: int) -> pq.ParquetFile:
         if self._pid != os.getpid():
             self._files, self._pid = {}, os.getpid()

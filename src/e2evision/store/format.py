@@ -340,10 +340,10 @@ class TrainingStore(ImageDataset):
         return np.array(self._labels)
 
     def read_scalars(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        return np.asarray(self._scalars[self._check(indices)], dtype=np.float32)
+        return np.asarray(self._scalars[self.checked_indices(indices)], dtype=np.float32)
 
     def read(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = self._check(indices)
+        idx = self.checked_indices(indices)
         out = np.empty((idx.size, *self._shape), dtype=np.float32)
         chunk_of = idx // self._chunk_size
         order = np.argsort(idx, kind="stable")
@@ -383,12 +383,6 @@ class TrainingStore(ImageDataset):
         return state
 
     # ----------------------------------------------------------------------------- internals
-    def _check(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n_samples):
-            raise IndexError(f"sample index out of range [0, {self.n_samples}) for {self.root}")
-        return idx
-
     def _file_path(self, name: str) -> Path:
         return self.root / name if name in ("labels.npy", "scalars.npy") else self.root / "chunks" / name
 
