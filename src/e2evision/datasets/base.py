@@ -195,6 +195,28 @@ class ImageDataset(abc.ABC):
         self.close()
 
 
+class ColumnsInMemory:
+    """Labels and scalar features held as arrays (``_labels``, ``_scalars``, ``_scalar_names``).
+
+    Readers of row-wise formats load these small columns once at open time; this mixin serves
+    them, so that each reader only implements how images are read.
+    """
+
+    _labels: np.ndarray
+    _scalars: np.ndarray
+    _scalar_names: list[str]
+
+    @property
+    def scalar_names(self) -> list[str]:
+        return list(self._scalar_names)
+
+    def labels(self) -> np.ndarray:
+        return self._labels.copy()
+
+    def read_scalars(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        return self._scalars[self.checked_indices(indices)]  # type: ignore[attr-defined]
+
+
 def select_channels(
     available: Sequence[str], wanted: Sequence[str | int] | None, path: Path
 ) -> list[int]:

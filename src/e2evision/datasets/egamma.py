@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from e2evision.datasets.base import DatasetError, ImageDataset, check_finite, select_channels
+from e2evision.datasets.base import ColumnsInMemory, DatasetError, ImageDataset, check_finite, select_channels
 from e2evision.datasets.paths import expand_paths
 
 CHANNELS = ["ecal_energy", "ecal_time"]
@@ -31,7 +31,7 @@ VALID_LABELS = (0.0, 1.0)
 _SLICE_BYTES = 256 * 2**20  # largest covering slice read at once for a dense, non-contiguous request
 
 
-class HDF5Images(ImageDataset):
+class HDF5Images(ColumnsInMemory, ImageDataset):
     """Channels-last image datasets in HDF5 with a label dataset and optional scalar datasets.
 
     Subclasses set the keys, channel names, image size and class names of one public schema.
@@ -95,17 +95,6 @@ class HDF5Images(ImageDataset):
     @property
     def class_names(self) -> list[str]:
         return list(self.classes)
-
-    @property
-    def scalar_names(self) -> list[str]:
-        return list(self._scalar_names)
-
-    def labels(self) -> np.ndarray:
-        return self._labels.copy()
-
-    def read_scalars(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = self.checked_indices(indices)
-        return self._scalars[idx]
 
     def read(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = self.checked_indices(indices)

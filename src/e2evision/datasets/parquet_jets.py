@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from e2evision.datasets.base import DatasetError, ImageDataset, check_finite, select_channels
+from e2evision.datasets.base import ColumnsInMemory, DatasetError, ImageDataset, check_finite, select_channels
 from e2evision.datasets.paths import PathArg, expand_paths
 
 JET_CHANNELS_QG = ["tracks", "ecal", "hcal"]
@@ -61,7 +61,7 @@ SCHEMAS: dict[str, ParquetSchema] = {
 }
 
 
-class JetParquet(ImageDataset):
+class JetParquet(ColumnsInMemory, ImageDataset):
     """Jet images from one or more Parquet files, delivered as ``(N, C, H, W)`` float32.
 
     Args:
@@ -150,17 +150,6 @@ class JetParquet(ImageDataset):
     @property
     def class_names(self) -> list[str]:
         return list(self.schema.class_names)
-
-    @property
-    def scalar_names(self) -> list[str]:
-        return list(self._scalar_names)
-
-    def labels(self) -> np.ndarray:
-        return self._labels.copy()
-
-    def read_scalars(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        idx = self.checked_indices(indices)
-        return self._scalars[idx]
 
     def read(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = self.checked_indices(indices)
