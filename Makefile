@@ -9,11 +9,21 @@ DEMO   ?= runs/demo
 DEMO_N ?= 5000
 DEMO_SEED ?= 7
 
-.PHONY: install demo test test-fast browser postgres cpp clean help
+# Seed 004's lensing pipeline (make lensing): simulate, features, tune the learning rate, ablation, report.
+LENS   ?= runs/lensing
+LENS_N ?= 900
+LENS_TRIALS ?= 3
+# CPU preset of configs/lensing_vit_sd_fused.yaml (GPU: LENS_SET= and more trials and images)
+LENS_SET ?= --set model.name=vit_sd_micro --set preprocess.resize=[48,48] --set model.kwargs.patch_size=6 \
+            --set train.folds=3 --set train.max_epochs=8 --set train.warmup_epochs=1 --set train.batch_size=32 \
+            --set train.early_stopping_patience=null --set tune.n_startup_trials=2
+
+.PHONY: install demo lensing test test-fast browser postgres cpp clean help
 
 help:
 	@echo "make demo   simulate electron/photon crops, train ResNet-15 and a ViT (K-fold) and a physics baseline, write $(DEMO)/report.html"
 	@echo "make test   run the test suite (what CI runs)"
+	@echo "make lensing  seed 004's lens pipeline at CPU size: ROI, features, tuned ViT-SD, ablation, $(LENS)/report.html"
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +66,15 @@ demo: $(STAMP)
 	$(BIN)/e2evision baseline configs/egamma_resnet15.yaml --data $(DEMO)/data --set name=physics_baseline --out $(DEMO)/baseline
 	$(BIN)/e2evision report $(DEMO)/resnet15 $(DEMO)/vit $(DEMO)/baseline --out $(DEMO)/report.html
 	@echo "Report written to $(DEMO)/report.html"
+
+lensing: $(STAMP)
+	$(BIN)/e2evision simulate lensing --n $(LENS_N) --out $(LENS)/data --seed $(DEMO_SEED) --workers 2
+	$(BIN)/e2evision features $(LENS)/data
+	$(BIN)/e2evision tune configs/lensing_vit_sd_fused.yaml --data $(LENS)/data --trials $(LENS_TRIALS) \
+	  --study lens_lr --out $(LENS)/tune $(LENS_SET)
+	$(BIN)/e2evision ablation $(LENS)/tune/best_config.yaml --out $(LENS)/ablation
+	$(BIN)/e2evision report $(LENS)/ablation $(LENS)/tune --out $(LENS)/report.html --title "Dark-matter substructure: lens features and ViT-SD"
+	@echo "Report written to $(LENS)/report.html"
 
 test: $(STAMP) browser postgres cpp
 	$(BIN)/python -m pytest

@@ -45,3 +45,10 @@ def test_resolved_config_round_trips(tmp_path):
     path = tmp_path / "resolved.yaml"
     path.write_text(cfg.to_yaml())
     assert load_config(path) == cfg
+
+
+def test_overrides_do_not_edit_the_callers_dict():
+    base = {"name": "x", "model": {"name": "resnet15"}, "train": {"lr": 0.1}}
+    cfg = load_config(data=base, overrides=["train.lr=0.5", "data.scalars=[pt]"])
+    assert cfg.train.lr == 0.5 and cfg.data.scalars == ["pt"]
+    assert base == {"name": "x", "model": {"name": "resnet15"}, "train": {"lr": 0.1}}

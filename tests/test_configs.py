@@ -50,9 +50,13 @@ def test_shipped_config_builds_its_model(path: Path):
         assert scale == [1, 1, 25], "quark/gluon: the E2E HCAL × 25"
     if fmt in ("top", "top-mass"):
         assert scale == [0.01, 0.1, 0.05, 0.1, 1, 1, 1, 1], "top: the E2E pT/d0/dz/ECAL factors"
-    with torch.device("meta"):  # full module: normaliser, geometry, model, stage plan; no memory
+    # full module: normaliser, geometry, model, stage plan; on the meta device (no memory) unless a
+    # lens ROI, which looks at the pixel values, is part of the geometry
+    with torch.device("cpu" if cfg.preprocess.lens_roi else "meta"):
         module = build_module(cfg, shape, task, max(n_classes, 2))
-        out = module.raw(torch.zeros(2, *shape))
+        scalars = torch.zeros(2, len(cfg.data.scalars)) if cfg.data.scalars else None
+        out = module.raw(torch.zeros(2, *shape), scalars)
+    assert module.num_scalars == len(cfg.data.scalars)
     assert count_parameters(module.model) > 0
     assert tuple(out.shape) == ((2, n_classes) if task == "multiclass" else (2,))
     assert module.loss_name == {"binary": "bce", "multiclass": "cross_entropy", "regression": "mae"}[task]

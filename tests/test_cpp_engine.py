@@ -204,9 +204,10 @@ def _scalar_run(base: Path, task: str = "binary") -> Path:
                    data, row_group_size=4)
     cfg = load_config(data={
         "name": "qg_scalars", "seed": 1,
-        "data": {"format": "quark-gluon", "paths": [str(data)], "kwargs": {"image_size": [16, 16]}},
         "preprocess": {"normalize": "zscore", "zero_suppression": 0.05, "channel_scale": [1.0, 2.0, 0.5], "clip": 4.0},
-        "model": {"name": "resnet15", "kwargs": {"widths": [4, 8], "blocks_per_stage": 1, "num_scalars": 2}},
+        "data": {"format": "quark-gluon", "paths": [str(data)], "kwargs": {"image_size": [16, 16]},
+                 "scalars": ["pt", "m0"]},
+        "model": {"name": "resnet15", "kwargs": {"widths": [4, 8], "blocks_per_stage": 1}},
     })
     torch.manual_seed(0)
     if task == "regression":
@@ -215,8 +216,10 @@ def _scalar_run(base: Path, task: str = "binary") -> Path:
         module = build_module(cfg, (3, 16, 16), "binary").eval()
     module.normalizer.centre.copy_(torch.tensor([0.3, 0.5, 0.1]))
     module.normalizer.scale.copy_(torch.tensor([1.2, 2.5, 0.8]))
+    module.scalar_normalizer.centre.copy_(torch.tensor([85.0, 22.0]))  # as fitted on training folds
+    module.scalar_normalizer.scale.copy_(torch.tensor([8.0, 10.0]))
     with torch.no_grad():
-        module.model.head.fc.weight[:, -2:] = torch.tensor([[0.02, -0.03]])  # the scalars matter
+        module.model.head.fc.weight[:, -2:] = torch.tensor([[0.5, -0.3]])  # the scalars matter
     fold_dir = run / "fold_0"
     fold_dir.mkdir(parents=True)
     (run / "config.yaml").write_text(cfg.to_yaml())
@@ -228,9 +231,8 @@ def _scalar_run(base: Path, task: str = "binary") -> Path:
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(fold_dir / "model.safetensors"))
     test = np.arange(0, n, 2)
     with torch.no_grad():
-        xs = module.normalizer(torch.from_numpy(x[test].astype(np.float32)))
         s = torch.from_numpy(np.stack([pt, m0], 1)[test].astype(np.float32))
-        out = module.model(xs, s).squeeze(-1)
+        out = module.raw(torch.from_numpy(x[test].astype(np.float32)), s)
         scores = (torch.sigmoid(out) if task == "binary" else out * 25.0 + 172.5).numpy()
     np.savez(run / "predictions.npz", test_index=test, test_fold_scores=scores[None].astype(np.float64))
     return run
@@ -243,8 +245,10 @@ def test_scalar_inputs_travel_through_the_contract_and_the_engine(cpp_tool, tmp_
     assert ts.stored_max_abs_diff <= TOL and max(onnx.max_abs_diff.values()) <= TOL
     pre = json.loads((tmp_path / "exp" / "preprocess.json").read_text())
     image, scalars = pre["inputs"]
-    assert scalars == {"name": "scalars", "kind": "scalars", "dtype": "float32", "shape": [-1, 2],
-                       "names": ["pt", "m0"], "preprocess": None}
+    assert {k: v for k, v in scalars.items() if k != "preprocess"} == {
+        "name": "scalars", "kind": "scalars", "dtype": "float32", "shape": [-1, 2], "names": ["pt", "m0"]}
+    assert scalars["preprocess"]["centre"] == [85.0, 22.0] and scalars["preprocess"]["scale"] == [8.0, 10.0]
+    assert scalars["preprocess"]["clip"] is None and scalars["preprocess"]["zero_suppression"] is None
     assert image["shape"] == [-1, 3, 16, 16] and image["preprocess"]["channel_scale"] == [1.0, 2.0, 0.5]
     assert pre["outputs"][0]["classes"] == ["quark", "gluon"]
 

@@ -88,6 +88,10 @@ def test_regression_stacking_and_alignment_errors(tmp_path):
     assert m["test"]["mae"] == m["test_mae"] <= best
     lo, hi = m["test_mae_ci"]
     assert lo < m["test_mae"] < hi and len(m["fold_mae"]) == 3
+    vs = m["versus_best_member"]  # paired: the ensemble's MAE minus its best member's, on the test split
+    assert vs["difference"] == pytest.approx(m["test_mae"] - best, abs=1e-12)
+    assert vs["ci"][0] <= vs["difference"] <= vs["ci"][1] and 0 <= vs["p_value"] <= 1
+    assert vs["verdict"].startswith("the ensemble's test MAE is") and "below its best member" in vs["verdict"]
     other = _fake_runs(tmp_path / "o", seed=1)
     with pytest.raises(ValueError, match="task 'binary' differs"):
         build_ensemble([dirs[0], other[0]], tmp_path / "bad")

@@ -366,7 +366,7 @@ def train(
 
 @app.command()
 def report(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to compare.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to compare; also ablation folders (e2evision ablation) and tune study folders.")],
     out: Annotated[Path, typer.Option("--out", help="HTML file to write.")],
     title: Annotated[str, typer.Option(help="Page title.")] = "e2evision report",
     saliency: Annotated[bool, typer.Option(help="Compute saliency maps from fold 0's weights and the data for runs without saliency.npz.")] = True,
@@ -381,6 +381,36 @@ def report(
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def ablation(
+    config: Annotated[Path, typer.Argument(help="Config of the fused model (image + data.scalars).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the three runs and ablation.json.")],
+    data: Annotated[Optional[list[Path]], typer.Option("--data", help="Data files/directories (replace data.paths).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted arms from their checkpoints.")] = False,
+) -> None:
+    """Image only / features only / both: the same split and folds, three K-fold runs and their comparison."""
+    from e2evision.config import load_config
+    from e2evision.datasets import DatasetError
+    from e2evision.training.ablation import run_ablation
+    from e2evision.training.runner import RunDirError
+
+    sets = list(overrides or [])
+    if data:
+        sets.append("data.paths=" + json.dumps([str(p) for p in data]))
+    try:
+        cfg = load_config(config, sets)
+        summary = run_ablation(cfg, out, resume=resume, command=" ".join(["e2evision", *sys.argv[1:]]))
+    except (DatasetError, RunDirError, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    for row in summary["arms"]:
+        lo, hi = row["test_ci"] or (float("nan"), float("nan"))
+        typer.echo(f"{row['arm']:>9}: {row['metric']} {row['test']:.4f} [{lo:.4f}, {hi:.4f}]  ({row['model']})")
+    for key, d in summary["differences"].items():
+        typer.echo(f"{key}: {d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], p = {d['p_value']:.3g}")
+    typer.echo(f"wrote {out / 'ablation.json'}")
 
 
 @app.command()
@@ -423,7 +453,7 @@ def baseline(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/NAME_baseline).")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
 ) -> None:
-    """Gradient-boosted trees on expert features (shower shapes, jet observables), same split as train."""
+    """Gradient-boosted trees on expert features (shower shapes, jet observables, lens features), same split as train."""
     from e2evision.baselines import physics_baseline
     from e2evision.config import load_config
     from e2evision.datasets import DatasetError
@@ -438,8 +468,9 @@ def baseline(
     except (ValueError, FileNotFoundError, DatasetError) as err:
         _fail(str(err))
     lo, hi = m["test_auc_ci"]
-    typer.echo(f"{m['name']}: fold AUC {m['fold_auc_mean']:.4f} ± {m['fold_auc_std']:.4f}, "
-               f"test AUC {m['test_auc']:.4f} [{lo:.4f}, {hi:.4f}] -> {run_dir}")
+    what = "macro one-vs-rest AUC" if m["task"] == "multiclass" else "AUC"
+    typer.echo(f"{m['name']}: fold {what} {m['fold_auc_mean']:.4f} ± {m['fold_auc_std']:.4f}, "
+               f"test {what} {m['test_auc']:.4f} [{lo:.4f}, {hi:.4f}] -> {run_dir}")
 
 
 @app.command()

@@ -8,6 +8,7 @@ config is written into every run directory.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,30 @@ class DataConfig(_Strict):
         default_factory=dict,
         description="reader options, e.g. {label_column: am, channels: [ecal, hcal], allow_pickle: true}",
     )
+    scalars: list[str] = Field(
+        default_factory=list,
+        description="per-sample scalars fed to the model's head beside the image (pt, ieta, iphi, m0, or "
+                    "columns of data.features); normalised with statistics of the training folds",
+    )
+    features: str | None = Field(
+        None, description="a features table (`e2evision features`) whose columns become scalars; "
+                          "'auto': DATA/features.csv",
+    )
+
+    @field_validator("scalars")
+    @classmethod
+    def _unique_scalars(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"a scalar is listed twice: {v}")
+        return v
+
+
+class LensRoiConfig(_Strict):
+    """Region of interest of a lensing image (transforms.lensing): detected per image, in the graph."""
+
+    size: int = Field(..., ge=8, description="side of the square crop, pixels")
+    rotate: bool = Field(True, description="turn the light's principal axis to the canonical direction")
+    method: Literal["auto", "circle", "centroid"] = "auto"
 
 
 class PreprocessConfig(_Strict):
@@ -43,6 +68,13 @@ class PreprocessConfig(_Strict):
         "zscore", description="per channel, statistics from the training folds only"
     )
     clip: float | None = Field(None, gt=0.0, description="clip normalised values to ±clip")
+    scalar_normalize: Literal["zscore", "none"] = Field(
+        "zscore", description="data.scalars: standardised with the training folds' mean and std, or as they are"
+    )
+    lens_roi: LensRoiConfig | None = Field(
+        None, description="lensing: crop a square around the lensed light and turn it to a canonical axis "
+                          "(before crop/pad/resize, inside the model)"
+    )
     crop: tuple[int, int] | None = Field(None, description="centre crop to (H, W), after normalising")
     pad: tuple[int, int] | None = Field(None, description="zero-pad to (H, W), after normalising")
     resize: tuple[int, int] | None = Field(None, description="bilinear resize to (H, W), last")
@@ -194,7 +226,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None,
                 data: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read YAML (or take a dict), apply overrides, validate. Errors name the file and the field."""
-    raw: dict[str, Any] = dict(data or {})
+    raw: dict[str, Any] = copy.deepcopy(dict(data or {}))  # overrides must not edit the caller's dict
     source = "<dict>"
     if path is not None:
         source = str(path)

@@ -279,6 +279,8 @@ def build_ensemble(
                        oof_mae=regression_summary(y_oof, oof)["mae"], test_mae=summary["mae"],
                        test_mae_ci=[boot["low"], boot["high"]], test=summary,
                        test_in_bins=regression_in_bins(y_test, test, bins=5), best_member=member_rows[best]["name"])
+        metrics["versus_best_member"] = _regression_versus_best(y_test, test, X_test[:, :len(members)], best,
+                                                                member_rows[best]["name"], y_oof.size, seed)
     metrics["wall_time_s"] = time.perf_counter() - t0
 
     with atomic_path(out_dir / "predictions.npz") as tmp:
@@ -321,6 +323,32 @@ def _verdict(cmp: dict[str, Any], member_scores: np.ndarray, best: str, n_fit: i
             f"{n_fit} out-of-fold samples")
 
 
+def _regression_versus_best(y: np.ndarray, ens: np.ndarray, members: np.ndarray, best: int, name: str, n_fit: int,
+                            seed: int) -> dict[str, Any]:
+    """Paired bootstrap of MAE(ensemble) − MAE(best member) on the test split, and a sentence."""
+    from scipy.stats import norm
+
+    boot = bootstrap_metric(lambda t, a, b: float(np.mean(np.abs(a - t)) - np.mean(np.abs(b - t))),
+                            y, ens, members[:, best], n_boot=1000, seed=seed)
+    d = boot["value"]
+    p = float(2 * norm.sf(abs(d) / boot["std"])) if boot["std"] > 0 else 0.0
+    sig = "significant" if p < 0.05 else "not significant"
+    if d <= 0:
+        verdict = (f"the ensemble's test MAE is {-d:.4g} below its best member {name}'s (paired bootstrap "
+                   f"95 % CI of the difference [{boot['low']:+.4g}, {boot['high']:+.4g}], p = {p:.3g}, {sig} at 5 %)")
+    else:
+        corr = np.corrcoef(members.T)
+        off = corr[~np.eye(corr.shape[0], dtype=bool)]
+        why = (f"the members' predictions are strongly correlated (mean Pearson r = {off.mean():.2f}), so there is "
+               "little independent information to combine" if off.size and off.mean() > 0.8 else
+               "the weaker members add noise that the combiner, fitted on out-of-fold predictions, does not "
+               "fully discount")
+        verdict = (f"the ensemble's test MAE is {d:.4g} above its best member {name}'s (95 % CI "
+                   f"[{boot['low']:+.4g}, {boot['high']:+.4g}], p = {p:.3g}, {sig} at 5 %): {why}; the combiner "
+                   f"was fitted on {n_fit} out-of-fold samples")
+    return {"difference": d, "ci": [boot["low"], boot["high"]], "p_value": p, "verdict": verdict}
+
+
 def _yaml(spec: dict[str, Any]) -> str:
     import yaml
 
@@ -330,14 +358,11 @@ def _yaml(spec: dict[str, Any]) -> str:
 
 def _member_scalars(ref: Member) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The dataset's scalar features of the OOF and test samples, read through the run's config."""
-    import yaml
-
-    from e2evision.datasets import open_dataset
+    from e2evision.config import load_config
+    from e2evision.training.artifacts import open_experiment_data
 
     info = json.loads((ref.path / "run.json").read_text())
-    cfg = yaml.safe_load((ref.path / "config.yaml").read_text())
-    data = cfg.get("data", {})
-    reader = open_dataset(info["data"]["paths"], data.get("format", "auto"), **data.get("kwargs", {}))
+    reader = open_experiment_data(load_config(ref.path / "config.yaml"), info["data"]["paths"])
     if not reader.scalar_names:
         raise ValueError(f"{ref.path}: the dataset ({reader.format}) has no scalar features to add")
     return (reader.read_scalars(ref.preds["oof_index"]).astype(np.float64),

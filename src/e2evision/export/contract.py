@@ -82,9 +82,20 @@ def input_specs(fold: LoadedFold) -> list[dict[str, Any]]:
             "dtype": "float32",
             "shape": [-1, fold.num_scalars],
             "names": fold.scalar_names,
-            "preprocess": None,  # training feeds scalars to the head as they are
+            "preprocess": _scalar_preprocess(fold),
         })
     return specs
+
+
+def _scalar_preprocess(fold: LoadedFold) -> dict[str, Any] | None:
+    """The scalar inputs' normalisation (fitted on the training folds), in the image's format."""
+    norm = getattr(fold.module, "scalar_normalizer", None)
+    if norm is None:
+        return None
+    d = norm.to_dict()
+    return {"order": ORDER, "mode": d["mode"], "zero_suppression": None,
+            "channel_scale": [float(v) for v in d["channel_scale"]], "centre": [float(v) for v in d["centre"]],
+            "scale": [float(v) for v in d["scale"]], "clip": None}
 
 
 def build_contract(fold: LoadedFold) -> dict[str, Any]:

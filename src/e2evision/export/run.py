@@ -177,7 +177,7 @@ def load_fold(run_dir: str | Path, fold: int | None = None) -> LoadedFold:
     num_scalars = int(getattr(getattr(model, "head", None), "num_scalars", 0) or 0)
     head = state.get("model.head.fc.weight")
     num_outputs = int(head.shape[0]) if head is not None else (n_classes if task == "multiclass" else 1)
-    names = list(data.get("scalars") or [])
+    names = list(data.get("model_scalars") or cfg.data.scalars or data.get("scalars") or [])
     scalar_names = names if len(names) == num_scalars else [f"scalar_{i}" for i in range(num_scalars)]
     if task == "binary" and not class_names:
         class_names = ["0", "1"]
@@ -221,7 +221,7 @@ def reference_raw(fold: LoadedFold, raw: np.ndarray, scalars: np.ndarray | None 
         if scalars is None:
             raise ExportError(f"this model takes {fold.num_scalars} scalar inputs ({', '.join(fold.scalar_names)}): pass them")
         s = torch.from_numpy(np.ascontiguousarray(scalars, dtype=np.float32))
-        out = fold.model(fold.geometry(fold.normalizer(x)), s)
+        out = fold.module.raw(x, s)  # both normalisers, geometry, model: what training ran
     return out.reshape(x.shape[0], -1).float().numpy()
 
 
@@ -232,7 +232,8 @@ def read_test_batch(fold: LoadedFold, n: int, data: list[str] | None = None
     The stored scores are this fold's test probabilities from ``predictions.npz`` (``None`` when
     the run has none), so that callers can check that the loaded fold reproduces training.
     """
-    from e2evision.datasets import DatasetError, open_dataset
+    from e2evision.datasets import DatasetError
+    from e2evision.training.artifacts import model_scalars, open_experiment_data
 
     cfg = fold.config
     pred_path = fold.run_dir / "predictions.npz"
@@ -246,7 +247,7 @@ def read_test_batch(fold: LoadedFold, n: int, data: list[str] | None = None
         index = None
     paths = list(data) if data else list(cfg.data.paths)
     try:
-        reader = open_dataset(paths, cfg.data.format, **getattr(cfg.data, "kwargs", {}))
+        reader = open_experiment_data(cfg, paths)
     except (DatasetError, FileNotFoundError, ValueError) as err:
         raise ExportError(f"cannot open the run's data {paths} to check the export on real inputs ({err}); "
                           "pass --data with the files' new location") from None
@@ -257,5 +258,5 @@ def read_test_batch(fold: LoadedFold, n: int, data: list[str] | None = None
         if index is None:  # no predictions.npz: the first samples of the data
             index = np.arange(min(n, reader.n_samples))
         raw, _ = reader.read(index)
-        scalars = reader.read_scalars(index).astype(np.float32) if fold.num_scalars else None
+        scalars = model_scalars(reader, cfg, index) if fold.num_scalars else None
     return np.ascontiguousarray(raw, dtype=np.float32), scalars, stored

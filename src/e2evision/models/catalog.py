@@ -24,6 +24,8 @@ def catalog_rows(pattern: str = "*") -> list[dict[str, Any]]:
     rows = []
     for name in list_models(pattern):
         entry = get_entry(name)
+        if entry.family == "scalars":  # no image input: nothing to count per geometry
+            continue
         params = {}
         for c, s in GEOMETRIES:
             with torch.device("meta"):

@@ -111,6 +111,8 @@ def model_table(
     rows = []
     for name in list_models(pattern):
         entry = _REGISTRY[name]
+        if entry.family == "scalars":  # takes no image: no per-geometry size to report
+            continue
         with torch.device("meta"):  # count without allocating weights
             model = create_model(name, in_chans=in_chans, img_size=img_size, num_outputs=num_outputs)
         row: dict[str, Any] = {

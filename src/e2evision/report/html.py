@@ -578,10 +578,15 @@ def _run_section(run: _Run) -> str:
                  "prediction), blue ones lower it.</p>")
     else:
         sal = f'<p class="note">No saliency maps: {_e(run.saliency_note or "none recorded")}.</p>'
+    versus = m.get("versus_best_member")
+    verdict = ""
+    if isinstance(versus, Mapping) and versus.get("verdict"):  # an ensemble: is it worth its members?
+        verdict = f'<p><b>Against its best member:</b> {_e(versus["verdict"])}.</p>\n'
     return (
         f'<section class="card run" id="{run.anchor}">\n'
         f'<h3><span style="color:{run.color}">&#9632;</span> {_e(run.name)} '
         f'<span class="ci">{_e(m["model"])}{sizes} &middot; <code>{_e(run.path)}</code></span></h3>\n'
+        f"{verdict}"
         f"<h4>Learning curves</h4>\n{curves or no_history}\n"
         f"<h4>Saliency</h4>\n{sal}\n"
         f"<h4>Provenance</h4>\n{_provenance(run)}\n{config}\n</section>"
@@ -719,11 +724,24 @@ def build_report(
     file is written atomically; if ``out`` is an existing directory the page is
     ``out/report.html``.
     """
+    from e2evision.report import extras as _extras
+
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
     if not run_dirs:
         raise ValueError("build_report needs at least one run directory")
-    runs = [_load_run(d) for d in run_dirs]
+    found: list[_extras.Extra] = []
+    plain: list[Path] = []
+    for d in run_dirs:
+        extra = _extras.classify(Path(d))
+        if extra is None:
+            plain.append(Path(d))
+        else:
+            found.append(extra)
+            plain.extend(extra.runs)
+    seen: set[Path] = set()
+    unique = [p for p in plain if not (p.resolve() in seen or seen.add(p.resolve()))]  # type: ignore[func-returns-value]
+    runs = [_load_run(d) for d in unique]
     for i, (run, color) in enumerate(zip(runs, _colors(len(runs)))):
         run.anchor = f"run-{i + 1}"
         run.color = color
@@ -739,6 +757,14 @@ def build_report(
         f"&mdash; {_e(g.task)}</a>: {', '.join(_e(r.name) for r in g.runs)}</li>"
         for g in groups
     )
+    extra_html, extra_toc = [], []
+    for i, extra in enumerate(found):  # ablations and studies first, in the order given
+        anchor = f"{extra.kind}-{i + 1}"
+        what = "Ablation" if extra.kind == "ablation" else "Hyper-parameter search"
+        name = extra.data.get("name") or extra.data.get("study") or extra.path.name
+        extra_toc.append(f'<li><a href="#{anchor}">{what}</a>: {_e(name)}</li>')
+        extra_html.append(_extras.section(extra, anchor))
+    toc = "".join(extra_toc) + toc
     page = _PAGE.format(
         title=_e(title),
         css=_CSS,
@@ -747,7 +773,7 @@ def build_report(
         generated=_e(datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         version=_e(__version__),
         toc=toc,
-        groups="\n".join(_group_section(g) for g in groups),
+        groups="\n".join([*extra_html, *(_group_section(g) for g in groups)]),
     )
     target = Path(out)
     if target.is_dir():

@@ -21,6 +21,24 @@ from e2evision.training.module import ImageModule
 SALIENCY_FILE = "saliency.npz"
 
 
+def open_experiment_data(cfg: ExperimentConfig, paths: list[str] | None = None) -> Any:
+    """The reader of ``cfg.data`` (or of ``paths``), with its features table when one is configured."""
+    from e2evision.datasets.feature_table import open_with_features
+
+    return open_with_features(list(paths) if paths else cfg.data.paths, cfg.data.format, cfg.data.features,
+                              **cfg.data.kwargs)
+
+
+def model_scalars(reader: Any, cfg: ExperimentConfig, indices: np.ndarray) -> np.ndarray | None:
+    """The raw scalar inputs (``data.scalars``) of ``indices``, or None for an image-only model."""
+    if not cfg.data.scalars:
+        return None
+    from e2evision.datasets.feature_table import scalar_columns
+
+    cols = scalar_columns(reader, cfg.data.scalars)
+    return np.asarray(reader.read_scalars(indices), dtype=np.float32)[:, cols]
+
+
 def build_module(cfg: ExperimentConfig, image_shape: tuple[int, int, int], task: str, num_classes: int = 2,
                  target_shift: float = 0.0, target_scale: float = 1.0) -> ImageModule:
     """The LightningModule of ``cfg`` for images of ``image_shape`` (C, H, W), untrained."""
@@ -31,12 +49,29 @@ def build_module(cfg: ExperimentConfig, image_shape: tuple[int, int, int], task:
     pp, aug = cfg.preprocess, cfg.augment
     normalizer = ChannelNormalizer(c, pp.normalize, pp.clip, pp.zero_suppression, pp.channel_scale)
     geometry = build_geometry(pp.resize, pp.crop, pp.pad)
+    size = (h, w)
+    if pp.lens_roi is not None:
+        from torch import nn
+
+        from e2evision.transforms.lensing import LensCanonicalize
+
+        roi = LensCanonicalize(pp.lens_roi.size, rotate=pp.lens_roi.rotate, method=pp.lens_roi.method)
+        geometry = nn.Sequential(roi, geometry)
+        size = (pp.lens_roi.size, pp.lens_roi.size)
+    n_scalars = len(cfg.data.scalars)
+    scalar_normalizer = ChannelNormalizer(n_scalars, pp.scalar_normalize) if n_scalars else None
     outputs = num_classes if task == "multiclass" else 1
-    model = create_model(cfg.model.name, in_chans=c, img_size=output_size((h, w), pp.resize, pp.crop, pp.pad),
-                         num_outputs=outputs, **cfg.model.kwargs)
+    kwargs = dict(cfg.model.kwargs)
+    if n_scalars:
+        if kwargs.get("num_scalars", n_scalars) != n_scalars:
+            raise ValueError(f"model.kwargs.num_scalars={kwargs['num_scalars']} but data.scalars lists {n_scalars}")
+        kwargs["num_scalars"] = n_scalars
+    model = create_model(cfg.model.name, in_chans=c, img_size=output_size(size, pp.resize, pp.crop, pp.pad),
+                         num_outputs=outputs, **kwargs)
     augment = build_augment(aug.flip_eta, aug.flip_phi, aug.p, aug.roll_phi, aug.rot90)
     return ImageModule(model, normalizer, cfg.train, augment, geometry, task=task,  # type: ignore[arg-type]
-                       num_classes=num_classes, target_shift=target_shift, target_scale=target_scale)
+                       num_classes=num_classes, target_shift=target_shift, target_scale=target_scale,
+                       scalar_normalizer=scalar_normalizer)
 
 
 def load_fold_module(run_dir: str | os.PathLike[str], fold: int = 0) -> ImageModule:
@@ -111,7 +146,8 @@ def pick_examples(labels: np.ndarray, task: str, per_class: int = 2) -> np.ndarr
     return np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
 
 
-def gradient_x_input(module: ImageModule, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gradient_x_input(module: ImageModule, x: np.ndarray, labels: np.ndarray,
+                     scalars: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Gradient × input of the output that decides each image (Shrikumar et al. 2016), and the scores.
 
     Binary: the signal logit; multi-class: the logit of the image's true class; regression: the
@@ -120,25 +156,27 @@ def gradient_x_input(module: ImageModule, x: np.ndarray, labels: np.ndarray) -> 
     module = module.eval()
     device = next(module.parameters()).device
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device).requires_grad_(True)
+    st = None if scalars is None else torch.as_tensor(np.asarray(scalars, dtype=np.float32), device=device)
     with torch.enable_grad():
-        raw = module.raw(xt).float()
+        raw = module.raw(xt, st).float()
         if module.task == "multiclass":
             picked = raw.gather(1, torch.as_tensor(labels, device=device).long().view(-1, 1)).squeeze(1)
         else:
             picked = raw
         picked.sum().backward()
-    assert xt.grad is not None
+    grad = xt.grad if xt.grad is not None else torch.zeros_like(xt)  # a model that ignores the image
     with torch.no_grad():
-        scores = module.scores(xt.detach()).float().cpu().numpy()
-    return (xt.grad * xt).detach().cpu().numpy(), scores
+        scores = module.scores(xt.detach(), st).float().cpu().numpy()
+    return (grad * xt).detach().cpu().numpy(), scores
 
 
 def write_saliency(module: ImageModule, images: np.ndarray, labels: np.ndarray, index: np.ndarray,
-                   out: str | os.PathLike[str], *, channel_names: list[str], class_names: list[str]) -> Path:
+                   out: str | os.PathLike[str], *, channel_names: list[str], class_names: list[str],
+                   scalars: np.ndarray | None = None) -> Path:
     """Compute gradient × input for ``images`` and save everything the report draws (no pickles)."""
     from e2evision.utils import atomic_path
 
-    sal, scores = gradient_x_input(module, images, labels)
+    sal, scores = gradient_x_input(module, images, labels, scalars)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, images=np.asarray(images, np.float32), saliency=sal.astype(np.float32),
@@ -151,18 +189,16 @@ def write_saliency(module: ImageModule, images: np.ndarray, labels: np.ndarray, 
 def saliency_from_run_dir(run_dir: str | os.PathLike[str], per_class: int = 2) -> dict[str, Any]:
     """Saliency for a run that has none saved: fold 0's weights on a few test images re-read from
     the data files named in ``run.json`` (which must still exist)."""
-    from e2evision.datasets import open_dataset
-
     run = Path(run_dir)
     module = load_fold_module(run, 0)
     cfg = load_config(run / "config.yaml")
     with np.load(run / "predictions.npz", allow_pickle=False) as npz:
         test_index, test_label = npz["test_index"], npz["test_label"]
     info = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    reader = open_dataset(info["data"]["paths"], cfg.data.format, **cfg.data.kwargs)
+    reader = open_experiment_data(cfg, info["data"]["paths"])
     pos = pick_examples(test_label, module.task, per_class)
     idx = test_index[pos]
     x, y = reader.read(idx)  # in the order asked for
-    sal, scores = gradient_x_input(module, x, y)
+    sal, scores = gradient_x_input(module, x, y, model_scalars(reader, cfg, idx))
     return {"images": x, "saliency": sal, "labels": y, "scores": scores, "index": idx,
             "channel_names": list(reader.channel_names), "class_names": list(reader.class_names)}

@@ -20,23 +20,37 @@ from e2evision.datasets.base import ChannelStats, ImageDataset
 
 
 class ReaderDataset(Dataset):
-    """Lazy view of ``indices`` of a reader; ``__getitems__`` reads a whole batch in one call."""
+    """Lazy view of ``indices`` of a reader; ``__getitems__`` reads a whole batch in one call.
 
-    def __init__(self, reader: ImageDataset, indices: Sequence[int] | np.ndarray) -> None:
+    ``scalars`` (one row per index, held in memory: they are small) make every sample
+    ``(image, scalars, label)`` instead of ``(image, label)``.
+    """
+
+    def __init__(self, reader: ImageDataset, indices: Sequence[int] | np.ndarray,
+                 scalars: np.ndarray | None = None) -> None:
         self.reader = reader
         self.indices = np.asarray(indices, dtype=np.int64)
+        self.scalars = None if scalars is None else torch.as_tensor(np.asarray(scalars, dtype=np.float32))
+        if self.scalars is not None and self.scalars.shape[0] != self.indices.size:
+            raise ValueError(f"{self.scalars.shape[0]} rows of scalars for {self.indices.size} samples")
 
     def __len__(self) -> int:
         return int(self.indices.size)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.reader.read(self.indices[[i]])
-        return torch.from_numpy(x[0]), torch.tensor(y[0])
-
-    def __getitems__(self, items: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self.reader.read(self.indices[np.asarray(items)])
+    def read_batch(self, positions: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The stacked batch of the given positions (into ``indices``)."""
+        pos = np.asarray(positions, dtype=np.int64)
+        x, y = self.reader.read(self.indices[pos])
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        return list(zip(xt, yt))
+        if self.scalars is None:
+            return xt, yt
+        return xt, self.scalars[torch.from_numpy(pos)], yt
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[0] for t in self.read_batch([i]))
+
+    def __getitems__(self, items: list[int]) -> list[tuple[torch.Tensor, ...]]:
+        return list(zip(*self.read_batch(items)))
 
 
 def load_in_memory(reader: ImageDataset, indices: np.ndarray, batch_size: int = 4096,
@@ -56,9 +70,14 @@ def load_in_memory(reader: ImageDataset, indices: np.ndarray, batch_size: int = 
 
 
 class SampleSource:
-    """The selected samples of a reader, held in RAM if they fit within ``limit_gb``."""
+    """The selected samples of a reader, held in RAM if they fit within ``limit_gb``.
 
-    def __init__(self, reader: ImageDataset, indices: np.ndarray, limit_gb: float, progress: bool = False) -> None:
+    ``scalar_columns`` picks the reader's scalars that the model takes as inputs; they are read
+    once (always in RAM) and every sample then comes as ``(image, scalars, label)``.
+    """
+
+    def __init__(self, reader: ImageDataset, indices: np.ndarray, limit_gb: float, progress: bool = False,
+                 scalar_columns: Sequence[int] | None = None) -> None:
         self.reader = reader
         self.indices = np.asarray(indices, dtype=np.int64)
         c, h, w = reader.image_shape
@@ -66,6 +85,15 @@ class SampleSource:
         self.in_memory = self.bytes_needed <= limit_gb * 1e9
         self._x: torch.Tensor | None = None
         self._y: torch.Tensor | None = None
+        self.scalars: np.ndarray | None = None
+        if scalar_columns:
+            cols = np.asarray(list(scalar_columns), dtype=np.int64)
+            self.scalars = np.ascontiguousarray(reader.read_scalars(self.indices)[:, cols], dtype=np.float32)
+            bad = ~np.isfinite(self.scalars).all(axis=1)
+            if bad.any():
+                names = [reader.scalar_names[i] for i in cols]
+                raise ValueError(f"{reader.paths[0]}: scalar inputs {names} are not finite for sample "
+                                 f"{int(self.indices[np.argmax(bad)])} ({int(bad.sum())} sample(s))")
         if self.in_memory:
             self._x, self._y = load_in_memory(reader, self.indices, progress=progress)
 
@@ -74,11 +102,14 @@ class SampleSource:
 
     def subset(self, rows: np.ndarray) -> Dataset:
         """A dataset of the given positions (into ``self.indices``)."""
+        scalars = None if self.scalars is None else self.scalars[rows]
         if self.in_memory:
             assert self._x is not None and self._y is not None
             rows_t = torch.as_tensor(rows)
-            return TensorDataset(self._x[rows_t], self._y[rows_t])
-        return ReaderDataset(self.reader, self.indices[rows])
+            if scalars is None:
+                return TensorDataset(self._x[rows_t], self._y[rows_t])
+            return TensorDataset(self._x[rows_t], torch.from_numpy(scalars), self._y[rows_t])
+        return ReaderDataset(self.reader, self.indices[rows], scalars)
 
     def channel_stats(self, rows: np.ndarray, batch_size: int | None = None,
                       transform: Callable[[np.ndarray], np.ndarray] | None = None) -> ChannelStats:
@@ -132,9 +163,8 @@ class _BatchView(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.dataset.reader.read(self.dataset.indices[np.asarray(items, dtype=np.int64)])
-        return torch.from_numpy(x), torch.from_numpy(y)
+    def __getitem__(self, items: list[int]) -> tuple[torch.Tensor, ...]:
+        return self.dataset.read_batch(items)
 
 
 # ----------------------------------------------------------------------------- resumable batches
@@ -243,22 +273,21 @@ class ResumableLoader(DataLoader):
 class _TensorBatches(Dataset):
     """Index with a list of positions, get the stacked batch of in-memory tensors."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.tensors = tensors
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.tensors[0].shape[0])
 
-    def __getitem__(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, items: list[int]) -> tuple[torch.Tensor, ...]:
         idx = torch.as_tensor(items, dtype=torch.long)
-        return self.x[idx], self.y[idx]
+        return tuple(t[idx] for t in self.tensors)
 
 
 def batch_view(dataset: Dataset) -> Dataset:
     """A dataset indexed by lists of positions (what ``batch_size=None`` loaders hand out)."""
     if isinstance(dataset, TensorDataset):
-        x, y = dataset.tensors[:2]
-        return _TensorBatches(x, y)
+        return _TensorBatches(*dataset.tensors)
     if isinstance(dataset, ReaderDataset):
         return _BatchView(dataset)
     raise TypeError(f"no batch view for {type(dataset).__name__}")

@@ -47,6 +47,19 @@ def resolve_loss(name: str, task: str) -> str:
     return name
 
 
+#: a batch: ``(images, labels)``, or ``(images, scalars, labels)`` for models with scalar inputs
+Batch = tuple[torch.Tensor, ...]
+
+
+def split_batch(batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``(x, scalars or None, y)`` of a 2- or 3-tensor batch."""
+    if len(batch) == 3:
+        return batch[0], batch[1], batch[2]
+    if len(batch) == 2:
+        return batch[0], None, batch[1]
+    raise ValueError(f"a batch holds (images, labels) or (images, scalars, labels), got {len(batch)} tensors")
+
+
 def monitor_for(task: str) -> tuple[str, str]:
     """The validation metric that selects the best epoch and drives early stopping."""
     return ("val_mae", "min") if task == "regression" else ("val_auc", "max")
@@ -113,10 +126,18 @@ class ImageModule(pl.LightningModule):
     def __init__(self, model: nn.Module, normalizer: ChannelNormalizer, train_cfg: TrainConfig,
                  augment: nn.Module | None = None, geometry: nn.Module | None = None, *,
                  task: Task = "binary", num_classes: int = 2, target_shift: float = 0.0,
-                 target_scale: float = 1.0) -> None:
+                 target_scale: float = 1.0, scalar_normalizer: ChannelNormalizer | None = None) -> None:
         super().__init__()
         self.model = model
         self.normalizer = normalizer
+        # scalar inputs (pt, ieta, lens features, ...): their own normaliser, fitted on the training
+        # folds like the image's and saved with the weights; None for image-only models
+        self.scalar_normalizer = scalar_normalizer
+        self.num_scalars = int(scalar_normalizer.centre.numel()) if scalar_normalizer is not None else 0
+        model_scalars = int(getattr(getattr(model, "head", None), "num_scalars", self.num_scalars))
+        if model_scalars != self.num_scalars:
+            raise ValueError(f"the model takes {model_scalars} scalar inputs but data.scalars lists {self.num_scalars}: "
+                             "name the scalars in data.scalars (it sets the model's num_scalars)")
         self.augment = augment if augment is not None else nn.Identity()
         self.geometry = geometry if geometry is not None else nn.Identity()
         self.cfg = train_cfg
@@ -141,21 +162,33 @@ class ImageModule(pl.LightningModule):
         self.current_stage = -1
 
     # ------------------------------------------------------------------------------ prediction
-    def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """Network output before any link function: logits, or the scaled regression target."""
-        out = self.model(self.geometry(self.normalizer(x)))
+    def raw(self, x: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
+        """Network output before any link function: logits, or the scaled regression target.
+
+        ``scalars`` ``(N, S)`` are the raw scalar inputs of a model built with ``data.scalars``.
+        """
+        image = self.geometry(self.normalizer(x))
+        if self.scalar_normalizer is None:
+            if scalars is not None and scalars.numel():
+                raise ValueError("this model takes no scalar inputs (data.scalars is empty)")
+            out = self.model(image)
+        else:
+            if scalars is None or scalars.ndim != 2 or scalars.shape[1] != self.num_scalars:
+                got = "none" if scalars is None else tuple(scalars.shape)
+                raise ValueError(f"this model takes {self.num_scalars} scalar inputs per sample, got {got}")
+            out = self.model(image, self.scalar_normalizer(scalars.float()))
         return out if self.task == "multiclass" else out.squeeze(-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(N,)`` (binary), ``(N, K)`` (multiclass) or predictions in target units (regression)."""
-        out = self.raw(x)
+        out = self.raw(x, scalars)
         if self.task == "regression":
             return out.float() * self.target_scale + self.target_shift
         return out
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
+    def scores(self, x: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
         """What the metrics use: probabilities (classification) or predictions in target units."""
-        out = self.raw(x).float()
+        out = self.raw(x, scalars).float()
         if self.task == "binary":
             return torch.sigmoid(out)
         if self.task == "multiclass":
@@ -176,16 +209,16 @@ class ImageModule(pl.LightningModule):
         return F.mse_loss(raw, target)
 
     # -------------------------------------------------------------------------------- training
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = self._loss(self.raw(self.augment(x)), y)
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        x, s, y = split_batch(batch)
+        loss = self._loss(self.raw(self.augment(x), s), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=y.shape[0],
                  sync_dist=True)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        raw = self.raw(x)
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        x, s, y = split_batch(batch)
+        raw = self.raw(x, s)
         self.val_loss_mean.update(self._loss(raw, y).detach(), weight=y.shape[0])
         raw = raw.float()
         if self.task == "binary":
@@ -203,8 +236,9 @@ class ImageModule(pl.LightningModule):
         self.log(self.monitor, metric.compute(), prog_bar=True, sync_dist=True)
         metric.reset()
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.scores(batch[0])
+    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        x, s, _ = split_batch(batch)
+        return self.scores(x, s)
 
     # --------------------------------------------------------------------------------- stages
     def on_train_start(self) -> None:

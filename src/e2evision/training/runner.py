@@ -41,7 +41,6 @@ from safetensors.torch import load_file, save_file
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from e2evision.config import ExperimentConfig
-from e2evision.datasets import open_dataset
 from e2evision.metrics import (
     auc_in_bins,
     background_rejection,
@@ -54,12 +53,21 @@ from e2evision.metrics import (
     regression_summary,
     roc_auc,
 )
+from e2evision.datasets.feature_table import scalar_columns
 from e2evision.models import count_parameters
-from e2evision.training.artifacts import SALIENCY_FILE, build_module, init_from_run, pick_examples, write_saliency
+from e2evision.training.artifacts import (
+    SALIENCY_FILE,
+    build_module,
+    init_from_run,
+    model_scalars,
+    open_experiment_data,
+    pick_examples,
+    write_saliency,
+)
 from e2evision.training.callbacks import BestWeights, History, RunCheckpoint, StagedEarlyStopping
 from e2evision.training.data import FoldData, SampleSource, make_loader
 from e2evision.training.loggers import build_loggers, check_loggers
-from e2evision.training.module import ImageModule
+from e2evision.training.module import ImageModule, split_batch
 from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, data_fingerprint, package_versions
 from e2evision.utils.seeding import seed_everything
 
@@ -192,7 +200,10 @@ def predict(module: ImageModule, dataset: Any, batch_size: int = 512,
     device = torch.device(device) if device is not None else next(module.parameters()).device
     module.to(device)
     loader = make_loader(dataset, batch_size, shuffle=False, seed=0)
-    out = [module.scores(x.to(device)).float().cpu() for x, _ in loader]
+    out = []
+    for batch in loader:
+        x, s, _ = split_batch(batch)
+        out.append(module.scores(x.to(device), None if s is None else s.to(device)).float().cpu())
     module.to("cpu")
     return torch.cat(out).numpy().astype(np.float64)
 
@@ -223,7 +234,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         atomic_write_text(out / "config.yaml", cfg.to_yaml())
 
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic)
-    reader = open_dataset(cfg.data.paths, cfg.data.format, **cfg.data.kwargs)
+    reader = open_experiment_data(cfg)
+    input_columns = scalar_columns(reader, cfg.data.scalars)
     task = reader.task
     class_names = list(reader.class_names)
     n_classes = len(class_names) if task == "multiclass" else 2
@@ -244,6 +256,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
             "task": task,
             "class_names": class_names,
             "scalars": scalar_names,
+            "model_scalars": list(cfg.data.scalars),
+            "features": _features_record(reader),
             "n_trainval": int(trainval.size),
             "n_test": int(test.size),
         },
@@ -258,7 +272,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         atomic_write_json(out / "run.json", run_info)
 
     selected = np.concatenate([trainval, test])
-    source = SampleSource(reader, selected, cfg.data.in_memory_limit_gb, progress=cfg.train.progress and main)
+    source = SampleSource(reader, selected, cfg.data.in_memory_limit_gb, progress=cfg.train.progress and main,
+                          scalar_columns=input_columns)
     tv_rows = np.arange(trainval.size)
     test_rows = np.arange(trainval.size, selected.size)
     y_tv, y_test = labels_all[trainval], labels_all[test]
@@ -341,13 +356,22 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         pos = pick_examples(y_test, task, per_class=2)
         x, y = reader.read(test[pos])
         write_saliency(first_module, x, y, test[pos], out / SALIENCY_FILE,
-                       channel_names=list(reader.channel_names), class_names=class_names)
+                       channel_names=list(reader.channel_names), class_names=class_names,
+                       scalars=model_scalars(reader, cfg, test[pos]))
     metrics = jsonable(metrics)
     atomic_write_json(out / "metrics.json", metrics)
     run_info["finished_at"] = _now()
     run_info["wall_time_s"] = metrics["wall_time_s"]
     atomic_write_json(out / "run.json", run_info)
     return metrics
+
+
+def _features_record(reader: Any) -> dict[str, str] | None:
+    """Path and SHA-256 of the features table the scalars come from (part of the data's identity)."""
+    table = getattr(reader, "table_path", None)
+    if table is None:
+        return None
+    return {"path": str(table), "sha256": hashlib.sha256(Path(table).read_bytes()).hexdigest()}
 
 
 def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: SampleSource, tr: np.ndarray,
@@ -357,6 +381,9 @@ def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: Samp
     normalizer = module.normalizer
     if normalizer.needs_stats:
         normalizer.fit(source.channel_stats(tr, transform=normalizer.raw_transform))
+    if module.scalar_normalizer is not None and module.scalar_normalizer.needs_stats:
+        assert source.scalars is not None
+        module.scalar_normalizer.fit_scalars(source.scalars[tr])
     meta = {"fold": k, "config_sha256": cfg_hash, "train_rows_sha256": _rows_hash(tr),
             "val_rows_sha256": _rows_hash(va)}
     ckpt_dir = fold_dir / "checkpoints"
@@ -386,7 +413,10 @@ def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: Samp
     if main:
         with atomic_path(fold_dir / "model.safetensors") as tmp:
             save_file({kk: v.contiguous() for kk, v in module.state_dict().items()}, str(tmp))
-        atomic_write_json(fold_dir / "normalizer.json", normalizer.to_dict())
+        norm = normalizer.to_dict()
+        if module.scalar_normalizer is not None:
+            norm["scalars"] = {"names": list(cfg.data.scalars), **module.scalar_normalizer.to_dict()}
+        atomic_write_json(fold_dir / "normalizer.json", norm)
         atomic_write_json(fold_dir / "fold.json", done)
     return done
 

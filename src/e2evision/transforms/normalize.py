@@ -60,7 +60,7 @@ class ChannelNormalizer(nn.Module):
             x = np.where(np.abs(x) < self.zero_suppression, 0.0, x).astype(np.float32, copy=False)
         k = self.channel_scale.numpy()
         if not np.all(k == 1):
-            x = x * k.reshape(1, -1, 1, 1)
+            x = x * k.reshape((1, -1) + (1,) * (x.ndim - 2))
         return x
 
     def fit(self, stats: ChannelStats) -> ChannelNormalizer:
@@ -80,11 +80,18 @@ class ChannelNormalizer(nn.Module):
     def needs_stats(self) -> bool:
         return self.mode != "none"
 
+    def fit_scalars(self, scalars: np.ndarray) -> ChannelNormalizer:
+        """Fit on scalar inputs ``(N, S)`` (each scalar is a "channel" of one pixel)."""
+        stats = ChannelStats(self.centre.numel())
+        stats.update(np.asarray(scalars, dtype=np.float64).reshape(len(scalars), -1, 1, 1))
+        return self.fit(stats)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.zero_suppression is not None:
             x = torch.where(x.abs() < self.zero_suppression, torch.zeros_like(x), x)
-        x = x * self.channel_scale.view(1, -1, 1, 1)
-        x = (x - self.centre.view(1, -1, 1, 1)) / self.scale.view(1, -1, 1, 1)
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # images (N, C, H, W) or scalars (N, S)
+        x = x * self.channel_scale.view(shape)
+        x = (x - self.centre.view(shape)) / self.scale.view(shape)
         if self.clip is not None:
             x = x.clamp(-self.clip, self.clip)
         return x
