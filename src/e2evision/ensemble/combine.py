@@ -280,7 +280,8 @@ def build_ensemble(
                        test_mae_ci=[boot["low"], boot["high"]], test=summary,
                        test_in_bins=regression_in_bins(y_test, test, bins=5), best_member=member_rows[best]["name"])
         metrics["versus_best_member"] = _regression_versus_best(y_test, test, X_test[:, :len(members)], best,
-                                                                member_rows[best]["name"], y_oof.size, seed)
+                                                                member_rows[best]["name"], y_oof.size, seed,
+                                                                method)
     metrics["wall_time_s"] = time.perf_counter() - t0
 
     with atomic_path(out_dir / "predictions.npz") as tmp:
@@ -324,7 +325,7 @@ def _verdict(cmp: dict[str, Any], member_scores: np.ndarray, best: str, n_fit: i
 
 
 def _regression_versus_best(y: np.ndarray, ens: np.ndarray, members: np.ndarray, best: int, name: str, n_fit: int,
-                            seed: int) -> dict[str, Any]:
+                            seed: int, method: str = "stack") -> dict[str, Any]:
     """Paired bootstrap of MAE(ensemble) − MAE(best member) on the test split, and a sentence."""
     from scipy.stats import norm
 
@@ -341,11 +342,13 @@ def _regression_versus_best(y: np.ndarray, ens: np.ndarray, members: np.ndarray,
         off = corr[~np.eye(corr.shape[0], dtype=bool)]
         why = (f"the members' predictions are strongly correlated (mean Pearson r = {off.mean():.2f}), so there is "
                "little independent information to combine" if off.size and off.mean() > 0.8 else
-               "the weaker members add noise that the combiner, fitted on out-of-fold predictions, does not "
-               "fully discount")
+               ("an unweighted mean gives the weaker members as much weight as the best one (stacking fits the "
+                "weights)" if method == "mean" else
+                "the weaker members add noise that the combiner, fitted on out-of-fold predictions, does not "
+                "fully discount"))
+        fitted = "" if method == "mean" else f"; the combiner was fitted on {n_fit} out-of-fold samples"
         verdict = (f"the ensemble's test MAE is {d:.4g} above its best member {name}'s (95 % CI "
-                   f"[{boot['low']:+.4g}, {boot['high']:+.4g}], p = {p:.3g}, {sig} at 5 %): {why}; the combiner "
-                   f"was fitted on {n_fit} out-of-fold samples")
+                   f"[{boot['low']:+.4g}, {boot['high']:+.4g}], p = {p:.3g}, {sig} at 5 %): {why}{fitted}")
     return {"difference": d, "ci": [boot["low"], boot["high"]], "p_value": p, "verdict": verdict}
 
 
