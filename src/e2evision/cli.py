@@ -132,6 +132,14 @@ def simulate_top_mass(
     _simulate_jets("top-mass", n, out, seed, shard, num_shards, workers, plots, mpi, progress)
 
 
+def _overrides(overrides: Optional[list[str]], data: Optional[list[Path]]) -> list[str]:
+    """``--set`` items, plus ``data.paths`` from ``--data`` when given (it replaces the config's)."""
+    sets = list(overrides or [])
+    if data:
+        sets.append("data.paths=" + json.dumps([str(p) for p in data]))
+    return sets
+
+
 def _reader_options(allow_pickle: bool, options: Optional[list[str]]) -> dict:
     """Reader keyword arguments from ``--allow-pickle`` and repeated ``--option key=value`` (YAML values)."""
     from e2evision.config import parse_override
@@ -327,9 +335,7 @@ def train(
         if not (resume and out is not None):
             _fail("give a CONFIG, or --resume with --out pointing at an interrupted run")
         config = out / "config.yaml"  # type: ignore[operator]
-    sets = list(overrides or [])
-    if data:
-        sets.append("data.paths=" + json.dumps([str(p) for p in data]))
+    sets = _overrides(overrides, data)
     if seed is not None:
         sets.append(f"seed={seed}")
     try:
@@ -397,9 +403,7 @@ def ablation(
     from e2evision.training.ablation import run_ablation
     from e2evision.training.runner import RunDirError
 
-    sets = list(overrides or [])
-    if data:
-        sets.append("data.paths=" + json.dumps([str(p) for p in data]))
+    sets = _overrides(overrides, data)
     try:
         cfg = load_config(config, sets)
         summary = run_ablation(cfg, out, resume=resume, command=" ".join(["e2evision", *sys.argv[1:]]))
@@ -431,9 +435,7 @@ def tune(
 
     if trials < 1:
         _fail("--trials must be at least 1")
-    sets = list(overrides or [])
-    if data:
-        sets.append("data.paths=" + json.dumps([str(p) for p in data]))
+    sets = _overrides(overrides, data)
     try:
         cfg = load_config(config, sets)
         summary = run_study(cfg, study, trials, out_dir=out, storage=storage, worker=worker)
@@ -458,9 +460,7 @@ def baseline(
     from e2evision.config import load_config
     from e2evision.datasets import DatasetError
 
-    sets = list(overrides or [])
-    if data:
-        sets.append("data.paths=" + json.dumps([str(p) for p in data]))
+    sets = _overrides(overrides, data)
     try:
         cfg = load_config(config, sets)
         run_dir = out or Path("runs") / f"{cfg.name}_baseline"
