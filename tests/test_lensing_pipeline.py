@@ -60,6 +60,13 @@ def test_lensing_pipeline_end_to_end(tmp_path):
     assert [Path(p).name for p in result["figures"]] == ["examples.png", "features.png"]
     assert json.loads((out / "ablation.json").read_text())["arms"][2]["arm"] == "both"
 
+    # the in-graph ROI step is not exportable yet: a clear error, and nothing is published
+    from e2evision.export import ExportError, export_model
+
+    with pytest.raises(ExportError, match=r"lens ROI step \(preprocess.lens_roi\)"):
+        export_model(out / "both", "torchscript", tmp_path / "export" / "lens.pt", n_check=8)
+    assert not (tmp_path / "export" / "lens.pt").exists()
+
     page = build_report([out, study], tmp_path / "report.html", saliency=False).read_text()
     assert "Ablation: image only / features only / both" in page
     assert "Hyper-parameter search: lens_lr" in page
