@@ -135,11 +135,44 @@ def test_a_format_without_features_is_an_error_that_names_it(tmp_path, monkeypat
     assert not out.exists()  # nothing written
 
 
-def test_a_regression_task_is_an_error_that_names_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(gbdt, "open_dataset", lambda *a, **k: _stub_reader("top-mass", "regression"))
-    with pytest.raises(ValueError, match=r"binary and multi-class tasks; the top-mass data is a regression task"):
+def test_a_task_it_cannot_fit_is_an_error_that_names_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(gbdt, "open_dataset", lambda *a, **k: _stub_reader("top-mass", "ranking"))
+    with pytest.raises(ValueError, match=r"binary, multiclass, regression tasks; the top-mass data is a ranking task"):
         physics_baseline(_config(tmp_path), tmp_path / "baseline")
     assert not (tmp_path / "baseline").exists()
+
+
+def test_top_mass_regression_baseline(tmp_path):
+    """Regression: absolute-error boosting on jet observables + pt/ieta/iphi, the runner's split and keys."""
+    from conftest import sparse_jets, write_jet_parquet
+
+    from e2evision.config import load_config
+    from e2evision.datasets import open_dataset
+    from e2evision.report import build_report
+    from e2evision.training import split_indices
+
+    rng = np.random.default_rng(3)
+    n = 150
+    pt = rng.uniform(300, 700, n)
+    columns = {"X_jet": sparse_jets(n, 8, rng, size=16, hits=20), "m": 120 + 0.1 * pt + rng.normal(0, 1, n),
+               "iphi": rng.uniform(0, 360, n), "pt": pt, "ieta": rng.uniform(-100, 100, n)}
+    data = write_jet_parquet(tmp_path / "top_gun_opendata_0.parquet", columns, row_group_size=50)
+    cfg = load_config(data={"name": "topmass", "seed": 4, "model": {"name": "resnet15"},
+                            "data": {"format": "top-mass", "paths": [str(data)], "kwargs": {"image_size": [16, 16]}},
+                            "train": {"folds": 3}})
+    m = physics_baseline(cfg, tmp_path / "baseline")
+    assert m["task"] == "regression" and len(m["fold_mae"]) == 3 and {"pt", "ieta", "iphi"} <= set(m["features"])
+    with np.load(tmp_path / "baseline" / "predictions.npz") as npz:
+        y = open_dataset(data, "top-mass", image_size=(16, 16)).labels()
+        tv, te = split_indices(y, cfg, "regression")
+        np.testing.assert_array_equal(npz["test_index"], te)
+        np.testing.assert_array_equal(npz["oof_index"], tv)
+        mae = float(np.mean(np.abs(npz["test_score"] - npz["test_label"])))
+    assert m["test_mae"] == pytest.approx(mae)
+    median = float(np.mean(np.abs(y[te] - np.median(y[tv]))))
+    assert m["test_mae"] < 0.4 * median, (m["test_mae"], median)  # the target follows pt
+    page = build_report([tmp_path / "baseline"], tmp_path / "r.html", saliency=False).read_text()
+    assert "gbdt(expert features)" in page
 
 
 def test_class_probabilities_cover_classes_missing_from_a_fold():

@@ -467,6 +467,11 @@ def baseline(
         m = physics_baseline(cfg, run_dir, progress=True)
     except (ValueError, FileNotFoundError, DatasetError) as err:
         _fail(str(err))
+    if m["task"] == "regression":
+        lo, hi = m["test_mae_ci"]
+        typer.echo(f"{m['name']}: fold MAE {m['fold_mae_mean']:.4g} ± {m['fold_mae_std']:.4g}, "
+                   f"test MAE {m['test_mae']:.4g} [{lo:.4g}, {hi:.4g}] -> {run_dir}")
+        return
     lo, hi = m["test_auc_ci"]
     what = "macro one-vs-rest AUC" if m["task"] == "multiclass" else "AUC"
     typer.echo(f"{m['name']}: fold {what} {m['fold_auc_mean']:.4f} ± {m['fold_auc_std']:.4f}, "

@@ -28,8 +28,8 @@ from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, d
 SHOWER_FORMATS = {"egamma", "egamma-hdf5"}
 JET_FORMATS = {"quark-gluon", "quark-gluon-hdf5", "top", "top-mass"}
 LENS_FORMATS = {"deeplense"}
-#: tasks the baseline fits (regression targets such as the top mass have no baseline yet)
-TASKS = ("binary", "multiclass")
+#: tasks the baseline fits (regression: the top mass from the jet observables, pt, ieta, iphi)
+TASKS = ("binary", "multiclass", "regression")
 
 
 def _source_format(reader: ImageDataset) -> str:
@@ -120,10 +120,10 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
 
     Binary tasks score the positive class (``(N,)``), multi-class tasks every class (``(N, K)``);
     ``metrics.json`` carries the keys the image runs write for the task (``task_metrics``).
-    A format without expert features, or a regression task, is a ``ValueError`` raised before
-    anything is written.
+    Regression fits the absolute error (the image runs' MAE) and predicts in target units. A
+    format without expert features is a ``ValueError`` raised before anything is written.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.model_selection import StratifiedKFold
 
     from e2evision.training import split_indices
@@ -135,7 +135,7 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
     kind = _kind(reader)  # a format without features fails here, before anything is written
     task = reader.task
     if task not in TASKS:
-        raise ValueError(f"the physics baseline handles binary and multi-class tasks; the "
+        raise ValueError(f"the physics baseline handles {', '.join(TASKS)} tasks; the "
                          f"{_source_format(reader)} data is a {task} task")
     class_names = [str(c) for c in reader.class_names]
     n_classes = len(class_names) if task == "multiclass" else 2
@@ -146,7 +146,7 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
     feats, names = feature_table(reader, selected, progress=progress)
     f_tv, f_test = feats[:trainval.size], feats[trainval.size:]
     y_tv, y_test = labels[trainval], labels[test]
-    yi_tv = y_tv.astype(np.int64)
+    yi_tv = y_tv.astype(np.int64) if task != "regression" else None
 
     skf = StratifiedKFold(n_splits=cfg.train.folds, shuffle=True, random_state=cfg.seed)
     score_shape: tuple[int, ...] = (n_classes,) if task == "multiclass" else ()
@@ -155,13 +155,22 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
     test_fold_scores = np.zeros((cfg.train.folds, test.size, *score_shape))
     t_fit = time.perf_counter()
     for k, (tr, va) in enumerate(skf.split(np.arange(trainval.size), strata(y_tv, task))):
+        oof_fold[va] = k
+        if task == "regression":
+            reg = HistGradientBoostingRegressor(loss="absolute_error", max_iter=300, learning_rate=0.05,
+                                                max_leaf_nodes=31, early_stopping=tr.size * 0.15 >= 20,
+                                                validation_fraction=0.15, random_state=cfg.seed + k)
+            reg.fit(f_tv[tr], y_tv[tr].astype(np.float64))
+            oof[va] = reg.predict(f_tv[va])
+            test_fold_scores[k] = reg.predict(f_test)
+            continue
+        assert yi_tv is not None
         # the internal early-stopping split is stratified: it needs a couple of samples of every class
         smallest = int(np.bincount(yi_tv[tr], minlength=n_classes).min())
         model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
                                                early_stopping=smallest * 0.15 >= 2, validation_fraction=0.15,
                                                random_state=cfg.seed + k).fit(f_tv[tr], yi_tv[tr])
         oof[va] = _class_probabilities(model, f_tv[va], n_classes)
-        oof_fold[va] = k
         test_fold_scores[k] = _class_probabilities(model, f_test, n_classes)
     fit_s = time.perf_counter() - t_fit
     test_score = test_fold_scores.mean(axis=0)
