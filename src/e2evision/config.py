@@ -163,6 +163,13 @@ class TrainConfig(_Strict):
     num_nodes: int = Field(1, ge=1, description="nodes of a multi-node DDP job (SLURM, torchrun)")
     strategy: str = Field("auto", description="Lightning strategy; auto: DDP when more than one process")
     precision: str | None = Field(None, description="None: bf16-mixed on GPU, 32-true on CPU")
+    channels_last: bool | None = Field(
+        None, description="NHWC images and weights; None: on GPU when convolutions hold most of the parameters"
+    )
+    compile: bool = Field(False, description="torch.compile the model (minutes to start; for long GPU runs)")
+    matmul_precision: Literal["highest", "high", "medium"] | None = Field(
+        None, description="torch.set_float32_matmul_precision; None: 'high' (TF32) on GPU, untouched on CPU"
+    )
     deterministic: bool = True
     loggers: list[LoggerName] = Field(default_factory=lambda: ["csv"], min_length=1)
     progress: bool = True

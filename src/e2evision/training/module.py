@@ -160,6 +160,8 @@ class ImageModule(pl.LightningModule):
         self.val_loss_mean = MeanMetric()
         self.stage_plan = StagePlan(model, list(train_cfg.stages))
         self.current_stage = -1
+        # set by training.performance.apply_performance: hand the model NHWC images
+        self.channels_last = False
 
     # ------------------------------------------------------------------------------ prediction
     def raw(self, x: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
@@ -168,6 +170,8 @@ class ImageModule(pl.LightningModule):
         ``scalars`` ``(N, S)`` are the raw scalar inputs of a model built with ``data.scalars``.
         """
         image = self.geometry(self.normalizer(x))
+        if self.channels_last and image.ndim == 4:
+            image = image.contiguous(memory_format=torch.channels_last)
         if self.scalar_normalizer is None:
             if scalars is not None and scalars.numel():
                 raise ValueError("this model takes no scalar inputs (data.scalars is empty)")

@@ -55,6 +55,7 @@ from e2evision.metrics import (
 )
 from e2evision.datasets.feature_table import scalar_columns
 from e2evision.models import count_parameters
+from e2evision.training.performance import Performance, apply_performance, resolve_performance
 from e2evision.training.artifacts import (
     SALIENCY_FILE,
     build_module,
@@ -80,8 +81,9 @@ class RunDirError(RuntimeError):
 #: signal efficiencies at which metrics.json reports the background rejection 1/ε_B
 SIGNAL_EFFICIENCIES: tuple[float, ...] = (0.3, 0.5)
 #: config fields that do not change a fold's result (hardware, display, logging, checkpoint cadence)
+# hardware and display settings: they change a fold's numbers at most by float rounding
 _NOT_HASHED = ("progress", "num_workers", "accelerator", "devices", "num_nodes", "strategy", "loggers",
-               "checkpoint_every_n_steps")
+               "checkpoint_every_n_steps", "channels_last", "compile", "matmul_precision")
 
 
 def strata(labels: np.ndarray, task: str, max_bins: int = 10) -> np.ndarray:
@@ -147,12 +149,10 @@ def _strategy(cfg: ExperimentConfig) -> Any:
     return DDPStrategy(find_unused_parameters=bool(t.stages))
 
 
-def _trainer(cfg: ExperimentConfig, fold_dir: Path, callbacks: list, loggers: list) -> Any:
+def _trainer(cfg: ExperimentConfig, fold_dir: Path, callbacks: list, loggers: list, precision: str) -> Any:
     import lightning.pytorch as pl
 
     t = cfg.train
-    on_gpu = torch.cuda.is_available() and t.accelerator not in ("cpu",)
-    precision = t.precision or ("bf16-mixed" if on_gpu else "32-true")
     cbs = list(callbacks)
     if t.early_stopping_patience:
         monitor, mode = next((c.monitor, c.mode) for c in cbs if isinstance(c, BestWeights))
@@ -242,6 +242,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     labels_all = reader.labels()
     trainval, test = split_indices(labels_all, cfg, task)
     scalar_names = list(reader.scalar_names)
+    image_shape = tuple(int(s) for s in reader.image_shape)
+    perf = resolve_performance(cfg.train, build_module(cfg, image_shape, task, n_classes), image_shape)  # type: ignore[arg-type]
     run_info: dict[str, Any] = {
         "name": cfg.name,
         "seed": cfg.seed,
@@ -263,6 +265,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         },
         "started_at": started,
         "device": _device_name(cfg),
+        # what each fold's model runs with (precision, channels-last, compile, TF32); see training.performance
+        "performance": perf.to_dict(),
         "processes": expected_processes(cfg),
         "host": socket.gethostname(),
         "command": command or " ".join(sys.argv),
@@ -277,7 +281,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     tv_rows = np.arange(trainval.size)
     test_rows = np.arange(trainval.size, selected.size)
     y_tv, y_test = labels_all[trainval], labels_all[test]
-    shape = tuple(int(s) for s in reader.image_shape)
+    shape = image_shape
     test_set = source.subset(test_rows)
     device = _predict_device(cfg)
 
@@ -304,7 +308,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
                      init_from_run(module.model, cfg.model.init_from, cfg.model.init_fold))
         if done is None:
             extra = list(extra_callbacks(k)) if extra_callbacks is not None else []
-            done = _train_fold(cfg, k, module, source, tr, va, fold_dir, out, cfg_hash, resume, main, extra)
+            done = _train_fold(cfg, k, module, source, tr, va, fold_dir, out, cfg_hash, resume, main, extra, perf)
         elif done.get("config_sha256") != cfg_hash or done["val_rows"] != va.tolist():
             raise RunDirError(
                 f"{fold_dir}: a finished fold from a different config or data split is in the way; "
@@ -376,7 +380,7 @@ def _features_record(reader: Any) -> dict[str, str] | None:
 
 def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: SampleSource, tr: np.ndarray,
                 va: np.ndarray, fold_dir: Path, run_dir: Path, cfg_hash: str, resume: bool,
-                main: bool, extra_callbacks: list[Any]) -> dict[str, Any]:
+                main: bool, extra_callbacks: list[Any], perf: Performance) -> dict[str, Any]:
     """Fit one fold (continuing from its checkpoint when resuming); rank 0 writes its files."""
     normalizer = module.normalizer
     if normalizer.needs_stats:
@@ -393,7 +397,8 @@ def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: Samp
     best, hist = BestWeights(module.monitor, module.monitor_mode), History(k, module.monitor)
     checkpoint = RunCheckpoint(ckpt_dir, cfg.train.checkpoint_every_n_steps)
     loggers = build_loggers(list(cfg.train.loggers), fold_dir, run_name=cfg.name, fold=k, run_dir=run_dir)
-    trainer = _trainer(cfg, fold_dir, [best, hist, checkpoint, *extra_callbacks], loggers)
+    apply_performance(module, perf)
+    trainer = _trainer(cfg, fold_dir, [best, hist, checkpoint, *extra_callbacks], loggers, perf.precision)
     data = FoldData(source.subset(tr), source.subset(va), batch_size=cfg.train.batch_size, seed=cfg.seed + k,
                     num_workers=cfg.train.num_workers, val_batch_size=max(256, cfg.train.batch_size))
     from_step = _checkpoint_step(ckpt_path) if ckpt_path else None
