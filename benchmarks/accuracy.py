@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     from e2evision.training.runner import run_experiment
     from e2evision.utils import package_versions
 
-    out = args.out
+    # absolute, so the runs' configs (which name the data) match when resumed from another directory
+    out = args.out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     command = " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else "accuracy.main(" + repr(argv) + ")"

@@ -62,6 +62,7 @@ def main() -> None:
     from e2evision.report import build_report
     from e2evision.training import run_experiment
 
+    args.out = args.out.resolve()  # the configs name the data: absolute, so a rerun from elsewhere reuses runs
     data = simulate(args.out / "data", args.n, args.seed, args.workers)
     budget = [f"data.paths=[{data}]", f"seed={args.seed}", f"train.folds={args.folds}",
               f"train.max_epochs={args.epochs}", f"train.batch_size={args.batch}", "train.progress=false",

@@ -1,11 +1,11 @@
 """How a fold's model runs on its device: precision, memory format, compilation, matmul precision.
 
-The choices are resolved once per fold from ``train`` and the model, recorded in ``run.json`` and
-applied before Lightning sees the module. Defaults follow what pays on a tensor-core GPU and stay
+The choices are resolved once per run from ``train`` and the model, recorded in ``run.json`` and
+applied to each fold's module before Lightning sees it. Defaults follow what pays on a tensor-core GPU and stay
 out of the way on a CPU (where bf16 autocast is ~20× slower and ``torch.compile`` gains nothing):
 
 - ``precision``: ``bf16-mixed`` on GPU, ``32-true`` on CPU;
-- ``channels_last``: on GPU for models whose parameters are mostly convolution weights (cuDNN's
+- ``channels_last``: on GPU for models whose forward FLOPs are mostly convolutions (cuDNN's
   tensor-core kernels want NHWC; a ViT's only convolution is its patch embedding);
 - ``matmul_precision``: ``high`` (TF32 for the float32 matmuls left outside autocast) on GPU;
 - ``compile``: off unless asked, since compiling costs minutes that short folds never win back.
