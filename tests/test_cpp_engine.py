@@ -305,3 +305,72 @@ def test_cpp_engine_runs_the_aoti_package(cpp_tool, toy_runs, tmp_path_factory, 
                            "--raw", str(tmp_path / "raw.npy")], capture_output=True, text=True, timeout=300)
     print(proc.stdout, f"({time.perf_counter() - t0:.1f} s)")
     assert proc.returncode == 0 and "model loads with the aoti backend" in proc.stdout, proc.stdout + proc.stderr
+
+
+def _lens_roi_run(base: Path) -> Path:
+    """A hand-written (untrained) three-class lensing run whose model crops and turns each lens
+    itself (``preprocess.lens_roi``): 48 × 48 DeepLense images, off-centre rings and arcs, a
+    24 × 24 canonical crop inside the graph."""
+    import torch
+    from safetensors.torch import save_file
+
+    from e2evision.config import load_config
+    from e2evision.training.artifacts import build_module
+
+    run = base / "run_lens"
+    rng = np.random.default_rng(11)
+    classes = ["axion", "cdm", "no_sub"]
+    yy, xx = np.mgrid[:48, :48].astype(np.float64)
+    for c, cls in enumerate(classes):
+        (base / "lenses" / cls).mkdir(parents=True)
+        for i in range(6):
+            cx, cy = 24 + rng.uniform(-6, 6), 24 + rng.uniform(-6, 6)
+            r = np.hypot(xx - cx, yy - cy)
+            arc = 1 + 0.8 * np.cos(np.arctan2(yy - cy, xx - cx) - rng.uniform(0, 2 * np.pi))
+            img = arc * np.exp(-0.5 * ((r - 7 - 2 * c) / 1.5) ** 2) + rng.normal(0, 0.05, r.shape)
+            np.save(base / "lenses" / cls / f"{cls}_{i}.npy", img.astype(np.float32)[None])
+    cfg = load_config(data={
+        "name": "lens_roi_cpp", "seed": 1,
+        "preprocess": {"normalize": "zscore", "lens_roi": {"size": 24, "rotate": True}},
+        "data": {"format": "deeplense", "paths": [str(base / "lenses")]},
+        "model": {"name": "vit_sd_micro", "kwargs": {"patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2}},
+    })
+    torch.manual_seed(0)
+    module = build_module(cfg, (1, 48, 48), "multiclass", 3).eval()
+    module.normalizer.centre.copy_(torch.tensor([0.1]))
+    module.normalizer.scale.copy_(torch.tensor([0.4]))
+    fold_dir = run / "fold_0"
+    fold_dir.mkdir(parents=True)
+    (run / "config.yaml").write_text(cfg.to_yaml())
+    (run / "run.json").write_text(json.dumps({"data": {"image_shape": [1, 48, 48], "channels": ["intensity"],
+                                                       "scalars": [], "class_names": classes}}))
+    (run / "metrics.json").write_text(json.dumps({"task": "multiclass", "fold_auc": [0.5], "class_names": classes}))
+    (fold_dir / "normalizer.json").write_text(json.dumps(module.normalizer.to_dict()))
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(fold_dir / "model.safetensors"))
+    from e2evision.datasets import open_dataset
+
+    test = np.arange(0, 18, 2)
+    x, _ = open_dataset([base / "lenses"]).read(test)
+    with torch.no_grad():
+        scores = module.scores(torch.from_numpy(np.asarray(x, np.float32))).numpy()
+    np.savez(run / "predictions.npz", test_index=test, test_fold_scores=scores[None].astype(np.float64))
+    return run
+
+
+def test_lens_roi_crop_runs_inside_the_engine(cpp_tool, tmp_path):
+    """The engine receives whole lensing images; detection, crop and rotation happen in the graph,
+    and its scores equal PyTorch's at a batch size other than the export's."""
+    run = _lens_roi_run(tmp_path)
+    ts = export_model(run, "torchscript", tmp_path / "exp" / "model.pt", n_check=9)
+    pre = json.loads((tmp_path / "exp" / "preprocess.json").read_text())
+    assert pre["inputs"][0]["shape"] == [-1, 1, 48, 48]  # the full image, not the 24 × 24 crop
+    fold = load_fold(run)
+    raw, _, _ = read_test_batch(fold, 9)
+    result = verify_cpp(ts.path, raw, tool=cpp_tool, atol=TOL, rtol=0.0)
+    assert max(result.max_abs_diff.values()) <= TOL
+    # lenses moved elsewhere in the frame: the graph finds them there too, as PyTorch does
+    shifted = np.roll(raw, (3, -2), axis=(2, 3))
+    got = cpp_predict(ts.path, shifted, tool=cpp_tool)
+    want = reference_outputs(fold, shifted)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=0, atol=TOL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -270,6 +271,90 @@ def test_module_matches_functions_and_images_do_not_mix():
     sub = frame[[1, 4]]
     assert len(sub) == 2 and sub.angle.tolist() == frame.angle[[1, 4]].tolist()
     assert "size=48" in repr(module)
+
+
+def lens_batch(n: int, seed: int, h: int = 56, w: int = 64) -> torch.Tensor:
+    """(n, 1, h, w) noisy rings and arcs of random centre, radius and bright side (some near an
+    edge, so that crops need padding), float32 like a model input."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        cx, cy = rng.uniform(8, w - 8), rng.uniform(8, h - 8)
+        r = rng.uniform(5, 12)
+        start = rng.uniform(0, 360)
+        img = ring(h, w, cx, cy, r, amp=1.5) + ring(h, w, cx, cy, r, arc=(start, start + 120))
+        out.append(0.2 + img + rng.normal(0.0, 0.05, img.shape))
+    return torch.from_numpy(np.stack(out)[:, None].astype(np.float32))
+
+
+def _traced(module: LensCanonicalize, example: torch.Tensor) -> torch.jit.ScriptModule:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace is deprecated
+        warnings.simplefilter("error", torch.jit.TracerWarning)  # nothing may be frozen silently
+        return torch.jit.trace(module, example, strict=True)
+
+
+@pytest.mark.parametrize("method", ["auto", "circle", "centroid"])
+@pytest.mark.parametrize("rotate", [True, False])
+def test_traced_module_is_the_eager_module_at_any_batch_size(method: str, rotate: bool):
+    """Traced on a batch of 4, the graph crops other batches (2, 7) as the eager module does."""
+    module = LensCanonicalize(40, rotate=rotate, method=method)
+    traced = _traced(module, lens_batch(4, seed=1))
+    assert "nonzero" not in str(traced.inlined_graph)  # the dense layout: no data-sized shapes
+    for n, seed in ((2, 2), (7, 3)):
+        x = lens_batch(n, seed)
+        want = module(x)
+        got = traced(x)
+        assert got.shape == (n, 1, 40, 40)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-5)
+        # ... and both are the functional API's crops, image by image
+        ref, frame = canonicalize(x.numpy()[:, 0], 40, rotate=rotate, method=method)
+        np.testing.assert_array_equal(want[:, 0].numpy(), ref)
+        assert frame.is_integer_crop == (not rotate)
+
+
+def test_dense_and_packed_layouts_give_the_same_frames():
+    """The graph's dense pixel layout and the eager packed one differ only in summation order."""
+    from e2evision.transforms.lensing import _frame_tensors
+
+    x = lens_batch(12, seed=4)[:, 0]
+    x[3] = 0.0  # an empty image: the image centre, no circle
+    for method in ("auto", "circle", "centroid"):
+        packed = _frame_tensors(x, 40, True, method, 1.0, 3.0, 0.1, dense=False)
+        dense = _frame_tensors(x, 40, True, method, 1.0, 3.0, 0.1, dense=True)
+        for name, a, b in zip(packed._fields, packed, dense):
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-9, atol=1e-9, err_msg=name)
+        assert dense.centre_x[3] == 31.5 and dense.centre_y[3] == 27.5
+
+
+def test_traced_module_keeps_the_exact_slice_of_unrotated_on_grid_frames():
+    """With rotate=True a batch whose frames are all unrotated and on the grid is sliced, not
+    resampled (``LensFrame.is_integer_crop``); the traced graph decides that per batch too."""
+    x = np.zeros((3, 40, 48), dtype=np.float32)
+    for k in range(3):  # weights 2 and 1 on one row: centroid (21 + k, 19 + k), angle exactly 0
+        x[k, 19 + k, 20 + k], x[k, 19 + k, 23 + k] = 2.0, 1.0
+    opts = dict(method="centroid", smooth_sigma=0.0, fraction=0.0)
+    crops, frame = canonicalize(x, 21, **opts)
+    assert frame.is_integer_crop and frame.angle.tolist() == [0.0] * 3
+    assert frame.centre_x.tolist() == [21.0, 22.0, 23.0]
+    traced = _traced(LensCanonicalize(21, **opts), lens_batch(2, seed=5)[..., :40, :48])
+    got = traced(torch.from_numpy(x[:, None]))[:, 0].numpy()
+    for k in range(3):
+        top, left = 9 + k, 11 + k
+        np.testing.assert_array_equal(got[k], x[k, top:top + 21, left:left + 21])
+    np.testing.assert_array_equal(got, crops)
+
+
+def test_exported_program_has_a_dynamic_batch():
+    """torch.export (the AOTInductor front end) captures the module with a symbolic batch."""
+    module = LensCanonicalize(40, method="auto")
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(module, (lens_batch(4, seed=1),),
+                                  dynamic_shapes={"x": {0: batch}})
+    run = program.module()
+    for n, seed in ((1, 6), (7, 3)):
+        x = lens_batch(n, seed)
+        np.testing.assert_allclose(run(x).numpy(), module(x).numpy(), rtol=0, atol=1e-5)
 
 
 def test_clear_errors():

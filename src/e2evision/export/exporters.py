@@ -282,11 +282,8 @@ def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLi
             try:
                 got = run(batch_of(rows))
             except Exception as err:  # e.g. a shape the exporter fixed at the example's batch size
-                hint = ("; the lens ROI step (preprocess.lens_roi) computes per-image crops that the exporters "
-                        "do not capture yet: export a model trained on crops made offline "
-                        "(e2evision.transforms.canonicalize_dataset)" if loaded.config.preprocess.lens_roi else "")
                 raise ExportError(f"the {fmt} export of {loaded.config.model.name} fails at batch size {b}: "
-                                  f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}{hint}") from err
+                                  f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}") from err
             want = {k: v[rows] for k, v in reference.items()}
             diffs = compare_outputs(got, want, atol, rtol, f"{fmt} export at batch size {b}")
             worst = {k: max(worst.get(k, 0.0), d) for k, d in diffs.items()}

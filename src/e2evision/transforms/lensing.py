@@ -36,9 +36,10 @@ becomes float32); the work runs vectorised over the batch in torch, on the tenso
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -204,6 +205,18 @@ class LightStats:
     """``background + max(nsigma · noise, fraction · (peak − background))``."""
 
 
+def _median(t: torch.Tensor) -> torch.Tensor:
+    """torch's median of each row of (N, P): the lower middle value for an even P.
+
+    ONNX has no median, so while exporting to ONNX the same element is taken with ``topk``
+    (which maps to ONNX TopK; about 3× slower than ``median`` on a CPU, hence not always).
+    """
+    if torch.onnx.is_in_onnx_export():
+        k = (t.shape[-1] - 1) // 2 + 1
+        return torch.topk(t, k, dim=-1, largest=False).values[..., -1]
+    return t.median(dim=-1).values
+
+
 def _stats(s: torch.Tensor, nsigma: float, fraction: float) -> tuple[torch.Tensor, ...]:
     """(background, noise, peak, threshold) of smoothed (N, H, W), each (N,) in s's dtype."""
     if not (math.isfinite(nsigma) and nsigma >= 0):
@@ -211,8 +224,8 @@ def _stats(s: torch.Tensor, nsigma: float, fraction: float) -> tuple[torch.Tenso
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"threshold fraction must be in [0, 1], got {fraction}")
     flat = s.flatten(1)
-    bg = flat.median(dim=1).values
-    noise = _MAD_TO_SIGMA * (flat - bg[:, None]).abs().median(dim=1).values
+    bg = _median(flat)
+    noise = _MAD_TO_SIGMA * _median((flat - bg[:, None]).abs())
     peak = flat.max(dim=1).values
     thr = bg + torch.maximum(nsigma * noise, fraction * (peak - bg))
     return bg, noise, peak, thr
@@ -229,12 +242,38 @@ def light_statistics(images: Array, *, smooth_sigma: float = 1.0, nsigma: float 
     return LightStats(*(v.double().cpu().numpy() for v in vals))
 
 
-@dataclass(frozen=True)
 class _Light:
-    """The pixels of a batch that carry weight, packed: (M,) image index, x, y and weight.
+    """The weighted pixels of a batch, and per-image sums over them.
+
+    Two layouts share this interface, so that the fits below are written once:
+    :class:`_PackedLight` (eager) and :class:`_DenseLight` (traced or exported graphs).
+    """
+
+    x: torch.Tensor
+    """Column index of every pixel (float64)."""
+    y: torch.Tensor
+    """Row index of every pixel (float64)."""
+    w: torch.Tensor
+    """Weight of every pixel (float64)."""
+    h: int
+    width: int
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-image sums (N,) of per-pixel ``values`` (0 for an image without pixels)."""
+        raise NotImplementedError
+
+    def at(self, per_image: torch.Tensor) -> torch.Tensor:
+        """Per-image values (N,) broadcast to the pixels."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _PackedLight(_Light):
+    """Only the pixels with positive weight: (M,) image index, x, y and weight.
 
     The bright light of a lens covers a tenth of the image or less, so fits and moments over the
-    packed pixels (``torch.segment_reduce`` sums) cost a fraction of dense (N, H, W) passes.
+    packed pixels (``torch.segment_reduce`` sums) cost a fraction of dense (N, H, W) passes
+    (5–10× less on a CPU). M depends on the values, so this layout cannot be captured in a graph.
     """
 
     img: torch.Tensor
@@ -243,33 +282,58 @@ class _Light:
     w: torch.Tensor
     lengths: torch.Tensor
     """Pixels per image (N,): the packed pixels are sorted by image."""
-    n: int
     h: int
     width: int
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Per-image sums (N,) of per-pixel ``values`` (M,) (0 for an image without pixels)."""
         return torch.segment_reduce(values, "sum", lengths=self.lengths)
 
     def at(self, per_image: torch.Tensor) -> torch.Tensor:
-        """Per-image values (N,) broadcast to the pixels (M,)."""
         return per_image[self.img]
 
 
-def _pack(w: torch.Tensor) -> _Light:
-    """Pack the positive entries of weights ``w`` (N, H, W)."""
+@dataclass(frozen=True)
+class _DenseLight(_Light):
+    """Every pixel: ``w`` (N, P) over the P = H·W pixels, 0 below the threshold; x, y (1, P).
+
+    Every shape follows from the input's shape, so the same fits run inside a graph captured by
+    ``torch.jit.trace`` or ``torch.export`` with a dynamic batch. Zero-weight pixels add nothing
+    to the sums: the results equal the packed layout's up to the order of float additions.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor
+    h: int
+    width: int
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        return values.sum(dim=-1)
+
+    def at(self, per_image: torch.Tensor) -> torch.Tensor:
+        return per_image.unsqueeze(-1)
+
+
+def _pack(w: torch.Tensor, dense: bool = False) -> _Light:
+    """The light of thresholded images ``w`` (N, H, W): its positive part, packed or dense."""
     n, h, wd = w.shape
+    if dense:
+        cols = torch.arange(wd, dtype=torch.float64, device=w.device)
+        rows = torch.arange(h, dtype=torch.float64, device=w.device)
+        x = cols.view(1, wd).expand(h, wd).reshape(1, h * wd)
+        y = rows.view(h, 1).expand(h, wd).reshape(1, h * wd)
+        return _DenseLight(x, y, w.clamp(min=0).flatten(1).double(), h, wd)
     img, row, col = torch.nonzero(w > 0, as_tuple=True)  # sorted by image, then row, column
     lengths = torch.bincount(img, minlength=n)
-    return _Light(img, col.double(), row.double(), w[img, row, col].double(), lengths, n, h, wd)
+    return _PackedLight(img, col.double(), row.double(), w[img, row, col].double(), lengths, h, wd)
 
 
-def _weights(x: torch.Tensor, smooth_sigma: float, nsigma: float, fraction: float
-             ) -> tuple[_Light, torch.Tensor]:
-    """Light above the threshold, ``max(S − thr, 0)``, packed; and the background (N,) float64."""
+def _weights(x: torch.Tensor, smooth_sigma: float, nsigma: float, fraction: float,
+             dense: bool = False) -> tuple[_Light, torch.Tensor]:
+    """Light above the threshold, ``max(S − thr, 0)``; and the background (N,) float64."""
     s = _smooth(x, smooth_sigma)
     bg, _, _, thr = _stats(s, nsigma, fraction)
-    return _pack(s - thr[:, None, None]), bg.double()
+    return _pack(s - thr[:, None, None], dense), bg.double()
 
 
 def _centroid(L: _Light) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -282,10 +346,28 @@ def _centroid(L: _Light) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return cx, cy, ok
 
 
+def _det3(a: torch.Tensor) -> torch.Tensor:
+    """Determinants of (N, 3, 3); written out while exporting to ONNX (no float64 Det in ONNX
+    Runtime), LAPACK's otherwise."""
+    if not torch.onnx.is_in_onnx_export():
+        return torch.linalg.det(a)
+    r0, r1, r2 = a.unbind(-2)
+    cross = torch.stack([r1[..., 1] * r2[..., 2] - r1[..., 2] * r2[..., 1],
+                         r1[..., 2] * r2[..., 0] - r1[..., 0] * r2[..., 2],
+                         r1[..., 0] * r2[..., 1] - r1[..., 1] * r2[..., 0]], -1)
+    return (r0 * cross).sum(-1)
+
+
 def _solve3(a: torch.Tensor, rhs: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     """Batched 3×3 solves; rows where ``ok`` is False get zeros (their systems are singular)."""
     eye = torch.eye(3, dtype=a.dtype, device=a.device)
-    sol = torch.linalg.solve(torch.where(ok.view(-1, 1, 1), a, eye), rhs.unsqueeze(-1))[..., 0]
+    a = torch.where(ok.view(-1, 1, 1), a, eye)
+    if torch.onnx.is_in_onnx_export():  # ONNX has no linear solve: Cramer's rule, same system
+        cols = a.unbind(-1)
+        sol = torch.stack([_det3(torch.stack(cols[:i] + (rhs,) + cols[i + 1:], -1))
+                           for i in range(3)], -1) / _det3(a).unsqueeze(-1)
+    else:
+        sol = torch.linalg.solve(a, rhs.unsqueeze(-1))[..., 0]
     return torch.where(ok.view(-1, 1), sol, torch.zeros_like(sol))
 
 
@@ -310,8 +392,7 @@ def _kasa(L: _Light, cx0: torch.Tensor, cy0: torch.Tensor, scale: float
     m = lambda t: L.sum(wn * t)  # noqa: E731 - weighted mean per image
     su, sv = m(u), m(v)
     a = _sym3(m(u * u), m(u * v), su, m(v * v), sv, torch.ones_like(su))
-    det = torch.linalg.det(a)
-    ok = det.abs() > 1e-12
+    ok = _det3(a).abs() > 1e-12
     d, e, f = _solve3(a, -torch.stack([m(u * z), m(v * z), m(z)], -1), ok).unbind(-1)
     return cx0 - d / 2 * scale, cy0 - e / 2 * scale, ((d * d + e * e) / 4 - f) * scale**2, ok
 
@@ -343,7 +424,7 @@ def _circle_fit(L: _Light, iterations: int = 4
         sm = lambda t: L.sum(wb * t)  # noqa: E731
         s1 = sm(torch.ones_like(r))
         jtj = _sym3(sm(a * a), sm(a * b), -sm(a), sm(b * b), -sm(b), s1)
-        step_ok = good & (torch.linalg.det(jtj).abs() > 1e-12 * s1.clamp(min=1e-300) ** 3)
+        step_ok = good & (_det3(jtj).abs() > 1e-12 * s1.clamp(min=1e-300) ** 3)
         step = _solve3(jtj, -torch.stack([sm(a * res), sm(b * res), -sm(res)], -1), step_ok)
         cx, cy, radius = cx + step[:, 0], cy + step[:, 1], radius + step[:, 2]
     usable = (good & (radius > 0) & torch.isfinite(cx) & torch.isfinite(cy) & torch.isfinite(radius)
@@ -384,11 +465,23 @@ def _centre(L: _Light, method: str) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return torch.where(ring, cx, mx), torch.where(ring, cy, my), torch.where(ring, radius, nan)
 
 
+def _atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``atan2``; while exporting to ONNX, whose runtime has no float64 Atan, a float32 atan2
+    refined by one step ``θ += (y cos θ − x sin θ) / hypot(x, y)`` (the sine of the error), which
+    leaves an error of order (1e-7)³: float64 accuracy again."""
+    if not torch.onnx.is_in_onnx_export():
+        return torch.atan2(y, x)
+    t0 = torch.atan2(y.float(), x.float()).to(y.dtype)
+    rho = torch.sqrt(x * x + y * y)
+    step = (y * torch.cos(t0) - x * torch.sin(t0)) / torch.where(rho > 0, rho, torch.ones_like(rho))
+    return t0 + step
+
+
 def _angle(L: _Light, cx: torch.Tensor, cy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Canonical angle (major axis; third moment along it >= 0) and elongation 1 − λ_min/λ_max."""
     dx, dy = L.x - L.at(cx), L.y - L.at(cy)
     mxx, myy, mxy = L.sum(L.w * dx * dx), L.sum(L.w * dy * dy), L.sum(L.w * dx * dy)
-    theta = 0.5 * torch.atan2(2 * mxy, mxx - myy)
+    theta = 0.5 * _atan2(2 * mxy, mxx - myy)
     t = dx * L.at(torch.cos(theta)) + dy * L.at(torch.sin(theta))
     m3 = L.sum(L.w * t**3)
     theta = torch.where(m3 < 0, theta + math.pi, theta)
@@ -501,25 +594,48 @@ def principal_angle(images: Array, centre_x: Array | float | None = None,
     if centre_x is None or centre_y is None:
         cx, cy, _ = _centre(w, method)
     else:
-        cx = _per_image(centre_x, w.n, "centre_x", b.x)
-        cy = _per_image(centre_y, w.n, "centre_y", b.x)
+        cx = _per_image(centre_x, b.x.shape[0], "centre_x", b.x)
+        cy = _per_image(centre_y, b.x.shape[0], "centre_y", b.x)
     theta, elong = _angle(w, cx, cy)
     return theta.cpu().numpy(), elong.cpu().numpy()
 
 
-def _lens_frame(x: torch.Tensor, size: int, rotate: bool, method: str, smooth_sigma: float,
-                nsigma: float, fraction: float) -> LensFrame:
-    w, bg = _weights(x, smooth_sigma, nsigma, fraction)
+class _FrameTensors(NamedTuple):
+    """The tensor form of a :class:`LensFrame` (all (N,) float64, on the batch's device)."""
+
+    centre_x: torch.Tensor
+    centre_y: torch.Tensor
+    angle: torch.Tensor
+    background: torch.Tensor
+    radius: torch.Tensor
+    elongation: torch.Tensor
+
+
+def _frame_tensors(x: torch.Tensor, size: int, rotate: bool, method: str, smooth_sigma: float,
+                   nsigma: float, fraction: float, dense: bool = False) -> _FrameTensors:
+    """Centre, angle and statistics of every image of (N, H, W), as tensors.
+
+    The one implementation behind :func:`lens_frame`, :func:`canonicalize` and
+    :class:`LensCanonicalize`: no NumPy, ``.item()`` or branches on values. With ``dense`` the
+    pixels are not packed either, so no shape depends on the data and a graph captured from it
+    (TorchScript tracing, ``torch.export``) holds for any batch size.
+    """
+    w, bg = _weights(x, smooth_sigma, nsigma, fraction, dense)
     cx, cy, radius = _centre(w, method)
-    if rotate:
-        theta, elong = _angle(w, cx, cy)
-    else:
-        _, elong = _angle(w, cx, cy)
+    theta, elong = _angle(w, cx, cy)
+    if not rotate:
         theta = torch.zeros_like(cx)
         half = (size - 1) / 2  # snap to the grid: the crop is then an exact slice
         cx = torch.floor(cx - half + 0.5) + half
         cy = torch.floor(cy - half + 0.5) + half
-    return _frame_from_tensors(cx, cy, theta, size, (x.shape[-2], x.shape[-1]), bg, radius, elong)
+    return _FrameTensors(cx, cy, theta, bg, radius, elong)
+
+
+def _lens_frame(x: torch.Tensor, size: int, rotate: bool, method: str, smooth_sigma: float,
+                nsigma: float, fraction: float) -> LensFrame:
+    ft = _frame_tensors(x, size, rotate, method, smooth_sigma, nsigma, fraction)
+    return _frame_from_tensors(ft.centre_x, ft.centre_y, ft.angle, size,
+                               (x.shape[-2], x.shape[-1]), ft.background, ft.radius, ft.elongation)
 
 
 def lens_frame(images: Array, size: int, *, rotate: bool = True, method: str = "auto",
@@ -545,33 +661,48 @@ def _check_frame(frame: LensFrame, n: int, shape: tuple[int, int]) -> None:
                          f"images, got {shape[0]}×{shape[1]}")
 
 
-def _pad_value(x: torch.Tensor, frame: LensFrame, pad: str) -> torch.Tensor | None:
+def _check_pad(pad: str) -> None:
     if pad not in PAD_MODES:
         raise ValueError(f"unknown padding {pad!r}; choose one of {', '.join(PAD_MODES)}")
+
+
+def _fill(x: torch.Tensor, background: torch.Tensor, pad: str) -> torch.Tensor | None:
+    """Per-image padding values (N,) in ``x``'s dtype, or None for ``pad="edge"``."""
+    _check_pad(pad)
     if pad == "edge":
         return None
     if pad == "zeros":
-        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    return torch.as_tensor(frame.background, dtype=x.dtype, device=x.device)
+        return torch.zeros_like(background, dtype=x.dtype)
+    return background.to(x.dtype)
 
 
-def _slice_crop(x: torch.Tensor, frame: LensFrame, fill: torch.Tensor | None) -> torch.Tensor:
-    """Exact integer crop of every image (vectorised gather), padded with ``fill`` or the edge."""
-    n, h, w = x.shape
-    s = frame.size
-    half = (s - 1) / 2
-    top = torch.as_tensor(np.round(frame.centre_y - half), dtype=torch.long, device=x.device)
-    left = torch.as_tensor(np.round(frame.centre_x - half), dtype=torch.long, device=x.device)
-    ar = torch.arange(s, device=x.device)
-    rows = top[:, None] + ar  # (N, S)
-    cols = left[:, None] + ar
+def _frame_as_tensors(frame: LensFrame, dev: torch.device) -> tuple[torch.Tensor, ...]:
+    """(centre_x, centre_y, angle, background) of a stored frame as (N,) float64 tensors."""
+    f64 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=dev)  # noqa: E731
+    return f64(frame.centre_x), f64(frame.centre_y), f64(frame.angle), f64(frame.background)
+
+
+def _slice_crop(x: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, size: int,
+                fill: torch.Tensor | None) -> torch.Tensor:
+    """Exact integer crop of every image (two gathers), padded with ``fill`` or the edge.
+
+    The crop's corner is ``round(centre − (size−1)/2)`` (``torch.round``: half to even, as
+    ``np.round``); shapes depend on ``size`` and the image's shape only.
+    """
+    h, w = x.shape[-2:]
+    half = (size - 1) / 2
+    top = torch.round(cy - half).long()
+    left = torch.round(cx - half).long()
+    ar = torch.arange(size, device=x.device)
+    rows = top.unsqueeze(-1) + ar  # (N, S)
+    cols = left.unsqueeze(-1) + ar
     rc = rows.clamp(0, h - 1)
     cc = cols.clamp(0, w - 1)
-    nn_ = torch.arange(n, device=x.device)[:, None, None]
-    out = x[nn_, rc[:, :, None], cc[:, None, :]]
+    out = torch.gather(x, 1, rc.unsqueeze(-1).expand(-1, -1, w))  # (N, S, W)
+    out = torch.gather(out, 2, cc.unsqueeze(1).expand(-1, size, -1))  # (N, S, S)
     if fill is not None:
-        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-        out = torch.where(inside, out, fill.view(n, 1, 1))
+        inside = ((rows >= 0) & (rows < h)).unsqueeze(-1) & ((cols >= 0) & (cols < w)).unsqueeze(1)
+        out = torch.where(inside, out, fill.view(-1, 1, 1))
     return out
 
 
@@ -585,32 +716,56 @@ def _sample(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor, padding_mode: s
                          align_corners=True)[:, 0]
 
 
-def _rotated_crop(x: torch.Tensor, frame: LensFrame, fill: torch.Tensor | None) -> torch.Tensor:
-    n = x.shape[0]
-    s = frame.size
-    dev = x.device
-    f64 = lambda a: torch.as_tensor(a, dtype=torch.float64, device=dev).view(n, 1, 1)  # noqa: E731
-    cx, cy, ang = f64(frame.centre_x), f64(frame.centre_y), f64(frame.angle)
-    ar = torch.arange(s, dtype=torch.float64, device=dev) - (s - 1) / 2
-    u = ar.view(1, 1, s)
-    v = ar.view(1, s, 1)
-    c, sn = torch.cos(ang), torch.sin(ang)
+def _rotated_crop(x: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor,
+                  size: int, fill: torch.Tensor | None) -> torch.Tensor:
+    """Bilinear crop of every image turned by ``angle`` about its centre (one ``grid_sample``)."""
+    ar = torch.arange(size, dtype=torch.float64, device=x.device) - (size - 1) / 2
+    u = ar.view(1, 1, size)
+    v = ar.view(1, size, 1)
+    cx, cy, angle = (t.to(torch.float64).view(-1, 1, 1) for t in (cx, cy, angle))
+    c, sn = torch.cos(angle), torch.sin(angle)
     px = cx + c * u - sn * v
     py = cy + sn * u + c * v
     if fill is None:
         return _sample(x, px, py, "border")
-    f = fill.view(n, 1, 1)
+    f = fill.view(-1, 1, 1)
     return _sample(x - f, px, py, "zeros") + f
+
+
+def _on_grid(cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor, size: int) -> torch.Tensor:
+    """0-d bool: no image is rotated and every crop corner is on the pixel grid (a slice will do).
+
+    Decided for the whole batch, as :attr:`LensFrame.is_integer_crop` does.
+    """
+    half = (size - 1) / 2
+    return ((angle == 0).all() & (cx - half == torch.round(cx - half)).all()
+            & (cy - half == torch.round(cy - half)).all())
+
+
+def _crop(x: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor, size: int,
+          fill: torch.Tensor | None, rotate: bool = True) -> torch.Tensor:
+    """The canonical crops of (N, H, W): an exact slice where the frame allows, else bilinear.
+
+    With ``rotate=False`` the frame is snapped to the grid by construction, so only the slice is
+    made. Otherwise both are made and ``torch.where`` picks one, rather than a Python ``if`` on
+    tensor values that a traced graph would freeze at the example's outcome.
+    """
+    sliced = _slice_crop(x, cx, cy, size, fill)
+    if not rotate:
+        return sliced
+    return torch.where(_on_grid(cx, cy, angle, size), sliced,
+                       _rotated_crop(x, cx, cy, angle, size, fill))
 
 
 def to_canonical(images: Array, frame: LensFrame, *, pad: str = "background") -> Array:
     """Crop (and rotate) every image into its canonical ``size × size`` frame."""
     b = _batch(images)
     _check_frame(frame, b.x.shape[0], tuple(b.x.shape[-2:]))
-    fill = _pad_value(b.x, frame, pad)
+    cx, cy, angle, bg = _frame_as_tensors(frame, b.x.device)
+    fill = _fill(b.x, bg, pad)
     if frame.is_integer_crop:
-        return b.out(_slice_crop(b.x, frame, fill))
-    return b.out(_rotated_crop(b.x, frame, fill))
+        return b.out(_slice_crop(b.x, cx, cy, frame.size, fill))
+    return b.out(_rotated_crop(b.x, cx, cy, angle, frame.size, fill))
 
 
 def from_canonical(crops: Array, frame: LensFrame, *, fill: float = 0.0) -> Array:
@@ -680,6 +835,17 @@ def canonical_to_image(u: np.ndarray, v: np.ndarray, frame: LensFrame
     return cx + np.cos(a) * du - np.sin(a) * dv, cy + np.sin(a) * du + np.cos(a) * dv
 
 
+def _canonical(x: torch.Tensor, size: int, rotate: bool, method: str, pad: str,
+               smooth_sigma: float, nsigma: float, fraction: float, dense: bool = False
+               ) -> tuple[torch.Tensor, _FrameTensors]:
+    """Crops (N, S, S) and frame tensors of (N, H, W): the path shared by every entry point."""
+    _check_pad(pad)
+    ft = _frame_tensors(x, size, rotate, method, smooth_sigma, nsigma, fraction, dense)
+    crop = _crop(x, ft.centre_x, ft.centre_y, ft.angle, size, _fill(x, ft.background, pad),
+                 rotate)
+    return crop, ft
+
+
 def canonicalize(images: Array, size: int, *, rotate: bool = True, method: str = "auto",
                  pad: str = "background", smooth_sigma: float = 1.0, nsigma: float = 3.0,
                  fraction: float = 0.1) -> tuple[Array, LensFrame]:
@@ -688,19 +854,31 @@ def canonicalize(images: Array, size: int, *, rotate: bool = True, method: str =
     ``from_canonical(crops, frame)`` and :func:`canonical_to_image` undo it for plots.
     """
     b = _batch(images)
-    frame = _lens_frame(b.x, _check_size(size), rotate, method, float(smooth_sigma), float(nsigma),
-                        float(fraction))
-    fill = _pad_value(b.x, frame, pad)
-    crop = (_slice_crop if frame.is_integer_crop else _rotated_crop)(b.x, frame, fill)
+    size = _check_size(size)
+    crop, ft = _canonical(b.x, size, rotate, method, pad, float(smooth_sigma), float(nsigma),
+                          float(fraction))
+    frame = _frame_from_tensors(ft.centre_x, ft.centre_y, ft.angle, size,
+                                (b.x.shape[-2], b.x.shape[-1]), ft.background, ft.radius,
+                                ft.elongation)
     return b.out(crop), frame
+
+
+def _capturing() -> bool:
+    """Whether a graph is being traced or exported (value checks would be frozen or refused)."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting())
 
 
 class LensCanonicalize(nn.Module):
     """ROI crop (and rotation to the canonical axis) as a module: (N, 1, H, W) → (N, 1, S, S).
 
     Deterministic and parameter-free, so it runs the same in training and evaluation, on the
-    batch's device, before or inside a model. ``forward_with_frame`` also returns the
-    :class:`LensFrame` a plot needs to map results back.
+    batch's device, before or inside a model. ``forward`` is tensor-only: while a graph is
+    captured (``torch.jit.trace``, ``torch.export``/AOTInductor, ONNX) it skips the value checks
+    and uses the dense pixel layout, so no shape depends on the data and the graph holds for any
+    batch size; eagerly it checks its input and packs the lit pixels (faster on a CPU). Both give
+    the same crops. ``forward_with_frame`` also returns the :class:`LensFrame` a plot needs to
+    map results back.
     """
 
     def __init__(self, size: int, *, rotate: bool = True, method: str = "auto",
@@ -709,9 +887,8 @@ class LensCanonicalize(nn.Module):
         super().__init__()
         if method not in CENTRE_METHODS:
             raise ValueError(f"unknown centre method {method!r}; "
-                         f"choose one of {', '.join(CENTRE_METHODS)}")
-        if pad not in PAD_MODES:
-            raise ValueError(f"unknown padding {pad!r}; choose one of {', '.join(PAD_MODES)}")
+                             f"choose one of {', '.join(CENTRE_METHODS)}")
+        _check_pad(pad)
         self.size = _check_size(size)
         self.rotate = bool(rotate)
         self.method = method
@@ -719,6 +896,9 @@ class LensCanonicalize(nn.Module):
         self.smooth_sigma = float(smooth_sigma)
         self.nsigma = float(nsigma)
         self.fraction = float(fraction)
+        # the checks of _stats and _smooth, made once here rather than on every call
+        _smooth(torch.zeros(1, 3, 3), self.smooth_sigma)
+        _stats(torch.zeros(1, 3, 3), self.nsigma, self.fraction)
 
     def forward_with_frame(self, x: Array) -> tuple[Array, LensFrame]:
         return canonicalize(x, self.size, rotate=self.rotate, method=self.method, pad=self.pad,
@@ -726,8 +906,27 @@ class LensCanonicalize(nn.Module):
                             fraction=self.fraction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.forward_with_frame(x)
-        return out  # type: ignore[return-value]
+        """Canonical crops of (N, 1, H, W) or (N, H, W), in the same rank (float64 stays)."""
+        if not isinstance(x, torch.Tensor):  # NumPy in, NumPy out, as canonicalize
+            return self.forward_with_frame(x)[0]  # type: ignore[return-value]
+        capturing = _capturing()
+        if capturing:  # the dense layout, and no checks that read values
+            channel = x.dim() == 4
+            images = x[:, 0] if channel else x
+            images = images if images.dtype == torch.float64 else images.float()
+        else:
+            b = _batch(x)
+            images, channel = b.x, b.channel
+        with warnings.catch_warnings():
+            if torch.jit.is_tracing():
+                # The tracer hands out H and W as tensors; a few static-size expressions
+                # (max(H, W), max(W − 1, 1)) become constants, as they should: a traced graph is
+                # for one image size. Only the batch axis stays dynamic.
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
+                                        message="Converting a tensor to a Python")
+            crop, _ = _canonical(images, self.size, self.rotate, self.method, self.pad,
+                                 self.smooth_sigma, self.nsigma, self.fraction, dense=capturing)
+        return crop.unsqueeze(1) if channel else crop
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, rotate={self.rotate}, method={self.method!r}, "
