@@ -41,10 +41,15 @@ def test_conv_share_counts_convolution_flops():
 
 def test_defaults_follow_the_device_and_the_model():
     shape = (2, 16, 16)
-    cnn = create_model("resnet15", in_chans=2, img_size=16, num_outputs=1, widths=[4, 8])
+    cnn = create_model("resnet15", in_chans=2, img_size=16, num_outputs=1)
     vit = create_model("vit_micro", in_chans=2, img_size=16, num_outputs=1)
     cpu = resolve_performance(TrainConfig(), cnn, shape, on_gpu=False)
-    assert (cpu.precision, cpu.channels_last, cpu.compile, cpu.matmul_precision) == ("32-true", False, False, None)
+    assert (cpu.precision, cpu.channels_last, cpu.compile, cpu.matmul_precision) == ("32-true", True, False, None)
+    # widths 4, 8 put a strided 1×1 convolution on 4 channels: NCHW on a CPU (oneDNN bug), NHWC on a GPU
+    narrow = create_model("resnet15", in_chans=2, img_size=16, num_outputs=1, widths=[4, 8])
+    assert resolve_performance(TrainConfig(), narrow, shape, on_gpu=False).channels_last is False
+    assert resolve_performance(TrainConfig(), narrow, shape, on_gpu=True).channels_last is True
+    assert resolve_performance(TrainConfig(), vit, shape, on_gpu=False).channels_last is False
     gpu_cnn = resolve_performance(TrainConfig(), cnn, shape, on_gpu=True)
     assert (gpu_cnn.precision, gpu_cnn.channels_last, gpu_cnn.matmul_precision) == ("bf16-mixed", True, "high")
     assert gpu_cnn.conv_share > 0.9 and not gpu_cnn.compile
@@ -154,13 +159,15 @@ def test_gpu_benchmark_script_runs_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks/gpu_throughput.py"), "--models", "resnet15", "--geometries", "2x16",
-         "--batch", "4", "--steps", "2", "--warmup", "1", "--modes", "default,fp32,fp32+cl", "--device", "cpu",
+         "--batch", "4", "--steps", "2", "--warmup", "1", "--rounds", "2", "--modes", "default,fp32,fp32+cl", "--device", "cpu",
          "--peak-tflops", "0.5", "--json", str(out)],
         capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     assert [r["mode"] for r in rows] == ["fp32", "default", "fp32+cl"]  # fp32 first: the ratios' base
-    assert [r["channels_last"] for r in rows] == [False, False, True]  # the CPU default is NCHW
+    assert [r["channels_last"] for r in rows] == [False, True, True]  # the CPU default for a CNN is NHWC
+    # the default is measured once, as the explicit mode with its settings
+    assert rows[1]["measured_as"] == "fp32+cl" and rows[1]["images_per_s"] == rows[2]["images_per_s"]
     model = create_model("resnet15", in_chans=2, img_size=16, num_outputs=1)
     assert {r["flops_per_step"] for r in rows} == {training_step_flops(model, torch.zeros(4, 2, 16, 16))}
     for r in rows:

@@ -30,7 +30,9 @@ from e2evision.training import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ["train.folds=2", "train.max_epochs=2", "train.batch_size=8", "train.checkpoint_every_n_steps=2",
-        "train.progress=false", "model.kwargs.widths=[4, 8]", "train.early_stopping_patience=null"]
+        "train.progress=false", "model.kwargs.widths=[16, 16]", "train.early_stopping_patience=null"]
+# widths 16: the trainer's CPU default for this CNN is then channels-last (no oneDNN hazard), so
+# resuming is checked on the memory format real runs use
 #: metrics that legitimately differ between an interrupted and an uninterrupted run
 _TIMING = {"train_time_s", "wall_time_s", "resumed_folds"}
 
@@ -116,6 +118,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(egamma_dir: Path, tm
     resumed = subprocess.run([sys.executable, "-m", "e2evision", "train", "--resume", "--out", str(run)],
                              env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads((run / "run.json").read_text())["performance"]["channels_last"] is True
     fold0 = json.loads((run / "fold_0" / "fold.json").read_text())
     epoch, done, per_epoch = where
     assert fold0["resumed_from_step"] == epoch * per_epoch + done  # one optimizer step per batch

@@ -164,7 +164,7 @@ class TrainConfig(_Strict):
     strategy: str = Field("auto", description="Lightning strategy; auto: DDP when more than one process")
     precision: str | None = Field(None, description="None: bf16-mixed on GPU, 32-true on CPU")
     channels_last: bool | None = Field(
-        None, description="NHWC images and weights; None: on GPU when convolutions hold most of the parameters"
+        None, description="NHWC images and weights; None: when convolutions take most of the forward FLOPs"
     )
     compile: bool = Field(False, description="torch.compile the model (minutes to start; for long GPU runs)")
     matmul_precision: Literal["highest", "high", "medium"] | None = Field(

@@ -5,8 +5,9 @@ applied to each fold's module before Lightning sees it. Defaults follow what pay
 out of the way on a CPU (where bf16 autocast is ~20× slower and ``torch.compile`` gains nothing):
 
 - ``precision``: ``bf16-mixed`` on GPU, ``32-true`` on CPU;
-- ``channels_last``: on GPU for models whose forward FLOPs are mostly convolutions (cuDNN's
-  tensor-core kernels want NHWC; a ViT's only convolution is its patch embedding);
+- ``channels_last``: for models whose forward FLOPs are mostly convolutions (cuDNN's tensor-core
+  kernels want NHWC, and oneDNN's CPU kernels measured 1.07–1.3× faster with it; a ViT's only
+  convolution is its patch embedding), except on a CPU for models that hit a oneDNN bug;
 - ``matmul_precision``: ``high`` (TF32 for the float32 matmuls left outside autocast) on GPU;
 - ``compile``: off unless asked, since compiling costs minutes that short folds never win back.
 
@@ -102,7 +103,9 @@ def resolve_performance(train: TrainConfig, model: nn.Module, image_shape: tuple
     share = conv_share(model, image_shape)
     channels_last = train.channels_last
     if channels_last is None:
-        channels_last = gpu and share > CONV_SHARE_FOR_CHANNELS_LAST
+        # measured: NHWC trains CNNs 1.07–1.3× faster on this CPU too (docs/benchmarks.md), except
+        # where oneDNN's NHWC kernel for strided 1×1 convolutions on few channels is broken
+        channels_last = share > CONV_SHARE_FOR_CHANNELS_LAST and (gpu or channels_last_hazard(model) is None)
     elif channels_last and not gpu:
         hazard = channels_last_hazard(model)
         if hazard is not None:
