@@ -117,7 +117,10 @@ def test_cli_writes_an_ensemble_the_report_accepts(tmp_path):
     assert res.exit_code == 0, res.output
     assert "best member m0" in res.output and "DeLong p" in res.output
     page = build_report([tmp_path / "ens"], tmp_path / "report.html")
-    assert "ensemble:weighted(m0, m1, m2)" in page.read_text()
+    html = page.read_text()
+    assert "ensemble:weighted(m0, m1, m2)" in html  # the full name, kept as the cell's tooltip
+    # the column itself: method and member count, then one member per line
+    assert 'weighted of 3<ul class="members"><li>m0</li><li>m1</li><li>m2</li></ul></td>' in html
     res = CliRunner().invoke(app, ["ensemble", str(dirs[0]), "--out", str(tmp_path / "e2")])
     assert res.exit_code == 2 and "at least two runs" in res.output
 

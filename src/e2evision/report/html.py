@@ -439,7 +439,7 @@ def _table(group: _Group) -> str:
         s = sig.get(id(run), _Significance(None, "n/a", "no comparable best run"))
         cells = [
             f'<td class="name"><a href="#{run.anchor}">{_e(run.name)}</a>{badge}</td>',
-            f'<td class="model">{_e(m["model"])}</td>',
+            _model_cell(m),
             f'<td class="params" title="{_e(exact)}">{_e(_fmt_params(n_params))}</td>',
             *_task_cells(run),
             f'<td class="signif" title="{_e(s.title)}">{_e(s.text)}</td>',
@@ -451,6 +451,21 @@ def _table(group: _Group) -> str:
     body = "\n".join(rows)
     return (f'<table class="comparison" id="comparison-{group.anchor}">\n<thead>{head}</thead>\n'
             f"<tbody>\n{body}\n</tbody>\n</table>")
+
+
+def _model_cell(m: dict[str, Any]) -> str:
+    """The model column; an ensemble lists its members one per line instead of one long name.
+
+    ``ensemble:stack(run-a, run-b, ...)`` wraps mid-name in a narrow column, so the method and the
+    member count lead and each member gets its own line; the full name stays in the tooltip.
+    """
+    ens = m.get("ensemble")
+    members = ens.get("members") if isinstance(ens, dict) else None
+    if not isinstance(members, list) or not members:
+        return f'<td class="model">{_e(m["model"])}</td>'
+    names = "".join(f'<li>{_e(str(row.get("name", "?")))}</li>' for row in members if isinstance(row, dict))
+    return (f'<td class="model" title="{_e(m["model"])}">{_e(ens.get("method", "ensemble"))} of '
+            f'{len(members)}<ul class="members">{names}</ul></td>')
 
 
 def _ci(values: Any, fmt: Any = None) -> str:
@@ -662,6 +677,7 @@ table.comparison th, table.comparison td { padding: 8px 12px; border-bottom: 1px
 table.comparison td.name, table.comparison td.model { white-space: normal; overflow-wrap: anywhere;
                                             min-width: 8em; }
 table.comparison th { background: #eef1f6; font-weight: 600; }
+table.comparison ul.members { margin: 2px 0 0; padding-left: 16px; color: var(--muted); font-size: 13px; }
 table.comparison th:first-child, table.comparison td:first-child,
 table.comparison th:nth-child(2), table.comparison td:nth-child(2) { text-align: left; }
 table.comparison td { font-variant-numeric: tabular-nums; }
