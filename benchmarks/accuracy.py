@@ -141,11 +141,12 @@ def overrides(dataset: str, family: str, args: argparse.Namespace, data: Path, i
     return sets
 
 
-def load(dataset: str, family: str, args: argparse.Namespace, data: Path, image_side: int) -> tuple[Any, list[str]]:
+def load(dataset: str, family: str, args: argparse.Namespace, data: Path, image_side: int,
+         extra: list[str] | None = None) -> tuple[Any, list[str]]:
     from e2evision.config import load_config
 
     path = ROOT / "configs" / f"{DATASETS[dataset]['prefix']}_{family}.yaml"
-    sets = overrides(dataset, family, args, data, image_side)
+    sets = overrides(dataset, family, args, data, image_side) + list(extra or [])
     return load_config(path, sets), sets
 
 
@@ -250,6 +251,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help="cpu: micro presets and images resized to --img; shipped: the configs' models and sizes")
     ap.add_argument("--img", type=int, default=32, help="--size cpu: side of the model input in pixels")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
+    ap.add_argument("--no-scalars", action="store_true",
+                    help="skip the image + scalars runs (jets: the pt and m0 the baseline also reads)")
+    ap.add_argument("--scalar-models", default="all",
+                    help="families also trained with the file's scalars (comma list, or all)")
     args = ap.parse_args(argv)
     args.dataset_list = [d.strip() for d in args.datasets.split(",") if d.strip()]
     args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -308,10 +313,16 @@ def main(argv: list[str] | None = None) -> int:
         cfgs, sets = {}, {}
         for family in args.model_list:
             cfgs[family], sets[family] = load(dataset, family, args, data, side)
+        # a fair fight: where the baseline reads the file's scalars (pt, m0 of jets), image models get them too
+        scalars = [] if dataset == "lensing" or args.no_scalars else list(reader.scalar_names)
+        for family in (args.model_list if scalars else []):
+            if args.scalar_models == "all" or family in args.scalar_models.split(","):
+                extra = [f"data.scalars={json.dumps(scalars)}", f"name={dataset}_{family}_scalars"]
+                cfgs[f"{family}+scalars"], sets[f"{family}+scalars"] = load(dataset, family, args, data, side, extra)
         # the baseline reads the first family's config (only data, seed, test split and folds matter to it)
         base_cfg, _ = load(dataset, args.model_list[0] if args.model_list else "resnet15", args, data, side)
         base_cfg = base_cfg.model_copy(update={"name": f"{dataset}_physics_baseline"})
-        for note in check_same_inputs(dataset, cfgs):
+        for note in check_same_inputs(dataset, {f: c for f, c in cfgs.items() if not f.endswith("+scalars")}):
             log("note: " + note)
         geometry = "x".join(map(str, shape))
         pp = base_cfg.preprocess
@@ -335,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = group / family
             log(f"[{dataset}] {family} ({cfg.model.name}) -> {run_dir}")
             try:
-                cmd = (f"e2evision train configs/{DATASETS[dataset]['prefix']}_{family}.yaml "
+                cmd = (f"e2evision train configs/{DATASETS[dataset]['prefix']}_{family.split('+')[0]}.yaml "
                        + " ".join(f"--set '{s}'" for s in sets[family]) + f" --out {run_dir} --resume")
                 m = run_experiment(cfg, run_dir, command=cmd, resume=True)
             except Exception as err:  # one failing family must not lose the others: reported and counted
@@ -350,8 +361,6 @@ def main(argv: list[str] | None = None) -> int:
             log(f"[{dataset}] {family}: test AUC {fmt(m['test_auc'])} [{fmt(lo)}, {fmt(hi)}], "
                 f"{m['n_params']:,} parameters, {m['train_time_s']:.0f} s training")
 
-        images = [r for r in rows if r["kind"] == "image" and r.get("test_auc") is not None]
-        best = max(images, key=lambda r: r["test_auc"], default=None)
         entry: dict[str, Any] = {
             "label": DATASETS[dataset]["label"], "task": task, "data": str(data), "simulation": sim_info,
             "image_shape": list(shape), "model_input": model_in, "n_trainval": bm["n_trainval"],
@@ -361,16 +370,23 @@ def main(argv: list[str] | None = None) -> int:
         log(f"\n{dataset} ({DATASETS[dataset]['label']}; {bm['n_trainval']} train+validation, {bm['n_test']} test, "
             f"{args.folds} folds, {args.epochs} epochs, batch {args.batch_size}, input {model_in}):\n")
         log(table(rows, task))
-        if best is not None:
+        # image-only and image + scalars are compared with the baseline apart: the question differs
+        for suffix, label in (("", "image model"), ("+scalars", "image + scalars model")):
+            group_rows = [r for r in rows if r["kind"] == "image" and r.get("test_auc") is not None
+                          and r["family"].endswith("+scalars") == bool(suffix)]
+            best = max(group_rows, key=lambda r: r["test_auc"], default=None)
+            if best is None:
+                continue
             gap = gap_test(task, Path(best["run_dir"]), base_dir, args.seed)
-            entry["best_image_model"] = best["family"]
-            entry["gap"] = gap
             verdict = ("beats" if gap["low"] > 0 else "is below" if gap["high"] < 0
                        else "is not significantly different from")
-            entry["verdict"] = verdict
-            log(f"\nbest image model − physics baseline: {gap['difference']:+.3f} "
+            key = "" if not suffix else "_scalars"
+            entry[f"best_image_model{key}"] = best["family"]
+            entry[f"gap{key}"] = gap
+            entry[f"verdict{key}"] = verdict
+            log(f"\nbest {label} − physics baseline: {gap['difference']:+.3f} "
                 f"[{gap['low']:+.3f}, {gap['high']:+.3f}] ({best['family']}; {gap['test']}, p = {gap['p_value']:.2g}): "
-                f"the best image model {verdict} the physics baseline")
+                f"the best {label} {verdict} the physics baseline")
         entry["wall_time_s"] = time.perf_counter() - t_ds
         summary["datasets"][dataset] = entry
         summary["wall_time_s"] = time.perf_counter() - t_start

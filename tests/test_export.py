@@ -172,7 +172,7 @@ def test_preprocess_json_schema_and_shared_directory(toy_runs, tmp_path):
     first = export_model(run, "torchscript", tmp_path / "resnet15.pt", n_check=8)
     second = export_model(run, "onnx", tmp_path / "resnet15.onnx", n_check=8)
     pre = json.loads((tmp_path / "preprocess.json").read_text())
-    assert pre["schema"] == "e2evision.preprocess" and pre["schema_version"] == 1
+    assert pre["schema"] == "e2evision.preprocess" and pre["schema_version"] == 2
     (image,) = pre["inputs"]  # no scalar inputs for this model
     assert image["name"] == "image" and image["shape"] == [-1, 2, 32, 32] and image["layout"] == "NCHW"
     assert image["channels"] == ["ecal_energy", "ecal_time"] and image["dtype"] == "float32"

@@ -50,11 +50,17 @@ def test_defaults_follow_the_device_and_the_model():
     assert resolve_performance(TrainConfig(), narrow, shape, on_gpu=False).channels_last is False
     assert resolve_performance(TrainConfig(), narrow, shape, on_gpu=True).channels_last is True
     assert resolve_performance(TrainConfig(), vit, shape, on_gpu=False).channels_last is False
+    # measured on an H200: small inputs and transformers train faster in TF32, large CNN inputs in bf16
     gpu_cnn = resolve_performance(TrainConfig(), cnn, shape, on_gpu=True)
-    assert (gpu_cnn.precision, gpu_cnn.channels_last, gpu_cnn.matmul_precision) == ("bf16-mixed", True, "high")
-    assert gpu_cnn.conv_share > 0.9 and not gpu_cnn.compile
+    assert (gpu_cnn.precision, gpu_cnn.channels_last, gpu_cnn.matmul_precision) == ("32-true", True, "high")
+    assert gpu_cnn.conv_share > 0.9 and not gpu_cnn.compile and gpu_cnn.forward_gflops < 0.1
+    jets = create_model("resnet15", in_chans=3, img_size=125, num_outputs=1)
+    gpu_jets = resolve_performance(TrainConfig(), jets, (3, 125, 125), on_gpu=True)
+    assert (gpu_jets.precision, gpu_jets.channels_last) == ("bf16-mixed", True) and gpu_jets.forward_gflops > 0.1
+    assert resolve_performance(TrainConfig(), jets, (3, 125, 125), on_gpu=False).precision == "32-true"
     gpu_vit = resolve_performance(TrainConfig(), vit, shape, on_gpu=True)
     assert gpu_vit.channels_last is False and gpu_vit.conv_share < 0.2  # only the patch embedding
+    assert gpu_vit.precision == "32-true" and gpu_vit.matmul_precision == "high"
     # most of simple_cnn's weights are in its dense layer, but its time is in the convolutions
     small = create_model("simple_cnn", in_chans=3, img_size=32, num_outputs=1)
     assert resolve_performance(TrainConfig(), small, (3, 32, 32), on_gpu=True).channels_last is True

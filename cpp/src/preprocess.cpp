@@ -1,6 +1,7 @@
 #include "e2evision/preprocess.h"
 
 #include <cmath>
+#include <limits>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -12,9 +13,11 @@ namespace e2evision {
 namespace {
 
 const char* const kSchema = "e2evision.preprocess";
-constexpr int kSchemaVersion = 1;
-// The only order the engine implements (that of ChannelNormalizer.forward).
-const std::vector<std::string> kOrder = {"zero_suppression", "channel_scale", "centre_scale", "clip"};
+constexpr int kSchemaVersion = 2;  // version 1 (no per_sample, log1p) is read too
+// The orders the engine implements (that of ChannelNormalizer.forward; version 1's four steps).
+const std::vector<std::string> kOrder = {"zero_suppression", "channel_scale", "per_sample", "log1p",
+                                         "centre_scale", "clip"};
+const std::vector<std::string> kOrderV1 = {"zero_suppression", "channel_scale", "centre_scale", "clip"};
 
 std::vector<float> floatList(const json::Value& v, const std::string& what, size_t expected) {
   const auto& arr = v.array(what);
@@ -54,9 +57,9 @@ ImagePreprocess parseNormalisation(const json::Value& v, const std::string& what
   ImagePreprocess p;
   if (v.has("order")) {
     auto order = stringList(v.at("order", what), what + ".order");
-    if (order != kOrder)
-      throw json::JsonError(what + ".order must be [zero_suppression, channel_scale, centre_scale, clip]: "
-                            "the only order this engine implements");
+    if (order != kOrder && order != kOrderV1)
+      throw json::JsonError(what + ".order must be [zero_suppression, channel_scale, per_sample, log1p, "
+                            "centre_scale, clip]: the only order this engine implements");
   }
   p.mode = v.has("mode") ? v.at("mode", what).string(what + ".mode") : "";
   size_t n = static_cast<size_t>(channels);
@@ -70,6 +73,33 @@ ImagePreprocess parseNormalisation(const json::Value& v, const std::string& what
   p.channel_scale = v.has("channel_scale") && !v.at("channel_scale", what).isNull()
                         ? floatList(v.at("channel_scale", what), what + ".channel_scale", n)
                         : std::vector<float>(n, 1.0f);
+  if (v.has("per_sample") && !v.at("per_sample", what).isNull()) {
+    auto modes = stringList(v.at("per_sample", what), what + ".per_sample");
+    if (modes.size() != n)
+      throw json::JsonError(what + ".per_sample has " + std::to_string(modes.size()) + " entries, the input has " +
+                            std::to_string(n) + " channels");
+    for (const auto& m : modes) {
+      if (m == "none") p.per_sample.push_back(ImagePreprocess::PerSample::kNone);
+      else if (m == "sum") p.per_sample.push_back(ImagePreprocess::PerSample::kSum);
+      else if (m == "max") p.per_sample.push_back(ImagePreprocess::PerSample::kMax);
+      else throw json::JsonError(what + ".per_sample entries must be none, sum or max, got '" + m + "'");
+    }
+  }
+  if (v.has("log1p") && !v.at("log1p", what).isNull()) {
+    const auto& arr = v.at("log1p", what).array(what + ".log1p");
+    if (arr.size() != n)
+      throw json::JsonError(what + ".log1p has " + std::to_string(arr.size()) + " entries, the input has " +
+                            std::to_string(n) + " channels");
+    for (size_t i = 0; i < arr.size(); ++i) {
+      if (arr[i].isNull()) {
+        p.log1p.emplace_back(std::nullopt);
+        continue;
+      }
+      double s = arr[i].number(what + ".log1p[" + std::to_string(i) + "]");
+      if (!(s > 0) || !std::isfinite(s)) throw json::JsonError(what + ".log1p scales must be finite and > 0, or null");
+      p.log1p.emplace_back(static_cast<float>(s));
+    }
+  }
   p.centre = floatList(v.at("centre", what), what + ".centre", n);
   p.scale = floatList(v.at("scale", what), what + ".scale", n);
   for (float s : p.scale)
@@ -127,10 +157,34 @@ void ImagePreprocess::apply(const float* in, float* out, int64_t n_images, int64
     for (int64_t c = 0; c < channels; ++c) {
       const float k = channel_scale[c], mu = centre[c], sigma = scale[c];
       const int64_t base = (n * channels + c) * pixels;
+      const PerSample ps = per_sample.empty() ? PerSample::kNone : per_sample[c];
+      const std::optional<float> log_scale = log1p.empty() ? std::nullopt : log1p[c];
+      if (ps == PerSample::kNone && !log_scale) {  // the version-1 path: one pass, as before
+        for (int64_t p = 0; p < pixels; ++p) {
+          float x = in[base + p];
+          if (zs && std::fabs(x) < threshold) x = 0.0f;
+          x = (x * k - mu) / sigma;
+          if (clamp) x = x < -lim ? -lim : (x > lim ? lim : x);
+          out[base + p] = x;
+        }
+        continue;
+      }
+      // Two passes: zero suppression and scale factors (and the per-sample reference), then the rest.
+      float ref = ps == PerSample::kMax ? -std::numeric_limits<float>::infinity() : 0.0f;
       for (int64_t p = 0; p < pixels; ++p) {
         float x = in[base + p];
         if (zs && std::fabs(x) < threshold) x = 0.0f;
-        x = (x * k - mu) / sigma;
+        x = x * k;
+        if (ps == PerSample::kSum && x > 0) ref += x;
+        if (ps == PerSample::kMax && x > ref) ref = x;
+        out[base + p] = x;
+      }
+      const float div = (ps != PerSample::kNone && ref > 0) ? ref : 1.0f;
+      for (int64_t p = 0; p < pixels; ++p) {
+        float x = out[base + p];
+        if (ps != PerSample::kNone) x = x / div;
+        if (log_scale) x = std::copysign(std::log1p(std::fabs(x) / *log_scale), x);
+        x = (x - mu) / sigma;
         if (clamp) x = x < -lim ? -lim : (x > lim ? lim : x);
         out[base + p] = x;
       }
@@ -146,9 +200,10 @@ PreprocessConfig PreprocessConfig::parse(const std::string& text, const std::str
     const std::string schema = root.at("schema", "").string("schema");
     if (schema != kSchema) throw json::JsonError("schema is '" + schema + "', expected '" + kSchema + "'");
     double version = root.at("schema_version", "").number("schema_version");
-    if (version != kSchemaVersion)
+    if (version != kSchemaVersion && version != 1)
       throw json::JsonError("schema_version " + std::to_string(static_cast<int>(version)) +
-                            " is not supported by this engine (it reads version " + std::to_string(kSchemaVersion) + ")");
+                            " is not supported by this engine (it reads versions 1 to " +
+                            std::to_string(kSchemaVersion) + ")");
     cfg.schema_version = static_cast<int>(version);
     std::set<std::string> seen;
     const auto& inputs = root.at("inputs", "").array("inputs");

@@ -94,6 +94,23 @@ void testPreprocessArithmetic() {
   std::vector<float> a = {0.1f, -3.0f}, b(2);
   none.apply(a.data(), b.data(), 1, 1, 2);
   check(maxAbsDiff(b, {(0.1f - 0.5f) / 0.25f, (-3.0f - 0.5f) / 0.25f}) == 0.0f, "preprocess: no zero suppression or clip when null");
+
+  // Version 2: per-sample normalisation and signed log1p, per channel, between scale and centre.
+  ImagePreprocess v2;
+  v2.channel_scale = {1.0f, 2.0f, 1.0f};
+  v2.per_sample = {ImagePreprocess::PerSample::kSum, ImagePreprocess::PerSample::kMax,
+                   ImagePreprocess::PerSample::kSum};
+  v2.log1p = {0.5f, std::nullopt, 2.0f};
+  v2.centre = {0.0f, 0.0f, 1.0f};
+  v2.scale = {1.0f, 1.0f, 2.0f};
+  // ch0: 1, 3, -2 -> sum of positives 4 -> 0.25, 0.75, -0.5 -> sign*log1p(|x|/0.5)
+  // ch1: 1, 2, 3 (*2) -> max 6 -> 1/3, 2/3, 1
+  // ch2: all <= 0 -> no per-sample division; -4 -> -log1p(2); then (x - 1) / 2
+  std::vector<float> x2 = {1.0f, 3.0f, -2.0f, 0.5f, 1.0f, 1.5f, -4.0f, 0.0f, -0.0f}, y2(9);
+  v2.apply(x2.data(), y2.data(), 1, 3, 3);
+  std::vector<float> w2 = {std::log1p(0.5f), std::log1p(1.5f), -std::log1p(1.0f), 1.0f / 3.0f, 2.0f / 3.0f, 1.0f,
+                           (-std::log1p(2.0f) - 1.0f) / 2.0f, -0.5f, -0.5f};
+  check(maxAbsDiff(y2, w2) < 1e-6f, "preprocess v2: per-sample sum/max and signed log1p per channel");
 }
 
 const char* kValid = R"({"schema": "e2evision.preprocess", "schema_version": 1,
@@ -116,7 +133,7 @@ void testPreprocessJson() {
   expectThrow<PreprocessError>("preprocess.json: wrong schema",
                                [] { PreprocessConfig::parse(replaced(kValid, "e2evision.preprocess", "weaver")); }, "schema is 'weaver'");
   expectThrow<PreprocessError>("preprocess.json: newer schema version",
-                               [] { PreprocessConfig::parse(replaced(kValid, "\"schema_version\": 1", "\"schema_version\": 2")); }, "schema_version 2");
+                               [] { PreprocessConfig::parse(replaced(kValid, "\"schema_version\": 1", "\"schema_version\": 3")); }, "schema_version 3");
   expectThrow<PreprocessError>("preprocess.json: missing field",
                                [] { PreprocessConfig::parse(replaced(kValid, "\"centre\": [0, 0], ", "")); }, "missing field 'inputs[0].preprocess.centre'");
   expectThrow<PreprocessError>("preprocess.json: per-channel list of the wrong length",

@@ -355,6 +355,8 @@ def train(
         _fail(str(err))
     if not metrics:  # a DDP process other than rank 0: rank 0 reports
         return
+    for msg in metrics.get("warnings") or []:
+        typer.echo(f"WARNING {cfg.name}: {msg}", err=True)
     if metrics["task"] == "regression":
         lo, hi = metrics["test_mae_ci"]
         typer.echo(f"{cfg.name}: fold MAE {metrics['fold_mae_mean']:.4g} ± {metrics['fold_mae_std']:.4g}, "

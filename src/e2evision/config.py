@@ -28,6 +28,11 @@ class DataConfig(_Strict):
     paths: list[str] = Field(default_factory=list, description="files or directories; --data overrides")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="held-out test split, stratified")
     max_samples: int | None = Field(None, gt=0, description="use a stratified subset of this size")
+    max_trainval_samples: int | None = Field(
+        None, gt=0, description="learning curves: train and validate on this many of the samples left after "
+                                "the test split (stratified; a smaller value takes a subset of a larger one's, "
+                                "and the test split stays the same)"
+    )
     in_memory_limit_gb: float = Field(4.0, ge=0.0, description="load into RAM when the images fit")
     kwargs: dict[str, Any] = Field(
         default_factory=dict,
@@ -64,6 +69,14 @@ class PreprocessConfig(_Strict):
     channel_scale: list[float] | None = Field(
         None, description="fixed per-channel factors applied before normalising (E2E: HCAL × 25, ...)"
     )
+    per_sample: Literal["none", "sum", "max"] | list[Literal["none", "sum", "max"]] | None = Field(
+        None, description="per channel (or one for all): divide each sample's channel by its total of "
+                          "positive values (sum) or its maximum (max), after channel_scale"
+    )
+    log1p: float | list[float | None] | None = Field(
+        None, description="per channel (or one for all): x -> sign(x)·log1p(|x|/s) with this scale s "
+                          "(null: linear), after per_sample and before normalising; for energies"
+    )
     normalize: Literal["zscore", "scale", "minmax", "none"] = Field(
         "zscore", description="per channel, statistics from the training folds only"
     )
@@ -84,6 +97,14 @@ class PreprocessConfig(_Strict):
     target_scale: float | Literal["std"] | None = Field(
         None, description="regression: train on (y - shift)/scale; 'std' fits it on the training folds"
     )
+
+    @field_validator("log1p")
+    @classmethod
+    def _positive_log_scale(cls, v: float | list[float | None] | None) -> float | list[float | None] | None:
+        scales = v if isinstance(v, list) else [v]
+        if any(s is not None and not s > 0 for s in scales):
+            raise ValueError("log1p scales must be positive (null keeps a channel linear)")
+        return v
 
     @field_validator("target_scale")
     @classmethod
@@ -162,13 +183,19 @@ class TrainConfig(_Strict):
     devices: int | str = "auto"
     num_nodes: int = Field(1, ge=1, description="nodes of a multi-node DDP job (SLURM, torchrun)")
     strategy: str = Field("auto", description="Lightning strategy; auto: DDP when more than one process")
-    precision: str | None = Field(None, description="None: bf16-mixed on GPU, 32-true on CPU")
+    precision: str | None = Field(None, description="None: on a GPU bf16-mixed for convolutional models with >= 0.1 "
+                                                        "GFLOP per image, else 32-true with TF32 (measured); "
+                                                        "32-true on CPU")
     channels_last: bool | None = Field(
         None, description="NHWC images and weights; None: when convolutions take most of the forward FLOPs"
     )
     compile: bool = Field(False, description="torch.compile the model (minutes to start; for long GPU runs)")
     matmul_precision: Literal["highest", "high", "medium"] | None = Field(
         None, description="torch.set_float32_matmul_precision; None: 'high' (TF32) on GPU, untouched on CPU"
+    )
+    not_learning_epochs: int | None = Field(
+        3, ge=1, description="warn (log, run.json, metrics.json, report) when the training loss has not "
+                             "fallen after this many epochs, or validation scores collapse; None: never"
     )
     deterministic: bool = True
     loggers: list[LoggerName] = Field(default_factory=lambda: ["csv"], min_length=1)

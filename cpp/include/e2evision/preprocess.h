@@ -2,8 +2,11 @@
 // and the per-channel normalisation to apply to raw detector images, in this order:
 //   (1) zero suppression  |x| < threshold -> 0
 //   (2) x *= channel_scale[c]
-//   (3) x = (x - centre[c]) / scale[c]
-//   (4) clamp to [-clip, clip] when clip is set
+//   (3) per_sample[c]: divide the sample's channel by the sum of its positive values ("sum") or
+//       by its maximum ("max") when that is > 0 (schema version 2)
+//   (4) log1p[c]: x = sign(x) * log1p(|x| / log1p[c]) where set (schema version 2)
+//   (5) x = (x - centre[c]) / scale[c]
+//   (6) clamp to [-clip, clip] when clip is set
 // the same arithmetic, in float32, as e2evision.transforms.ChannelNormalizer.forward.
 #pragma once
 
@@ -20,6 +23,9 @@ struct ImagePreprocess {
   std::string mode;
   std::optional<float> zero_suppression;
   std::vector<float> channel_scale;
+  enum class PerSample { kNone, kSum, kMax };
+  std::vector<PerSample> per_sample;          // one per channel; empty means none everywhere
+  std::vector<std::optional<float>> log1p;    // one per channel; empty means linear everywhere
   std::vector<float> centre;
   std::vector<float> scale;
   std::optional<float> clip;

@@ -6,8 +6,13 @@ normalisation that turns raw detector images into what the exported graph expect
 
 1. zero suppression: ``|x| < zero_suppression → 0`` (skipped when null);
 2. ``x *= channel_scale[c]`` (fixed per-channel factors; all ones when absent);
-3. ``x = (x − centre[c]) / scale[c]``;
-4. ``x = clamp(x, −clip, clip)`` (skipped when null).
+3. ``per_sample[c]``: ``"sum"`` divides channel ``c`` of each sample by the sum of its positive
+   values, ``"max"`` by its maximum, when that is > 0 (``"none"``, null or absent: skipped);
+4. ``log1p[c]``: ``x = sign(x)·log1p(|x| / log1p[c])`` where it is not null;
+5. ``x = (x − centre[c]) / scale[c]``;
+6. ``x = clamp(x, −clip, clip)`` (skipped when null).
+
+Schema version 2 added steps 3 and 4; version-1 files (four steps) are still read.
 
 Geometry (crop, pad, resize) is part of the exported graph, not of the contract. The same file
 serves every format exported from one fold into one directory (``exports`` maps each format to its
@@ -27,8 +32,10 @@ from e2evision.export.errors import ExportError
 from e2evision.export.run import LoadedFold
 
 SCHEMA = "e2evision.preprocess"
-SCHEMA_VERSION = 1
-ORDER = ["zero_suppression", "channel_scale", "centre_scale", "clip"]
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+ORDER = ["zero_suppression", "channel_scale", "per_sample", "log1p", "centre_scale", "clip"]
+ORDER_V1 = ["zero_suppression", "channel_scale", "centre_scale", "clip"]
 FILE_NAME = "preprocess.json"
 
 
@@ -70,6 +77,8 @@ def input_specs(fold: LoadedFold) -> list[dict[str, Any]]:
             "mode": norm["mode"],
             "zero_suppression": norm["zero_suppression"],
             "channel_scale": [float(v) for v in norm.get("channel_scale", [1.0] * c)],
+            "per_sample": [str(v) for v in norm.get("per_sample") or ["none"] * c],
+            "log1p": [None if v is None else float(v) for v in norm.get("log1p") or [None] * c],
             "centre": [float(v) for v in norm["centre"]],
             "scale": [float(v) for v in norm["scale"]],
             "clip": norm["clip"],
@@ -93,8 +102,10 @@ def _scalar_preprocess(fold: LoadedFold) -> dict[str, Any] | None:
     if norm is None:
         return None
     d = norm.to_dict()
+    n = len(d["centre"])
     return {"order": ORDER, "mode": d["mode"], "zero_suppression": None,
-            "channel_scale": [float(v) for v in d["channel_scale"]], "centre": [float(v) for v in d["centre"]],
+            "channel_scale": [float(v) for v in d["channel_scale"]], "per_sample": ["none"] * n,
+            "log1p": [None] * n, "centre": [float(v) for v in d["centre"]],
             "scale": [float(v) for v in d["scale"]], "clip": None}
 
 
@@ -139,7 +150,8 @@ def apply_preprocess(x: np.ndarray, spec: dict[str, Any] | None) -> np.ndarray:
     x = np.array(x, dtype=np.float32, copy=True)
     if spec is None:
         return x
-    if list(spec.get("order", ORDER)) != ORDER:
+    order = list(spec.get("order", ORDER))
+    if order not in (ORDER, ORDER_V1):
         raise ExportError(f"preprocess order {spec.get('order')} is not the supported {ORDER}")
     shape = (1, -1) + (1,) * (x.ndim - 2)
     zs = spec.get("zero_suppression")
@@ -148,6 +160,19 @@ def apply_preprocess(x: np.ndarray, spec: dict[str, Any] | None) -> np.ndarray:
     k = spec.get("channel_scale")
     if k is not None:
         x = x * np.asarray(k, dtype=np.float32).reshape(shape)
+    for c, mode in enumerate(spec.get("per_sample") or []):
+        if mode in (None, "none"):
+            continue
+        if mode not in ("sum", "max"):
+            raise ExportError(f"preprocess per_sample[{c}] {mode!r} is not sum, max or none")
+        ch = x[:, c]
+        axes = tuple(range(1, ch.ndim))
+        ref = np.clip(ch, 0, None).sum(axis=axes) if mode == "sum" else ch.max(axis=axes)
+        ref = np.where(ref > 0, ref, 1.0).astype(np.float32)
+        x[:, c] = ch / ref.reshape((-1,) + (1,) * (ch.ndim - 1))
+    for c, s in enumerate(spec.get("log1p") or []):
+        if s is not None:
+            x[:, c] = np.sign(x[:, c]) * np.log1p(np.abs(x[:, c]) / np.float32(s))
     x = (x - np.asarray(spec["centre"], dtype=np.float32).reshape(shape)) / np.asarray(spec["scale"], dtype=np.float32).reshape(shape)
     clip = spec.get("clip")
     if clip is not None:
@@ -176,8 +201,9 @@ def read_contract(path: str | Path) -> dict[str, Any]:
         raise ExportError(f"{p}: not valid JSON ({err})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ExportError(f"{p}: not an e2evision preprocess.json (schema must be {SCHEMA!r})")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise ExportError(f"{p}: schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}")
+    if data.get("schema_version") not in READABLE_VERSIONS:
+        raise ExportError(f"{p}: schema_version {data.get('schema_version')!r} is not one of "
+                          f"{', '.join(map(str, READABLE_VERSIONS))} (this e2evision reads those)")
     for key in ("inputs", "outputs", "source"):
         if key not in data:
             raise ExportError(f"{p}: missing field {key!r}")

@@ -193,7 +193,7 @@ def load_fold(run_dir: str | Path, fold: int | None = None) -> LoadedFold:
 def _check_normalizer(normalizer: nn.Module, norm: dict[str, Any], path: Path) -> None:
     """normalizer.json (the contract file) and the buffers in the weights must agree."""
     loaded = normalizer.to_dict()
-    for key in ("mode", "zero_suppression", "clip"):
+    for key in ("mode", "zero_suppression", "clip", "per_sample", "log1p"):
         if key in norm and norm[key] != loaded[key]:
             raise ExportError(f"{path}: {key} {norm[key]!r} disagrees with config.yaml's preprocess ({loaded[key]!r})")
     for key in ("centre", "scale", "channel_scale"):

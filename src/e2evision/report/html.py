@@ -436,6 +436,7 @@ def _table(group: _Group) -> str:
         if math.isfinite(_num(m.get("wall_time_s"))):
             time_title += f"; wall time {_fmt_duration(m['wall_time_s'])}"
         badge = ' <span class="badge">best</span>' if is_best else ""
+        badge += _not_learning_badge(m)
         s = sig.get(id(run), _Significance(None, "n/a", "no comparable best run"))
         cells = [
             f'<td class="name"><a href="#{run.anchor}">{_e(run.name)}</a>{badge}</td>',
@@ -451,6 +452,20 @@ def _table(group: _Group) -> str:
     body = "\n".join(rows)
     return (f'<table class="comparison" id="comparison-{group.anchor}">\n<thead>{head}</thead>\n'
             f"<tbody>\n{body}\n</tbody>\n</table>")
+
+
+def _warnings(m: Mapping[str, Any]) -> list[str]:
+    """The run's "did it learn?" warnings (training.health), as strings."""
+    found = m.get("warnings")
+    return [str(w) for w in found] if isinstance(found, list) else []
+
+
+def _not_learning_badge(m: Mapping[str, Any]) -> str:
+    """A flag beside the run's name: a model that never trained must not pass for one that lost."""
+    found = _warnings(m)
+    if not found:
+        return ""
+    return f' <span class="badge warn" title="{_e(" | ".join(found))}">not learning</span>'
 
 
 def _model_cell(m: dict[str, Any]) -> str:
@@ -594,9 +609,9 @@ def _run_section(run: _Run) -> str:
     else:
         sal = f'<p class="note">No saliency maps: {_e(run.saliency_note or "none recorded")}.</p>'
     versus = m.get("versus_best_member")
-    verdict = ""
+    verdict = "".join(f'<p class="warning"><b>Not learning:</b> {_e(w)}</p>\n' for w in _warnings(m))
     if isinstance(versus, Mapping) and versus.get("verdict"):  # an ensemble: is it worth its members?
-        verdict = f'<p><b>Against its best member:</b> {_e(versus["verdict"])}.</p>\n'
+        verdict += f'<p><b>Against its best member:</b> {_e(versus["verdict"])}.</p>\n'
     return (
         f'<section class="card run" id="{run.anchor}">\n'
         f'<h3><span style="color:{run.color}">&#9632;</span> {_e(run.name)} '
@@ -687,6 +702,8 @@ ul.toc { margin: 6px 0 0; padding-left: 18px; color: var(--muted); }
 h4 { font-size: 15px; margin: 16px 0 6px; }
 .badge { display: inline-block; margin-left: 6px; padding: 0 6px; border-radius: 9px;
          font-size: 12px; background: #2e7d32; color: #fff; vertical-align: 1px; }
+.badge.warn { background: #c62828; }
+p.warning { color: #c62828; }
 .ci { color: var(--muted); font-size: 13px; font-weight: normal; }
 a { color: var(--accent); text-decoration: none; }
 [title] { cursor: help; }

@@ -47,7 +47,8 @@ def build_module(cfg: ExperimentConfig, image_shape: tuple[int, int, int], task:
 
     c, h, w = image_shape
     pp, aug = cfg.preprocess, cfg.augment
-    normalizer = ChannelNormalizer(c, pp.normalize, pp.clip, pp.zero_suppression, pp.channel_scale)
+    normalizer = ChannelNormalizer(c, pp.normalize, pp.clip, pp.zero_suppression, pp.channel_scale,
+                                   per_sample=pp.per_sample, log1p=pp.log1p)
     geometry = build_geometry(pp.resize, pp.crop, pp.pad)
     size = (h, w)
     if pp.lens_roi is not None:

@@ -4,7 +4,12 @@ The choices are resolved once per run from ``train`` and the model, recorded in 
 applied to each fold's module before Lightning sees it. Defaults follow what pays on a tensor-core GPU and stay
 out of the way on a CPU (where bf16 autocast is ~20× slower and ``torch.compile`` gains nothing):
 
-- ``precision``: ``bf16-mixed`` on GPU, ``32-true`` on CPU;
+- ``precision``: on a GPU, ``bf16-mixed`` for convolutional models of at least
+  :data:`BF16_MIN_FORWARD_GFLOPS` per image and ``32-true`` with TF32 matmuls for the rest: measured
+  on an H200 (docs/benchmarks.md), bf16 trained ResNet-15 on 3 × 125 × 125 jets 1.6–2.0× faster
+  than TF32 and CoAtNet-0 1.8×, but ViT, ViT-SD and Swin ran 1.14–1.37× faster in TF32 and
+  ResNet-15 on 32 × 32 crops 1.16× (too little work per launch for bf16's casts to pay); ``32-true``
+  on CPU;
 - ``channels_last``: for models whose forward FLOPs are mostly convolutions (cuDNN's tensor-core
   kernels want NHWC, and oneDNN's CPU kernels measured 1.07–1.3× faster with it; a ViT's only
   convolution is its patch embedding), except on a CPU for models that hit a oneDNN bug;
@@ -27,6 +32,9 @@ from e2evision.config import TrainConfig
 
 #: share of a model's forward FLOPs spent in convolutions above which channels-last is the default
 CONV_SHARE_FOR_CHANNELS_LAST = 0.5
+#: forward GFLOP per image from which a convolutional model trains in bf16 on a GPU by default
+#: (ResNet-15: 0.017 at 2 × 32 × 32, bf16 0.86× TF32; 0.29 at 3 × 125 × 125, bf16 1.6× TF32)
+BF16_MIN_FORWARD_GFLOPS = 0.1
 
 
 @dataclass(frozen=True)
@@ -39,13 +47,20 @@ class Performance:
     compile: bool
     matmul_precision: str | None
     conv_share: float
+    forward_gflops: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def conv_share(model: nn.Module, image_shape: tuple[int, int, int]) -> float:
-    """Fraction of the model's forward FLOPs spent in convolutions, on one ``image_shape`` image.
+    """Fraction of the model's forward FLOPs spent in convolutions, on one ``image_shape`` image."""
+    total, conv = forward_flops(model, image_shape)
+    return conv / total if total else 0.0
+
+
+def forward_flops(model: nn.Module, image_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """Forward FLOPs of one ``image_shape`` image: all of them, and those in convolutions.
 
     ``model`` is a network or an :class:`~e2evision.training.module.ImageModule` (which takes raw
     images, before any lens crop); models with scalar inputs get zeros for them.
@@ -67,11 +82,9 @@ def conv_share(model: nn.Module, image_shape: tuple[int, int, int]) -> float:
             model(x, *extra)
     finally:
         model.train(was_training)
-    total = counter.get_total_flops()
-    if total == 0:
-        return 0.0
+    total = int(counter.get_total_flops())
     conv = sum(n for op, n in counter.get_flop_counts().get("Global", {}).items() if "convolution" in str(op))
-    return conv / total
+    return total, int(conv)
 
 
 #: oneDNN's CPU kernel for the weight gradient of a strided 1 × 1 convolution in NHWC writes past
@@ -100,7 +113,9 @@ def resolve_performance(train: TrainConfig, model: nn.Module, image_shape: tuple
                         on_gpu: bool | None = None) -> Performance:
     """The settings ``train`` asks for, with ``None`` fields filled by the device's defaults."""
     gpu = uses_gpu(train) if on_gpu is None else bool(on_gpu)
-    share = conv_share(model, image_shape)
+    total, conv = forward_flops(model, image_shape)
+    share = conv / total if total else 0.0
+    gflops = total / 1e9
     channels_last = train.channels_last
     if channels_last is None:
         # measured: NHWC trains CNNs 1.07–1.3× faster on this CPU too (docs/benchmarks.md), except
@@ -112,12 +127,20 @@ def resolve_performance(train: TrainConfig, model: nn.Module, image_shape: tuple
             raise ValueError(f"train.channels_last: true on a CPU: {hazard}; leave it unset (NCHW on CPU)")
     return Performance(
         on_gpu=gpu,
-        precision=train.precision or ("bf16-mixed" if gpu else "32-true"),
+        precision=train.precision or default_precision(gpu, share, gflops),
         channels_last=bool(channels_last),
         compile=bool(train.compile),
         matmul_precision=train.matmul_precision or ("high" if gpu else None),
         conv_share=round(share, 4),
+        forward_gflops=round(gflops, 4),
     )
+
+
+def default_precision(gpu: bool, share: float, forward_gflops: float) -> str:
+    """bf16 where it measured faster on a GPU (convolution-heavy, enough work per image), else float32."""
+    if gpu and share > CONV_SHARE_FOR_CHANNELS_LAST and forward_gflops >= BF16_MIN_FORWARD_GFLOPS:
+        return "bf16-mixed"
+    return "32-true"
 
 
 def apply_performance(module: nn.Module, perf: Performance) -> None:

@@ -67,6 +67,7 @@ from e2evision.training.artifacts import (
 )
 from e2evision.training.callbacks import BestWeights, History, RunCheckpoint, StagedEarlyStopping
 from e2evision.training.data import FoldData, SampleSource, make_loader
+from e2evision.training.health import diagnose
 from e2evision.training.loggers import build_loggers, check_loggers
 from e2evision.training.module import ImageModule, split_batch
 from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, data_fingerprint, package_versions
@@ -83,7 +84,8 @@ SIGNAL_EFFICIENCIES: tuple[float, ...] = (0.3, 0.5)
 #: config fields that do not change a fold's result (hardware, display, logging, checkpoint cadence)
 # hardware and display settings: they change a fold's numbers at most by float rounding
 _NOT_HASHED = ("progress", "num_workers", "accelerator", "devices", "num_nodes", "strategy", "loggers",
-               "checkpoint_every_n_steps", "channels_last", "compile", "matmul_precision")
+               "checkpoint_every_n_steps", "channels_last", "compile", "matmul_precision",
+               "not_learning_epochs")
 
 
 def strata(labels: np.ndarray, task: str, max_bins: int = 10) -> np.ndarray:
@@ -105,7 +107,25 @@ def split_indices(labels: np.ndarray, cfg: ExperimentConfig, task: str = "binary
     trainval, test = train_test_split(
         idx, test_size=cfg.data.test_fraction, stratify=strata(labels[idx], task), random_state=cfg.seed
     )
+    if cfg.data.max_trainval_samples is not None and cfg.data.max_trainval_samples < trainval.size:
+        trainval = nested_subset(trainval, strata(labels[trainval], task), cfg.data.max_trainval_samples, cfg.seed)
     return np.sort(trainval), np.sort(test)
+
+
+def nested_subset(idx: np.ndarray, strata_of: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` of ``idx`` in proportion to each stratum, nested: a smaller ``n`` takes a subset of a larger one's.
+
+    Each sample's place in a seeded shuffle of its stratum, as a fraction of the stratum's size,
+    orders all samples; the first ``n`` keep the class fractions to within one sample, and the
+    samples of a learning curve's smaller points are always among those of its larger ones.
+    """
+    rng = np.random.default_rng(seed)
+    key = np.empty(idx.size, dtype=np.float64)
+    for value in np.unique(strata_of):
+        members = np.flatnonzero(strata_of == value)
+        key[members[rng.permutation(members.size)]] = (np.arange(members.size) + 0.5) / members.size
+    order = np.lexsort((rng.random(idx.size), key))
+    return np.sort(idx[order[:n]])
 
 
 def process_rank() -> int:
@@ -331,6 +351,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     if not main:
         return {}
     test_score = test_fold_scores.mean(axis=0)
+    health = diagnose(task, history, oof, oof_fold, y_tv,
+                      min(cfg.train.not_learning_epochs, cfg.train.max_epochs) if cfg.train.not_learning_epochs else None)
+    for msg in health:
+        log.warning("%s: %s", cfg.name, msg)
     test_scalars = reader.read_scalars(test) if scalar_names else np.zeros((test.size, 0), np.float32)
     metrics: dict[str, Any] = {
         "name": cfg.name,
@@ -349,6 +373,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         "best_epochs": best_epochs,
         "resumed_folds": resumed_folds,
         "history": history,
+        "warnings": health,
     }
     with atomic_path(out / "predictions.npz") as tmp:
         with open(tmp, "wb") as fh:
@@ -366,6 +391,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     atomic_write_json(out / "metrics.json", metrics)
     run_info["finished_at"] = _now()
     run_info["wall_time_s"] = metrics["wall_time_s"]
+    run_info["warnings"] = health
     atomic_write_json(out / "run.json", run_info)
     return metrics
 
