@@ -191,7 +191,8 @@ def _hcal_towers(
     k_phi = np.mod(t_phi - base_phi[jet], n_phi_towers)
     ok = (k_eta >= 0) & (k_eta < n_t) & (k_phi < n_t)
     flat = (jet[ok] * n_t + k_eta[ok]) * n_t + k_phi[ok]
-    towers = np.bincount(flat, weights=w[ok], minlength=m * n_t * n_t).reshape(m, n_t, n_t)
+    towers = np.bincount(flat, weights=w[ok], minlength=m * n_t * n_t).astype(np.float64)
+    towers = towers.reshape(m, n_t, n_t)
     centre = (base_eta[:, None] + np.arange(n_t)[None, :] + 0.5) * (t * CRYSTAL_DETA)
     towers = cell_readout(towers, np.cosh(centre)[:, :, None], streams, resp.hcal_stochastic,
                           resp.hcal_constant, resp.hcal_noise_gev, resp.hcal_zs_sigma)
