@@ -67,7 +67,8 @@ def main() -> None:
                 "ecal_nonzero_per_jet": round(float(st["ecal_nonzero"].mean()), 1),
                 "hottest_fraction": round(float(st["hottest_fraction"].mean()), 3),
                 "pileup_density_gev": round(float(st["pileup_density"].mean()), 2),
-                "far_ecal_pixels_per_jet": round(st["far_energy"].size / max(1, int((cls == c).sum())), 1),
+                "far_ecal_pixels_per_jet": round(
+                    st["far_energy"].size / max(1, int((cls == c).sum())), 1),
             }
     out["n_pileup_mean"] = round(float(np.mean(with_.truth["n_pileup"])), 2)
     print(json.dumps(out, indent=1))

@@ -25,7 +25,13 @@ from scipy import integrate, stats
 from e2evision.simulate import jets as J
 from e2evision.simulate.calorimeter import CalorimeterConfig, gflash_lateral, longitudinal_means
 from e2evision.simulate.jet_images import block_images
-from e2evision.simulate.jets import JetSimConfig, jet_config, read_metadata, simulate_jets, write_jets
+from e2evision.simulate.jets import (
+    JetSimConfig,
+    jet_config,
+    read_metadata,
+    simulate_jets,
+    write_jets,
+)
 from e2evision.simulate.pixelate import CRYSTAL_DETA, CRYSTAL_DPHI
 from e2evision.simulate.response import (
     PileupPool,
@@ -38,10 +44,11 @@ from e2evision.simulate.response import (
 from e2evision.simulate.response_plots import response_statistics
 
 HAVE_SIM = all(importlib.util.find_spec(m) is not None for m in ("pythia8mc", "fastjet", "awkward"))
-needs_sim = pytest.mark.skipif(not HAVE_SIM, reason="pythia8mc/fastjet/awkward not installed (extra e2evision[sim])")
-QUIET = ResponseConfig(ecal_stochastic=0.0, ecal_constant=0.0, ecal_noise_gev=1e-12, ecal_zs_sigma=0.0,
-                       hcal_stochastic=0.0, hcal_constant=0.0, hcal_noise_gev=1e-12, hcal_zs_sigma=0.0,
-                       pileup_mean=0.0)
+needs_sim = pytest.mark.skipif(
+    not HAVE_SIM, reason="pythia8mc/fastjet/awkward not installed (extra e2evision[sim])")
+QUIET = ResponseConfig(ecal_stochastic=0.0, ecal_constant=0.0, ecal_noise_gev=1e-12,
+                       ecal_zs_sigma=0.0, hcal_stochastic=0.0, hcal_constant=0.0,
+                       hcal_noise_gev=1e-12, hcal_zs_sigma=0.0, pileup_mean=0.0)
 """Lateral spread only: no resolution, (negligible) noise, no pile-up."""
 
 
@@ -58,13 +65,15 @@ def _box(radius: float, x0: float, x1: float, y0: float, y1: float) -> float:
     return integrate.dblquad(_density(radius), x0, x1, y0, y1, epsabs=1e-8)[0]
 
 
-def _one_particle(pid: int, energy: float, eta: float, phi: float, charge: float = 0.0) -> SimpleNamespace:
-    """A 'block' of one jet holding one particle, the jet axis on the particle."""
+def _one_particle(pid: int, energy: float, eta: float, phi: float) -> SimpleNamespace:
+    """A 'block' of one jet holding one neutral particle, the jet axis on the particle."""
     pt = energy / math.cosh(eta)
-    part = {"id": np.array([pid]), "px": np.array([pt * math.cos(phi)]), "py": np.array([pt * math.sin(phi)]),
-            "pz": np.array([pt * math.sinh(eta)]), "e": np.array([energy]), "vx": np.zeros(1),
-            "vy": np.zeros(1), "vz": np.zeros(1), "charge": np.array([charge])}
-    return SimpleNamespace(eta=np.array([eta]), phi=np.array([phi]), part=part, part_jet=np.zeros(1, np.int64))
+    part = {"id": np.array([pid]), "px": np.array([pt * math.cos(phi)]),
+            "py": np.array([pt * math.sin(phi)]), "pz": np.array([pt * math.sinh(eta)]),
+            "e": np.array([energy]), "vx": np.zeros(1), "vy": np.zeros(1), "vz": np.zeros(1),
+            "charge": np.zeros(1)}
+    return SimpleNamespace(eta=np.array([eta]), phi=np.array([phi]), part=part,
+                           part_jet=np.zeros(1, np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,20 +81,25 @@ def _one_particle(pid: int, energy: float, eta: float, phi: float, charge: float
 
 
 def test_closed_form_cell_integral_matches_numerical_integration() -> None:
-    for radius, box in ((0.3, (-0.5, 0.5, -0.5, 0.5)), (1.7, (0.2, 1.4, -2.0, -0.3)), (0.05, (0.4, 3.0, 0.0, 9.0))):
+    cases = ((0.3, (-0.5, 0.5, -0.5, 0.5)), (1.7, (0.2, 1.4, -2.0, -0.3)),
+             (0.05, (0.4, 3.0, 0.0, 9.0)))
+    for radius, box in cases:
         got = square_fraction(*(np.array(v) for v in box), np.array(radius))
         assert float(got) == pytest.approx(_box(radius, *box), abs=1e-7)
     # the whole plane holds everything, a half plane half
-    assert float(square_fraction(-1e9, 1e9, -1e9, 1e9, np.array(0.7))) == pytest.approx(1.0, abs=1e-8)
-    assert float(square_fraction(0.0, 1e9, -1e9, 1e9, np.array(0.7))) == pytest.approx(0.5, abs=1e-8)
+    big = np.array(1e9)
+    radius = np.array(0.7)
+    assert float(square_fraction(-big, big, -big, big, radius)) == pytest.approx(1.0, abs=1e-8)
+    assert float(square_fraction(0.0, big, -big, big, radius)) == pytest.approx(0.5, abs=1e-8)
 
 
 def _central_fraction_scipy(energy: float) -> float:
-    """Central-crystal share of a photon hitting a crystal centre: GFlash x Grindhammer-Peters, by quadrature.
+    """Central-crystal share of a photon hitting a crystal centre, by quadrature.
 
-    The depth t / T of a Gamma(alpha, (alpha - 1) / T) profile is Gamma(alpha, 1) / (alpha - 1); at each depth
-    the core and tail components are integrated over the crystal and over the 7 x 7 window (the share is
-    relative to the window, as the simulator keeps the energy in it).
+    GFlash lateral x Grindhammer-Peters depth profile: the depth t / T of a Gamma(alpha,
+    (alpha - 1) / T) profile is Gamma(alpha, 1) / (alpha - 1); at each depth the core and tail
+    components are integrated over the crystal and over the 7 x 7 window (the share is relative
+    to the window, as the simulator keeps the energy in it).
     """
     cal = CalorimeterConfig()
     _, _, mean_log_a = longitudinal_means(np.array([energy]), cal)
@@ -93,13 +107,15 @@ def _central_fraction_scipy(energy: float) -> float:
     scale = cal.moliere_radius_cm / cal.crystal_size_cm
 
     def share(x: float, half: float) -> float:
-        rc, rt, p = (float(v) for v in gflash_lateral(np.array(x / (alpha - 1.0)), np.array(math.log(energy)), cal))
+        tau, log_e = np.array(x / (alpha - 1.0)), np.array(math.log(energy))
+        rc, rt, p = (float(v) for v in gflash_lateral(tau, log_e, cal))
         p = min(max(p, 0.0), 1.0)
-        return p * _box(rc * scale, -half, half, -half, half) + (1 - p) * _box(rt * scale, -half, half, -half, half)
+        cell = (-half, half, -half, half)
+        return p * _box(rc * scale, *cell) + (1 - p) * _box(rt * scale, *cell)
 
     top = stats.gamma.ppf(1 - 1e-6, alpha)
-    central, window = (integrate.quad(lambda x: stats.gamma.pdf(x, alpha) * share(x, h), 0, top, limit=60,
-                                      epsabs=1e-6)[0] for h in (0.5, 3.5))
+    central, window = (integrate.quad(lambda x: stats.gamma.pdf(x, alpha) * share(x, h), 0, top,
+                                      limit=60, epsabs=1e-6)[0] for h in (0.5, 3.5))
     return central / window
 
 
@@ -127,7 +143,7 @@ def test_hadron_spreads_over_hcal_towers_as_the_integrated_profile_says() -> Non
     resp = dataclasses.replace(QUIET, hcal_lateral_radius_cm=6.0)
     cfg = jet_config("quark-gluon", response=resp, b_field_t=0.0)
     t = cfg.hcal_tower
-    eta, phi = (4 * t + 2.5) * CRYSTAL_DETA, (20 * t + 2.5) * CRYSTAL_DPHI  # centre of tower (4, 20)
+    eta, phi = (4 * t + 2.5) * CRYSTAL_DETA, (20 * t + 2.5) * CRYSTAL_DPHI  # tower (4, 20)
     images, _ = block_images(_one_particle(130, 50.0, eta, phi), cfg, np.random.default_rng(0), 3,
                              jet_streams(1, 1, 0, 1))
     hcal = images[0, 2]
@@ -148,7 +164,8 @@ def test_hadron_spreads_over_hcal_towers_as_the_integrated_profile_says() -> Non
 def test_noise_occupancy_and_spectrum_follow_the_gaussian_tail() -> None:
     m, k, sigma = 12, 3.0, 0.04
     cosh = np.broadcast_to(np.linspace(1.0, 3.0, 125)[None, :, None], (m, 125, 1))
-    out = cell_readout(np.zeros((m, 125, 125)), cosh, jet_streams(3, 1, 0, m), 0.028, 0.003, sigma, k)
+    out = cell_readout(np.zeros((m, 125, 125)), cosh, jet_streams(3, 1, 0, m), 0.028, 0.003,
+                       sigma, k)
     energy = out * cosh
     hit = energy[energy > 0]
     n_cells = m * 125 * 125
@@ -181,8 +198,9 @@ def _pool(n_events: int = 60, seed: int = 0) -> PileupPool:
     pt = rng.exponential(0.6, n) + 0.1
     eta = rng.uniform(-2.5, 2.5, n)
     phi = rng.uniform(-math.pi, math.pi, n)
-    part = {"id": rng.choice([211, -211, 22, 130], n), "px": pt * np.cos(phi), "py": pt * np.sin(phi),
-            "pz": pt * np.sinh(eta), "e": pt * np.cosh(eta), "vx": np.zeros(n), "vy": np.zeros(n),
+    part = {"id": rng.choice([211, -211, 22, 130], n), "px": pt * np.cos(phi),
+            "py": pt * np.sin(phi), "pz": pt * np.sinh(eta), "e": pt * np.cosh(eta),
+            "vx": np.zeros(n), "vy": np.zeros(n),
             "vz": rng.normal(0, 1.0, n)}
     part["charge"] = np.where(np.abs(part["id"]) == 211, np.sign(part["id"]), 0).astype(float)
     return PileupPool(np.concatenate([[0], np.cumsum(sizes)]), part)
@@ -194,11 +212,11 @@ def test_pileup_count_and_particles_match_poisson_and_the_pool() -> None:
     jet_eta = np.linspace(-1.5, 1.5, m)
     empty = {k: v[:0] for k, v in pool.part.items()}
     window = 1.2
-    merged, pjet, counts = overlay_pileup(empty, np.zeros(0, np.int64), jet_eta, pool, jet_streams(5, 1, 0, m),
-                                          resp, window)
+    merged, pjet, counts = overlay_pileup(empty, np.zeros(0, np.int64), jet_eta, pool,
+                                          jet_streams(5, 1, 0, m), resp, window)
     assert abs(counts.mean() - mu) < 4 * math.sqrt(mu / m)  # Poisson mean
     assert counts.var(ddof=1) == pytest.approx(mu, rel=0.3)  # and variance
-    # particles kept per jet: mu x the pool's mean count within the eta window, eta or -eta equally likely
+    # particles kept per jet: mu x the pool's mean count within the eta window (eta or -eta)
     pt = np.hypot(pool.part["px"], pool.part["py"])
     eta = np.arcsinh(pool.part["pz"] / pt)
     in_window = 0.5 * ((np.abs(eta[None, :] - jet_eta[:, None]) < window).astype(float)
@@ -211,19 +229,21 @@ def test_pileup_count_and_particles_match_poisson_and_the_pool() -> None:
     assert np.sort(np.hypot(merged["px"], merged["py"]))[-1] <= pt.max() + 1e-12
     assert np.all(merged["vx"] == 0) and merged["vz"].std() > 20.0
     # no pile-up: nothing added
-    _, _, none = overlay_pileup(empty, np.zeros(0, np.int64), jet_eta[:5], pool, jet_streams(5, 1, 0, 5),
-                                ResponseConfig(pileup_mean=0.0), window)
+    _, _, none = overlay_pileup(empty, np.zeros(0, np.int64), jet_eta[:5], pool,
+                                jet_streams(5, 1, 0, 5), ResponseConfig(pileup_mean=0.0), window)
     assert none.tolist() == [0] * 5
 
 
 def test_pileup_reaches_the_track_channel_with_the_expected_energy() -> None:
     pool, mu, m = _pool(seed=1), 10.0, 150
-    cfg = jet_config("quark-gluon", response=dataclasses.replace(QUIET, pileup_mean=mu), b_field_t=0.0)
-    jets = SimpleNamespace(eta=np.zeros(m), phi=np.zeros(m), part={k: v[:0] for k, v in pool.part.items()},
-                           part_jet=np.zeros(0, np.int64))
-    images, counts = block_images(jets, cfg, np.random.default_rng(0), 3, jet_streams(6, 1, 0, m), pool)
-    # expected charged pT in a 125 x 125 image at eta = 0: per pool particle, the eta acceptance (either sign
-    # of eta) times the phi acceptance of a uniformly rotated event, 125 crystals of 360
+    resp = dataclasses.replace(QUIET, pileup_mean=mu)
+    cfg = jet_config("quark-gluon", response=resp, b_field_t=0.0)
+    jets = SimpleNamespace(eta=np.zeros(m), phi=np.zeros(m), part_jet=np.zeros(0, np.int64),
+                           part={k: v[:0] for k, v in pool.part.items()})
+    images, counts = block_images(jets, cfg, np.random.default_rng(0), 3, jet_streams(6, 1, 0, m),
+                                  pool)
+    # expected charged pT in a 125 x 125 image at eta = 0: per pool particle, the eta acceptance
+    # (either sign of eta) times the phi acceptance of a uniformly rotated event, 125 of 360
     pt = np.hypot(pool.part["px"], pool.part["py"])
     eta = np.arcsinh(pool.part["pz"] / pt)
     lo, hi = -62 * CRYSTAL_DETA, 63 * CRYSTAL_DETA
@@ -240,7 +260,8 @@ def test_pileup_reaches_the_track_channel_with_the_expected_energy() -> None:
 
 
 def test_response_config_validates_and_round_trips_through_json() -> None:
-    cfg = jet_config("top", response=ResponseConfig(pileup_mean=35.0, pileup_process=("SoftQCD:inelastic = on",)))
+    resp = ResponseConfig(pileup_mean=35.0, pileup_process=("SoftQCD:inelastic = on",))
+    cfg = jet_config("top", response=resp)
     back = JetSimConfig.from_json(cfg.to_json())
     assert back == cfg and back.response.pileup_process == ("SoftQCD:inelastic = on",)
     assert JetSimConfig.from_json(jet_config("top", response=None).to_json()).response is None
@@ -275,13 +296,15 @@ _BEFORE = {
                     reason="the reference rows were generated with pythia8mc 8.317.2")
 @pytest.mark.parametrize(("dataset", "n"), list(_BEFORE))
 def test_response_off_reproduces_the_rows_written_before_it(dataset: str, n: int) -> None:
-    s = simulate_jets(dataset, n, seed=5, config=jet_config(dataset, mpi=False, block_size=2, response=None))
+    cfg = jet_config(dataset, mpi=False, block_size=2, response=None)
+    s = simulate_jets(dataset, n, seed=5, config=cfg)
     assert _digest(s.images, s.columns) == _BEFORE[(dataset, n)]
     assert s.truth["n_pileup"].tolist() == [0] * n
 
 
 def _small(dataset: str = "quark-gluon", **kw: object) -> JetSimConfig:
-    return jet_config(dataset, mpi=False, block_size=3, response=ResponseConfig(pileup_pool_size=40), **kw)
+    resp = ResponseConfig(pileup_pool_size=40)
+    return jet_config(dataset, mpi=False, block_size=3, response=resp, **kw)
 
 
 @needs_sim
@@ -297,8 +320,8 @@ def test_response_is_deterministic_prefix_stable_and_shard_exact(tmp_path: Path)
     other = simulate_jets("quark-gluon", 8, seed=10, config=cfg)
     assert not np.array_equal(other.images[:, 1], a.images[:, 1])
     whole = write_jets("quark-gluon", tmp_path / "all", 8, seed=9, config=cfg, progress=False)
-    parts = [write_jets("quark-gluon", tmp_path / "sh", 8, seed=9, config=cfg, shard=i, num_shards=2,
-                        progress=False) for i in range(2)]
+    parts = [write_jets("quark-gluon", tmp_path / "sh", 8, seed=9, config=cfg, shard=i,
+                        num_shards=2, progress=False) for i in range(2)]
     union = pa.concat_tables([pq.read_table(p.path) for p in parts])
     assert union.equals(pq.read_table(whole.path).replace_schema_metadata(union.schema.metadata))
     table = pq.read_table(whole.path)
@@ -341,4 +364,5 @@ def test_acceptance_quark_gluon_defaults(tmp_path: Path) -> None:
     assert r["enabled"] is True and r["pileup_mean"] == 20.0
     assert r["ecal_noise_gev"] == 0.04 and r["ecal_threshold_gev"] == pytest.approx(0.12)
     assert r["hcal_noise_gev"] == 0.2 and r["hcal_threshold_gev"] == pytest.approx(0.8)
-    assert meta["config"]["response"] == json.loads(json.dumps(dataclasses.asdict(ResponseConfig())))
+    recorded = json.loads(json.dumps(dataclasses.asdict(ResponseConfig())))
+    assert meta["config"]["response"] == recorded

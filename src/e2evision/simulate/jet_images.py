@@ -89,11 +89,14 @@ def block_images(
     ch_track, ch_ecal, ch_hcal = (0, 1, 2) if qg else (0, 3, 4)
     entries: list[_Entry] = []
 
-    def add(channel: int, sel: np.ndarray, eta_: np.ndarray, phi_: np.ndarray, w: np.ndarray) -> None:
+    def add(
+        channel: int, sel: np.ndarray, eta_: np.ndarray, phi_: np.ndarray, w: np.ndarray
+    ) -> None:
         entries.append((channel, j[sel], crystal_eta(eta_), crystal_phi(phi_), w))
 
     # Tracks: charged particles at their direction at production.
-    trk = np.flatnonzero(charged & (pt >= cfg.track_pt_min_gev) & (v_r < cfg.track_max_vertex_radius_mm))
+    trk = np.flatnonzero(charged & (pt >= cfg.track_pt_min_gev)
+                         & (v_r < cfg.track_max_vertex_radius_mm))
     add(ch_track, trk, eta[trk], phi[trk], pt[trk])
 
     # ECAL: photons and electrons; electrons bend before the calorimeter face.
@@ -124,7 +127,8 @@ def block_images(
         entries.append((ch_hcal, tj, te, tp, tw))
 
     if not qg:
-        d0, dz = impact_parameters(p["vx"][trk], p["vy"][trk], p["vz"][trk], px[trk], py[trk], pz[trk])
+        d0, dz = impact_parameters(p["vx"][trk], p["vy"][trk], p["vz"][trk], px[trk], py[trk],
+                                   pz[trk])
         if cfg.smear:
             inv_pt = 1.0 / np.maximum(pt[trk], 1e-3)
             a, b = cfg.d0_resolution_mm
@@ -134,8 +138,8 @@ def block_images(
         add(1, trk, eta[trk], phi[trk], d0)
         add(2, trk, eta[trk], phi[trk], dz)
         for layer, radius in enumerate(cfg.pixel_layer_radii_mm):
-            hit, h_eta, h_phi = layer_crossings(p["vx"], p["vy"], p["vz"], px, py, pz, charge, radius,
-                                                cfg.pixel_half_length_mm, cfg.b_field_t)
+            hit, h_eta, h_phi = layer_crossings(p["vx"], p["vy"], p["vz"], px, py, pz, charge,
+                                                radius, cfg.pixel_half_length_mm, cfg.b_field_t)
             idx = np.flatnonzero(hit)
             add(5 + layer, idx, h_eta[idx], h_phi[idx], np.ones(idx.size))
 

@@ -13,7 +13,8 @@ the generator-level images bit for bit), does, in order:
   replacement; each draw gets a random rotation in phi, a random sign of eta and a vertex
   displaced along the beam by N(0, ``pileup_vertex_sigma_mm``).
 * **Lateral shower spread.** Photons and electrons spread over 7 x 7 crystals with the GFlash
-  core + tail profile of the e/gamma simulator (:func:`e2evision.simulate.calorimeter.gflash_lateral`),
+  core + tail profile of the e/gamma simulator
+  (:func:`e2evision.simulate.calorimeter.gflash_lateral`),
   averaged over the Grindhammer-Peters depth profile at the particle's energy; hadrons over 5 x 5
   HCAL towers with a one-component profile of radius ``hcal_lateral_radius_cm``. Both are
   integrated exactly over each cell (closed form below) into tables built once per process.
@@ -136,8 +137,8 @@ def _check_number(cfg: ResponseConfig, name: str, strict: bool) -> None:
     ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
           and (value > 0 if strict else value >= 0))
     if not ok:
-        raise ValueError(f"ResponseConfig.{name} must be a finite number {'>' if strict else '>='} 0, "
-                         f"got {value!r}")
+        bound = "> 0" if strict else ">= 0"
+        raise ValueError(f"ResponseConfig.{name} must be a finite number {bound}, got {value!r}")
 
 
 def response_metadata(cfg: ResponseConfig | None) -> dict[str, Any]:

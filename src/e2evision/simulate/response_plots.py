@@ -138,7 +138,8 @@ def response_validation_plots(
 
         sigma, thr = resp.ecal_noise_gev, resp.ecal_threshold_gev
         lo = np.maximum(edges[:-1], thr)
-        expect = st["far_pixels"][0] * np.clip(norm.sf(lo / sigma) - norm.sf(edges[1:] / sigma), 0, None)
+        tail = np.clip(norm.sf(lo / sigma) - norm.sf(edges[1:] / sigma), 0.0, None)
+        expect = st["far_pixels"][0] * tail
         ax.stairs(np.where(edges[1:] > thr, expect, 0.0), edges, color="k", lw=1.0, ls=":",
                   label=f"noise alone ({sigma * 1e3:.0f} MeV, threshold {thr * 1e3:.0f} MeV)")
         ax.set_ylabel("ECAL pixels per jet")
