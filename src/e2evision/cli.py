@@ -77,8 +77,8 @@ def _simulate_jets(
         _fail(f"--shard must be in [0, --num-shards={num_shards}), got {shard}")
     if workers < 1:
         _fail("--workers must be >= 1")
-    if not pileup >= 0:
-        _fail("--pileup must be >= 0")
+    if not 0 <= pileup < float("inf"):
+        _fail("--pileup must be >= 0 and finite")
     config = jet_config(dataset, mpi=mpi, response=ResponseConfig(pileup_mean=pileup) if response else None)
     try:
         result = write_jets(dataset, out, n, seed=seed, config=config, shard=shard,
