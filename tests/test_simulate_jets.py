@@ -29,6 +29,7 @@ from e2evision.simulate.jets import (
     simulate_jets,
     write_jets,
 )
+from e2evision.simulate.response import ResponseConfig
 from e2evision.simulate.pixelate import (
     CRYSTAL_DETA,
     CRYSTAL_DPHI,
@@ -56,8 +57,11 @@ def _fast_versions(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _fast(dataset: str, **kw: object) -> JetSimConfig:
-    """No multiparton interactions: ~1 ms per event, for tests of plumbing rather than physics."""
-    return jet_config(dataset, mpi=False, **kw)
+    """No multiparton interactions: ~1 ms per event, for tests of plumbing rather than physics.
+
+    The detector response stays on (the default) with a small pile-up pool (40 events, 0.1 s).
+    """
+    return jet_config(dataset, mpi=False, **{"response": ResponseConfig(pileup_pool_size=40), **kw})
 
 
 def _read_images(path: Path, column: str) -> np.ndarray:
@@ -332,7 +336,8 @@ def test_files_have_the_exact_public_schema(
 @needs_sim
 def test_jets_in_the_file_are_the_generator_jets(tmp_path: Path) -> None:
     """With detector effects off, the calorimeter images hold exactly the constituents' E_T."""
-    cfg = _fast("top", smear=False, hcal_tower=1, ecal_threshold_gev=0.0, hcal_threshold_gev=0.0, b_field_t=0.0)
+    cfg = _fast("top", smear=False, hcal_tower=1, ecal_threshold_gev=0.0, hcal_threshold_gev=0.0, b_field_t=0.0,
+                response=None)
     s = simulate_jets("top", 16, seed=2, config=cfg)
     calo = s.images[:, 3] + s.images[:, 4]
     # scalar sum of E_T >= vector sum (the jet pT); equal to within the jet's spread and muons
@@ -353,7 +358,7 @@ def test_jets_in_the_file_are_the_generator_jets(tmp_path: Path) -> None:
 
 @needs_sim
 def test_window_images_add_the_rest_of_the_event_to_the_constituents() -> None:
-    bare = dict(smear=False, ecal_threshold_gev=0.0, hcal_threshold_gev=0.0)
+    bare = dict(smear=False, ecal_threshold_gev=0.0, hcal_threshold_gev=0.0, response=None)
     const = simulate_jets("quark-gluon", 6, seed=8, config=_fast("quark-gluon", **bare))
     window = simulate_jets("quark-gluon", 6, seed=8, config=_fast("quark-gluon", image_particles="window", **bare))
     np.testing.assert_array_equal(const.columns["pt"], window.columns["pt"])  # the same jets
@@ -417,7 +422,7 @@ def _welch_t(a: np.ndarray, b: np.ndarray) -> float:
 @needs_sim
 @pytest.mark.slow
 def test_gluon_jets_have_more_constituents_and_are_wider() -> None:
-    s = simulate_jets("quark-gluon", 300, seed=21)
+    s = simulate_jets("quark-gluon", 300, seed=21, config=jet_config("quark-gluon", response=None))
     y = s.columns["y"]
     q, g = y == 0, y == 1
     n_const, girth = s.truth["n_const"].astype(float), s.truth["girth"]
@@ -443,7 +448,7 @@ def test_gluon_jets_have_more_constituents_and_are_wider() -> None:
 @needs_sim
 @pytest.mark.slow
 def test_top_jet_mass_peaks_at_the_top_mass_and_qcd_below_100() -> None:
-    s = simulate_jets("top", 200, seed=22)
+    s = simulate_jets("top", 200, seed=22, config=jet_config("top", response=None))
     y, m0 = s.columns["y"], s.columns["m0"]
     bins = np.arange(0.0, 301.0, 20.0)
 
@@ -499,9 +504,20 @@ def test_cli_writes_a_file_and_plots(tmp_path: Path) -> None:
     res = runner.invoke(app, ["simulate", "top-mass", "--n", "3", "--out", str(out), "--no-mpi",
                               "--plots", str(plots), "--no-progress"])
     assert res.exit_code == 0, res.output
-    expected = {f"quark_gluon_{k}.png" for k in ("jet_mass", "constituents", "mean_images")}
-    expected |= {f"top_mass_{k}.png" for k in ("jet_mass", "constituents", "mean_images", "target_vs_jet_mass")}
+    response = ("response_ecal_occupancy", "response_hottest_fraction", "response_noise_spectrum",
+                "response_pileup_density")
+    expected = {f"quark_gluon_{k}.png" for k in ("jet_mass", "constituents", "mean_images", *response)}
+    expected |= {f"top_mass_{k}.png" for k in ("jet_mass", "constituents", "mean_images", "target_vs_jet_mass",
+                                                *response)}
     assert {p.name for p in plots.iterdir()} == expected
+    assert read_metadata(path)["response"]["pileup_mean"] == 20.0  # on by default
+    for flags, key, want in ((["--no-response"], "enabled", False), (["--pileup", "5"], "pileup_mean", 5.0)):
+        res = runner.invoke(app, ["simulate", "quark-gluon", "--n", "2", "--out", str(tmp_path / flags[0]),
+                                  "--no-mpi", "--no-progress", *flags])
+        assert res.exit_code == 0, res.output
+        assert read_metadata(next((tmp_path / flags[0]).glob("*.parquet")))["response"][key] == want
+    res = runner.invoke(app, ["simulate", "top", "--n", "2", "--out", str(out), "--pileup", "-1"])
+    assert res.exit_code == 2 and "--pileup must be >= 0" in res.output
     for p in plots.iterdir():
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -61,10 +61,11 @@ def simulate_egamma(
 
 def _simulate_jets(
     dataset: str, n: int, out: Path, seed: int, shard: int, num_shards: int, workers: int,
-    plots: Optional[Path], mpi: bool, progress: bool,
+    plots: Optional[Path], mpi: bool, progress: bool, response: bool = True, pileup: float = 20.0,
 ) -> None:
     """Shared body of the three jet commands: validate, write one Parquet file, plot."""
     from e2evision.simulate.jets import MissingSimulatorError, jet_channels, jet_class_names, jet_config, write_jets
+    from e2evision.simulate.response import ResponseConfig
 
     if n < 1:
         _fail("--n must be at least 1")
@@ -76,8 +77,11 @@ def _simulate_jets(
         _fail(f"--shard must be in [0, --num-shards={num_shards}), got {shard}")
     if workers < 1:
         _fail("--workers must be >= 1")
+    if not 0 <= pileup < float("inf"):
+        _fail("--pileup must be >= 0 and finite")
+    config = jet_config(dataset, mpi=mpi, response=ResponseConfig(pileup_mean=pileup) if response else None)
     try:
-        result = write_jets(dataset, out, n, seed=seed, config=jet_config(dataset, mpi=mpi), shard=shard,
+        result = write_jets(dataset, out, n, seed=seed, config=config, shard=shard,
                             num_shards=num_shards, workers=workers, progress=progress)
     except MissingSimulatorError as err:
         _fail(str(err))
@@ -92,6 +96,10 @@ def _simulate_jets(
         for p in jet_validation_plots(dataset, result.truth, result.mean_images, jet_channels(dataset), plots,
                                       class_names=jet_class_names(dataset)):
             typer.echo(f"plot {p}")
+        from e2evision.simulate.response_plots import response_validation_plots
+
+        for p in response_validation_plots(dataset, config, seed, plots, n=min(n, 100), workers=workers):
+            typer.echo(f"plot {p}")
 
 
 _JetN = Annotated[int, typer.Option("--n", help="Jets in the whole data set (all shards); classes alternate row by row.")]
@@ -103,33 +111,39 @@ _JetWorkers = Annotated[int, typer.Option("--workers", help="Processes generatin
 _JetPlots = Annotated[Optional[Path], typer.Option("--plots", help="Also write validation plots here.")]
 _JetMpi = Annotated[bool, typer.Option("--mpi/--no-mpi", help="Multiparton interactions (off: ~10x faster, unrealistic).")]
 _JetProgress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+_JetResponse = Annotated[bool, typer.Option("--response/--no-response", help="Detector response: pile-up, shower "
+                                            "spread, noise, zero suppression (off: generator-level images).")]
+_JetPileup = Annotated[float, typer.Option("--pileup", help="Mean number of pile-up interactions (with --response).")]
 
 
 @simulate_app.command("quark-gluon")
 def simulate_quark_gluon(
     n: _JetN, out: _JetOut, seed: _JetSeed = 0, shard: _JetShard = 0, num_shards: _JetShards = 1,
     workers: _JetWorkers = 1, plots: _JetPlots = None, mpi: _JetMpi = True, progress: _JetProgress = True,
+    response: _JetResponse = True, pileup: _JetPileup = 20.0,
 ) -> None:
     """Quark (y=0) vs gluon (y=1) jet images, Z(->nu nu)+jet from Pythia 8 (CMS Parquet schema)."""
-    _simulate_jets("quark-gluon", n, out, seed, shard, num_shards, workers, plots, mpi, progress)
+    _simulate_jets("quark-gluon", n, out, seed, shard, num_shards, workers, plots, mpi, progress, response, pileup)
 
 
 @simulate_app.command("top")
 def simulate_top(
     n: _JetN, out: _JetOut, seed: _JetSeed = 0, shard: _JetShard = 0, num_shards: _JetShards = 1,
     workers: _JetWorkers = 1, plots: _JetPlots = None, mpi: _JetMpi = True, progress: _JetProgress = True,
+    response: _JetResponse = True, pileup: _JetPileup = 20.0,
 ) -> None:
     """Boosted top (y=1) vs QCD (y=0) jet images, 8 channels, from Pythia 8 (CMS Parquet schema)."""
-    _simulate_jets("top", n, out, seed, shard, num_shards, workers, plots, mpi, progress)
+    _simulate_jets("top", n, out, seed, shard, num_shards, workers, plots, mpi, progress, response, pileup)
 
 
 @simulate_app.command("top-mass")
 def simulate_top_mass(
     n: _JetN, out: _JetOut, seed: _JetSeed = 0, shard: _JetShard = 0, num_shards: _JetShards = 1,
     workers: _JetWorkers = 1, plots: _JetPlots = None, mpi: _JetMpi = True, progress: _JetProgress = True,
+    response: _JetResponse = True, pileup: _JetPileup = 20.0,
 ) -> None:
     """Top-quark jets with the top mass spread over a range; target m (CMS top-mass Parquet schema)."""
-    _simulate_jets("top-mass", n, out, seed, shard, num_shards, workers, plots, mpi, progress)
+    _simulate_jets("top-mass", n, out, seed, shard, num_shards, workers, plots, mpi, progress, response, pileup)
 
 
 def _overrides(overrides: Optional[list[str]], data: Optional[list[Path]]) -> list[str]:

@@ -51,6 +51,8 @@ __all__ = [
     "egamma_validation_plots",
     "shower_widths",
     "egamma_file_name",
+    "longitudinal_means",
+    "gflash_lateral",
 ]
 
 Particle = Literal["electron", "photon"]
@@ -427,6 +429,42 @@ def _bethe_heitler_share(rng: np.random.Generator, n: int) -> np.ndarray:
 # ECAL showers
 
 
+def longitudinal_means(
+    energy: np.ndarray, cfg: CalorimeterConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grindhammer-Peters means per shower energy [GeV]: (ln y, <ln T>, <ln alpha>).
+
+    Shared by the e/gamma showers and the jet detector response (``simulate.response``), so
+    both use one parametrisation. T is the depth of the shower maximum in X0, alpha the Gamma
+    shape; y = E / E_c is clipped from below at ``gp_min_log_y``.
+    """
+    z = cfg.z_eff
+    log_y = np.maximum(np.log(energy / cfg.critical_energy_gev), cfg.gp_min_log_y)
+    mean_log_t = np.log(np.maximum(log_y + cfg.gp_tmax_offset, 0.3))
+    a1, a2, a3 = cfg.gp_alpha
+    mean_log_a = np.log(a1 + (a2 + a3 / z) * log_y)
+    return log_y, mean_log_t, mean_log_a
+
+
+def gflash_lateral(
+    tau: np.ndarray, log_e: np.ndarray, cfg: CalorimeterConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GFlash lateral profile at depth tau = t / T: (core radius, tail radius, core weight).
+
+    Radii in Moliere units. Each component has the radial density 2 r R^2 / (r^2 + R^2)^2; the
+    shower at that depth is ``p_core`` core + (1 - p_core) tail. ``log_e`` = ln(E / GeV).
+    """
+    z = cfg.z_eff
+    rc1, rc2, rc3, rc4 = cfg.gflash_core_radius
+    r_core = (rc1 + rc2 * log_e) + (rc3 + rc4 * z) * tau
+    k1, k1z, k2, k3, k4, k4e = cfg.gflash_tail_radius
+    r_tail = (k1 + k1z * z) * (np.exp(k3 * (tau - k2)) + np.exp((k4 + k4e * log_e) * (tau - k2)))
+    w1, w1z, w2, w2z, w3, w3e = cfg.gflash_core_weight
+    arg = ((w2 + w2z * z) - tau) / (w3 + w3e * log_e)
+    p_core = (w1 + w1z * z) * np.exp(arg - np.exp(arg))
+    return r_core, r_tail, p_core
+
+
 def _shower_spots(
     rng: np.random.Generator,
     comp_energy: np.ndarray,
@@ -438,12 +476,8 @@ def _shower_spots(
     Returns (component index, spot energy, depth t [X0] from the crystal front, lateral dx, dy
     [crystals] from the shower axis). Spots deeper than the crystal are dropped (rear leakage).
     """
-    z = cfg.z_eff
     n_comp = comp_energy.shape[0]
-    log_y = np.maximum(np.log(comp_energy / cfg.critical_energy_gev), cfg.gp_min_log_y)
-    mean_log_t = np.log(np.maximum(log_y + cfg.gp_tmax_offset, 0.3))
-    a1, a2, a3 = cfg.gp_alpha
-    mean_log_a = np.log(a1 + (a2 + a3 / z) * log_y)
+    log_y, mean_log_t, mean_log_a = longitudinal_means(comp_energy, cfg)
     sig_t = 1.0 / (cfg.gp_sigma_log_tmax[0] + cfg.gp_sigma_log_tmax[1] * log_y)
     sig_a = 1.0 / (cfg.gp_sigma_log_alpha[0] + cfg.gp_sigma_log_alpha[1] * log_y)
     rho = np.clip(cfg.gp_rho[0] + cfg.gp_rho[1] * log_y, -0.99, 0.99)
@@ -465,14 +499,7 @@ def _shower_spots(
     owner, spot_e, t_shower, depth = owner[inside], spot_e[inside], t_shower[inside], depth[inside]
 
     tau = t_shower / t_max[owner]
-    log_e = np.log(comp_energy)[owner]
-    rc1, rc2, rc3, rc4 = cfg.gflash_core_radius
-    r_core = (rc1 + rc2 * log_e) + (rc3 + rc4 * z) * tau
-    k1, k1z, k2, k3, k4, k4e = cfg.gflash_tail_radius
-    r_tail = (k1 + k1z * z) * (np.exp(k3 * (tau - k2)) + np.exp((k4 + k4e * log_e) * (tau - k2)))
-    w1, w1z, w2, w2z, w3, w3e = cfg.gflash_core_weight
-    arg = ((w2 + w2z * z) - tau) / (w3 + w3e * log_e)
-    p_core = (w1 + w1z * z) * np.exp(arg - np.exp(arg))
+    r_core, r_tail, p_core = gflash_lateral(tau, np.log(comp_energy)[owner], cfg)
     n = owner.shape[0]
     radius = np.where(rng.random(n) < p_core, r_core, r_tail)
     u = np.minimum(rng.random(n), 1.0 - 1e-9)

@@ -39,15 +39,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from e2evision.simulate.pixelate import (
-    bend_phi,
-    calorimeter_radius_mm,
-    crystal_eta,
-    crystal_phi,
-    impact_parameters,
-    layer_crossings,
-    pixelate,
-    spread_towers,
+from e2evision.simulate.jet_images import block_images
+from e2evision.simulate.pixelate import crystal_eta, crystal_phi
+from e2evision.simulate.pythia_records import event_record, layout_numpy, list_layout
+from e2evision.simulate.response import (
+    ResponseConfig,
+    jet_streams,
+    pileup_pool,
+    response_metadata,
 )
 from e2evision.utils.io import atomic_path
 from e2evision.utils.provenance import package_versions
@@ -151,14 +150,15 @@ class JetSimConfig:
     hcal_tower: int = 5
     """HCAL towers are this many crystals square; 1 keeps HCAL at crystal granularity."""
     smear: bool = True
-    """Calorimeter energy and track impact-parameter resolution."""
+    """Calorimeter energy (per particle, without ``response``) and track impact-parameter
+    resolution."""
     ecal_resolution: tuple[float, float] = (0.03, 0.005)
     """(stochastic a, constant c): sigma/E = a / sqrt(E/GeV) (+) c, per particle."""
     hcal_resolution: tuple[float, float] = (1.0, 0.05)
     ecal_threshold_gev: float = 0.1
-    """Zero suppression: ECAL pixels with E_T below this are 0."""
+    """Zero suppression without ``response``: ECAL pixels with E_T below this are 0."""
     hcal_threshold_gev: float = 0.5
-    """Zero suppression: HCAL towers with E_T below this are 0."""
+    """Zero suppression without ``response``: HCAL towers with E_T below this are 0."""
     track_pt_min_gev: float = 0.0
     track_max_vertex_radius_mm: float = 300.0
     """Charged particles produced further out than this (late V0 decays) leave no track."""
@@ -168,6 +168,10 @@ class JetSimConfig:
     pixel_layer_radii_mm: tuple[float, ...] = (44.0, 73.0, 102.0)
     """BPIX1-3 radii (CMS Run 1 barrel pixels)."""
     pixel_half_length_mm: float = 265.0
+    response: ResponseConfig | None = field(default_factory=ResponseConfig)
+    """Detector response (pile-up, shower spread, per-cell resolution, noise and zero
+    suppression; :mod:`e2evision.simulate.response`). It replaces the per-particle calorimeter
+    smearing and the two thresholds above. ``None``: the generator-level images."""
     # --- bookkeeping ---------------------------------------------------------------------------
     block_size: int = 32
 
@@ -227,6 +231,9 @@ class JetSimConfig:
             )
         if any(not isinstance(s, str) for s in self.extra_pythia):
             raise ValueError("JetSimConfig.extra_pythia must be a tuple of strings")
+        if self.response is not None and not isinstance(self.response, ResponseConfig):
+            raise ValueError("JetSimConfig.response must be a ResponseConfig or None, "
+                             f"got {type(self.response).__name__}")
 
     def to_json(self) -> str:
         """Every field as JSON, stored in the files so that a data set documents its recipe."""
@@ -240,6 +247,8 @@ class JetSimConfig:
         unknown = sorted(set(raw) - names)
         if unknown:
             raise ValueError(f"unknown JetSimConfig fields in JSON: {unknown}")
+        if isinstance(raw.get("response"), dict):
+            raw["response"] = ResponseConfig.from_dict(raw["response"])
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
@@ -470,7 +479,7 @@ class _ClassGenerator:
     def _select(self, batch: Any) -> _Jets:
         """Cluster each event of a Pythia batch and keep its leading jet if it passes the cuts."""
         cfg = self.config
-        rec = _event_record(self.ak, batch)
+        rec = event_record(self.ak, batch)
         n_ev = rec["offsets"].size - 1
         event_all = np.repeat(np.arange(n_ev), np.diff(rec["offsets"]))
         px, py, pz = rec["px"], rec["py"], rec["pz"]
@@ -557,64 +566,18 @@ class _ClassGenerator:
         events = ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record))
         cs = self.fastjet.ClusterSequence(events, self.jet_def)
         jet_min = 0.5 * self.config.jet_pt_min_gev
-        jets = _list_layout(cs.inclusive_jets(min_pt=jet_min).layout)
+        jets = list_layout(cs.inclusive_jets(min_pt=jet_min).layout)
         j_offsets = np.asarray(jets.offsets.data, dtype=np.int64)
-        fields = tuple(_numpy(jets.content.content(f))[: j_offsets[-1]] for f in ("px", "py", "pz", "E"))
-        per_event = _list_layout(cs.constituent_index(min_pt=jet_min).layout)
-        per_jet = _list_layout(per_event.content)
+        fields = tuple(layout_numpy(jets.content.content(f))[: j_offsets[-1]] for f in ("px", "py", "pz", "E"))
+        per_event = list_layout(cs.constituent_index(min_pt=jet_min).layout)
+        per_jet = list_layout(per_event.content)
         e_off = np.asarray(per_event.offsets.data, dtype=np.int64)
         if not np.array_equal(e_off, j_offsets):
             raise RuntimeError("FastJet returned constituents for a different set of jets than "
                                "inclusive_jets; cannot attach constituents to jets")
         c_offsets = np.asarray(per_jet.offsets.data, dtype=np.int64)
-        c_local = _numpy(per_jet.content).astype(np.int64)
+        c_local = layout_numpy(per_jet.content).astype(np.int64)
         return (j_offsets, *fields), (c_offsets, c_local)
-
-
-def _list_layout(layout: Any) -> Any:
-    """A list layout with offsets starting at 0 (ListArray and ListOffsetArray alike)."""
-    return layout.to_ListOffsetArray64(True)
-
-
-def _numpy(layout: Any) -> np.ndarray:
-    """A flat awkward layout as NumPy without the high-level dispatch (costly per call)."""
-    data = getattr(layout, "data", None)
-    if data is not None and isinstance(data, np.ndarray):
-        return data
-    import awkward as ak
-
-    return ak.to_numpy(ak.Array(layout))
-
-
-def _event_record(ak: Any, batch: Any) -> dict[str, np.ndarray]:
-    """Pythia's awkward batch -> flat NumPy columns of every particle, with per-event offsets.
-
-    Reads the layout buffers directly (one awkward high-level call per field costs ~1 ms, about
-    what a Pythia event without MPI costs). Vertices Pythia did not set (None) are the origin.
-    """
-    prt = _list_layout(batch.layout.content("prt"))
-    offsets = np.asarray(prt.offsets.data, dtype=np.int64)
-    rec = prt.content
-    n = int(offsets[-1])
-    out: dict[str, np.ndarray] = {"offsets": offsets}
-    for name in ("id", "status", "daughter1", "daughter2", "m"):
-        out[name] = _numpy(rec.content(name))[:n]
-    mom = rec.content("p")
-    for src, dst in (("px", "px"), ("py", "py"), ("pz", "pz"), ("e", "e")):
-        out[dst] = _numpy(mom.content(src))[:n].astype(np.float64)
-    vtx = rec.content("vProd")
-    if hasattr(vtx, "index") and hasattr(vtx, "content") and vtx.content.is_record:
-        index = np.asarray(vtx.index.data, dtype=np.int64)[:n]
-        has = index >= 0
-        safe = np.where(has, index, 0)
-        for src, dst in (("px", "vx"), ("py", "vy"), ("pz", "vz")):
-            col = _numpy(vtx.content.content(src))
-            out[dst] = np.where(has, col[safe] if col.size else 0.0, 0.0)
-    else:  # other option layouts: the slow but general route
-        v = ak.Array(vtx)
-        for src, dst in (("px", "vx"), ("py", "vy"), ("pz", "vz")):
-            out[dst] = ak.to_numpy(ak.fill_none(getattr(v, src), 0.0))[:n].astype(np.float64)
-    return out
 
 
 def _matched_top(
@@ -686,96 +649,6 @@ def _wrap(dphi: np.ndarray) -> np.ndarray:
     return np.mod(dphi + np.pi, 2.0 * np.pi) - np.pi
 
 
-def _smear_energy(e: np.ndarray, resolution: tuple[float, float], normal: np.ndarray) -> np.ndarray:
-    """E (1 + sigma/E * z) clipped at 0, with sigma/E = a / sqrt(E) (+) c."""
-    a, c = resolution
-    sigma = np.sqrt(a * a / np.maximum(e, 1e-9) + c * c)
-    return np.clip(e * (1.0 + sigma * normal), 0.0, None)
-
-
-def _images(jets: _Jets, cfg: JetSimConfig, rng: np.random.Generator) -> np.ndarray:
-    """Pixelate all jets of a block at once: ``(m, C, S, S)`` float64, channels in file order.
-
-    Every channel's entries (jet, channel, crystal, weight) are collected first and summed by a
-    single bincount; zero suppression then acts on the ECAL and HCAL planes.
-    """
-    p = jets.part
-    j = jets.part_jet
-    pid, charge = p["id"], p["charge"]
-    px, py, pz, e = p["px"], p["py"], p["pz"], p["e"]
-    pt = np.hypot(px, py)
-    eta = np.arcsinh(pz / np.where(pt > 0, pt, 1.0))
-    phi = np.arctan2(py, px)
-    cosh = np.cosh(eta)
-    aid = np.abs(pid)
-    is_em = (aid == 11) | (aid == 22)
-    is_had = ~is_em & (aid != 13)
-    charged = charge != 0
-    v_r = np.hypot(p["vx"], p["vy"])
-    # One row of normals per particle (ECAL, HCAL, d0, dz), drawn in particle order: particles
-    # are grouped by jet, so jet i's detector effects do not depend on how many jets follow it.
-    normals = rng.standard_normal((pid.size, 4)) if cfg.smear else np.zeros((pid.size, 4))
-    qg = cfg.dataset == "quark-gluon"
-    ch_track, ch_ecal, ch_hcal = (0, 1, 2) if qg else (0, 3, 4)
-    entries: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-
-    def add(channel: int, sel: np.ndarray, eta_: np.ndarray, phi_: np.ndarray, w: np.ndarray) -> None:
-        entries.append((channel, j[sel], crystal_eta(eta_), crystal_phi(phi_), w))
-
-    # Tracks: charged particles at their direction at production.
-    trk = np.flatnonzero(charged & (pt >= cfg.track_pt_min_gev) & (v_r < cfg.track_max_vertex_radius_mm))
-    add(ch_track, trk, eta[trk], phi[trk], pt[trk])
-
-    # ECAL: photons and electrons; electrons bend before the calorimeter face.
-    em = np.flatnonzero(is_em)
-    em_e = _smear_energy(e[em], cfg.ecal_resolution, normals[em, 0]) if cfg.smear else e[em]
-    r_ecal = calorimeter_radius_mm(eta[em], cfg.ecal_radius_mm, cfg.ecal_endcap_z_mm)
-    em_phi, em_reach = bend_phi(phi[em], charge[em], pt[em], r_ecal, cfg.b_field_t)
-    add(ch_ecal, em[em_reach], eta[em][em_reach], em_phi[em_reach], (em_e / cosh[em])[em_reach])
-
-    # HCAL: hadrons, bent to the HCAL face, summed in towers spread over their crystals.
-    had = np.flatnonzero(is_had)
-    had_e = _smear_energy(e[had], cfg.hcal_resolution, normals[had, 1]) if cfg.smear else e[had]
-    r_hcal = calorimeter_radius_mm(eta[had], cfg.hcal_radius_mm, cfg.hcal_endcap_z_mm)
-    had_phi, had_reach = bend_phi(phi[had], charge[had], pt[had], r_hcal, cfg.b_field_t)
-    reach = had[had_reach]
-    tj, te, tp, tw = spread_towers(j[reach], crystal_eta(eta[reach]), crystal_phi(had_phi[had_reach]),
-                                   (had_e / cosh[had])[had_reach], cfg.hcal_tower)
-    entries.append((ch_hcal, tj, te, tp, tw))
-
-    if not qg:
-        d0, dz = impact_parameters(p["vx"][trk], p["vy"][trk], p["vz"][trk], px[trk], py[trk], pz[trk])
-        if cfg.smear:
-            inv_pt = 1.0 / np.maximum(pt[trk], 1e-3)
-            a, b = cfg.d0_resolution_mm
-            d0 = d0 + np.hypot(a, b * inv_pt) * normals[trk, 2]
-            a, b = cfg.dz_resolution_mm
-            dz = dz + np.hypot(a, b * inv_pt) * normals[trk, 3]
-        add(1, trk, eta[trk], phi[trk], d0)
-        add(2, trk, eta[trk], phi[trk], dz)
-        for layer, radius in enumerate(cfg.pixel_layer_radii_mm):
-            hit, h_eta, h_phi = layer_crossings(p["vx"], p["vy"], p["vz"], px, py, pz, charge, radius,
-                                                cfg.pixel_half_length_mm, cfg.b_field_t)
-            idx = np.flatnonzero(hit)
-            add(5 + layer, idx, h_eta[idx], h_phi[idx], np.ones(idx.size))
-
-    n_channels = len(_CHANNELS[cfg.dataset])
-    images = pixelate(
-        np.concatenate([en[1] for en in entries]),
-        np.concatenate([en[2] for en in entries]),
-        np.concatenate([en[3] for en in entries]),
-        np.concatenate([en[4] for en in entries]),
-        crystal_eta(jets.eta), crystal_phi(jets.phi), cfg.image_size,
-        channel=np.concatenate([np.full(en[1].size, en[0]) for en in entries]),
-        n_channels=n_channels,
-    )
-    ecal = images[:, ch_ecal]
-    ecal[ecal < cfg.ecal_threshold_gev] = 0.0
-    hcal = images[:, ch_hcal]
-    hcal[hcal < cfg.hcal_threshold_gev / cfg.hcal_tower**2] = 0.0
-    return images
-
-
 _WORKER_CACHE: dict[tuple[str, str, int], _ClassGenerator] = {}
 _WORKER_CACHE_SIZE = 4  # initialised Pythia instances kept per process (~0.6 s each to rebuild)
 
@@ -793,7 +666,12 @@ def _run_task(task: tuple[JetSimConfig, int, int, int, int]) -> dict[str, np.nda
         gen = _WORKER_CACHE[key] = _ClassGenerator(cfg, cls, seed)
     jets, n_events = gen.generate(_pythia_seed(seed, cls.key, block), m)
     rng = _block_rng(seed, cls.key, block)
-    images = _images(jets, cfg, rng)
+    streams = pool = None
+    if cfg.response is not None:
+        streams = jet_streams(seed, cls.key, block, m)
+        if cfg.response.pileup_mean > 0:
+            pool = pileup_pool(cfg.response, seed, cfg.ecm_gev, cfg.particle_eta_max)
+    images, n_pileup = block_images(jets, cfg, rng, len(_CHANNELS[cfg.dataset]), streams, pool)
     c_eta = crystal_eta(jets.eta).astype(np.float64)
     c_phi = crystal_phi(jets.phi).astype(np.float64)
     flat = images.reshape(-1)
@@ -806,7 +684,7 @@ def _run_task(task: tuple[JetSimConfig, int, int, int, int]) -> dict[str, np.nda
         "image_count": np.array([m]),
         "pt": jets.pt, "m0": jets.mass, "eta": jets.eta, "phi": jets.phi,
         "ieta": c_eta, "iphi": c_phi, "n_const": jets.n_const.astype(np.int64),
-        "girth": jets.girth, "top_mass": jets.top_mass,
+        "girth": jets.girth, "top_mass": jets.top_mass, "n_pileup": n_pileup,
         "y": np.full(m, cls.label), "class_index": np.full(m, c, dtype=np.int64),
         "n_events": np.array([n_events]),
         "cpu_seconds": np.array([time.process_time() - cpu0]),
@@ -932,7 +810,8 @@ class JetSample:
     ``images`` (N, C, 125, 125) float64 channels-first; ``columns`` the public scalar columns
     (e.g. ``pt``, ``m0``, ``y``); ``truth`` per-row extras: ``eta``, ``phi``, ``n_const``
     (constituent multiplicity), ``girth`` (sum pT_i dR_i / pT_jet), ``top_mass`` (matched top's
-    generated mass, NaN for QCD/quark/gluon), ``class_index``.
+    generated mass, NaN for QCD/quark/gluon), ``class_index``, ``n_pileup`` (overlaid
+    interactions, 0 without the response).
     """
 
     dataset: str
@@ -951,7 +830,8 @@ def _public_columns(dataset: str, rows: dict[str, np.ndarray]) -> dict[str, np.n
     return {name: values[name].astype(np.float64) for name in _COLUMNS[dataset][1:]}
 
 
-_TRUTH_KEYS = ("eta", "phi", "n_const", "girth", "top_mass", "class_index", "m0", "pt", "y")
+_TRUTH_KEYS = ("eta", "phi", "n_const", "girth", "top_mass", "class_index", "m0", "pt", "y",
+               "n_pileup")
 
 
 def simulate_jets(
@@ -1110,6 +990,7 @@ def write_jets(
                      "pythia": pythia_settings(cfg, c.name, _pythia_seed(seed, c.key, -1))}
                     for i, c in enumerate(classes)],
         "config": json.loads(cfg.to_json()),
+        "response": response_metadata(cfg.response),
         "versions": package_versions(),
         "units": "images: transverse momentum/energy in GeV (tracks, ECAL, HCAL), impact "
                  "parameters in mm (summed per pixel), pixel-layer hit counts; pt, m0, m in GeV; "

@@ -106,7 +106,8 @@ def pixelate(
         plane = plane * n_channels + ch
     flat = (plane * size + row[inside]) * size + col[inside]
     out = np.bincount(flat, weights=np.asarray(weight, np.float64)[inside],
-                      minlength=n_jets * n_channels * size * size)
+                      minlength=n_jets * n_channels * size * size).astype(np.float64, copy=False)
+    # (bincount returns integers when nothing is inside, weights or not)
     if channel is None:
         return out.reshape(n_jets, size, size)
     return out.reshape(n_jets, n_channels, size, size)
