@@ -6,16 +6,24 @@
 # Writes OUT/gpu_suite.json and OUT/gpu_suite.md (one table per part) plus each part's log.
 #
 #   bash benchmarks/gpu_suite.sh [--smoke] [--out DIR] [--python PY] [--only PART[,PART]]
+#                                [--curve-sizes N,N,...] [--curve-models M,M] [--curve-set KEY=VALUE]...
 #
-# --smoke runs every part at a tiny size on whatever device there is (the test suite runs it on CPU).
+# PARTS: throughput, trainer, curve. --smoke runs every part at a tiny size on whatever device there
+# is (the test suite runs it on CPU). The learning curve's GPU budget: batch 512, lr 2e-3, 8 epochs.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="runs/gpu_suite"
 py="${PYTHON:-python3}"
 smoke=0
 only="throughput,trainer,curve"
+curve_sizes="4000,16000,64000,250000"
+curve_models="resnet15,vit"
+curve_set=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --curve-sizes) curve_sizes="$2"; shift ;;
+    --curve-models) curve_models="$2"; shift ;;
+    --curve-set) curve_set+=(--set "$2"); shift ;;
     --smoke) smoke=1 ;;
     --out) out="$2"; shift ;;
     --python) py="$2"; shift ;;
@@ -31,13 +39,13 @@ has() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 if [ "$smoke" = 1 ]; then
   thr=(--models resnet15 --geometries 2x16 --batch 8 --steps 2 --rounds 1 --warmup 1)
   trn=(--models resnet15 --geometries 2x16 --n 64 --batch 16 --epochs 1)
-  crv=(--sizes 120,240 --test 120 --epochs 1 --models resnet15 --workers 1)
+  crv=(--sizes 120,240 --test 120 --epochs 1 --models resnet15 --workers 1 "${curve_set[@]}")
 else
   thr=(--models resnet15,vit_tiny,vit_sd_tiny,swin_tiny,coatnet_0 --geometries 3x125 --steps 20 --rounds 3
        --modes fp32,tf32,bf16,bf16+cl,default)
-  trn=(--models resnet15 --geometries 3x125,2x32 --n 20000 --batch 256 --epochs 1)
-  crv=(--sizes 4000,16000,64000,250000 --test 20000 --models resnet15,vit --workers 16
-       --set train.batch_size=256 --set train.lr=2e-3)
+  trn=(--models resnet15 --geometries 3x125 --n 8192 --batch 256 --epochs 1)
+  crv=(--sizes "$curve_sizes" --test 20000 --models "$curve_models" --workers 16 --epochs 8
+       --set train.batch_size=512 --set train.lr=2e-3 "${curve_set[@]}")
 fi
 
 start=$(date +%s)

@@ -42,7 +42,7 @@ def trainer_table(rows: list[dict[str, Any]]) -> list[str]:
 def curve_table(curve: dict[str, Any]) -> list[str]:
     models = list(dict.fromkeys(r["model"] for r in curve["rows"]))
     lines = ["| samples | " + " | ".join(models) + " |", "|---:|" + "---|" * len(models)]
-    for size in curve["sizes"]:
+    for size in curve.get("sizes") or sorted({r["size"] for r in curve["rows"]}):  # partial: rows so far
         cells = []
         for m in models:
             r = next((r for r in curve["rows"] if r["model"] == m and r["size"] == size), None)

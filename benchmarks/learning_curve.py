@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in models:
             row = run_point(args, model, files, size, pool)
             rows.append(row)
+            partial = {"dataset": args.dataset, "test": args.test, "partial": True, "rows": rows}
+            (args.out.resolve() / "learning_curve.json").write_text(json.dumps(partial, indent=1), encoding="utf-8")
             warn = "  NOT LEARNING" if row["warnings"] else ""
             log(f"n={size:>7} {model:<17} test AUC {row['test_auc']:.4f} "
                 f"[{row['test_auc_ci'][0]:.3f}, {row['test_auc_ci'][1]:.3f}]  {row['seconds']:.0f} s{warn}")

@@ -79,6 +79,11 @@ def test_cpp_equals_pytorch_within_1e5_on_raw_inputs(cpp_tool, toy_runs, ts_expo
     model = ts_exports[name]
     pre = json.loads((model.parent / "preprocess.json").read_text())
     fold = load_fold(toy_runs[name], pre["source"]["fold"])
+    # the toy runs cover the detector transforms: per-sample max + log1p, log1p alone, per-sample sum
+    steps = pre["inputs"][0]["preprocess"]
+    want = {"resnet15": (["max", "none"], [0.01, None]), "vit": (["none", "none"], [1.0, None]),
+            "vit_sd": (["sum", "none"], [None, None])}[name]
+    assert (steps["per_sample"], steps["log1p"]) == want and pre["schema_version"] == 2
     raw = _inputs(fold)
     result = verify_cpp(model, raw, tool=cpp_tool, atol=TOL, rtol=0.0)
     assert result.rows == raw.shape[0] and max(result.max_abs_diff.values()) <= TOL

@@ -41,13 +41,16 @@ TOY_RUNS: dict[str, tuple[str, list[str]]] = {
     "resnet15": ("egamma_resnet15.yaml", [
         "model.kwargs.widths=[4, 8]", "model.kwargs.blocks_per_stage=1",
         "preprocess.normalize=zscore", "preprocess.zero_suppression=0.05",
-        "preprocess.channel_scale=[2.0, 0.5]", "preprocess.clip=3.0"]),
+        "preprocess.channel_scale=[2.0, 0.5]", "preprocess.clip=3.0",
+        "preprocess.per_sample=[max, none]", "preprocess.log1p=[0.01, null]"]),
     "vit": ("egamma_vit.yaml", [
         "model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2",
-        "preprocess.normalize=scale", "preprocess.clip=50.0"]),
+        "preprocess.normalize=scale", "preprocess.clip=50.0", "preprocess.channel_scale=null",
+        "preprocess.per_sample=null", "preprocess.log1p=[1.0, null]"]),
     "vit_sd": ("egamma_vit.yaml", [
         "model.name=vit_sd_micro", "model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2",
-        "preprocess.normalize=minmax", "preprocess.zero_suppression=0.02", "preprocess.channel_scale=[1.0, 25.0]"]),
+        "preprocess.normalize=minmax", "preprocess.zero_suppression=0.02", "preprocess.channel_scale=[1.0, 25.0]",
+        "preprocess.per_sample=[sum, none]", "preprocess.log1p=null"]),
 }
 
 
