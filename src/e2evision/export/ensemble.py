@@ -151,6 +151,8 @@ def ensemble_contract(folds: list[LoadedFold]) -> dict[str, Any]:
                "meaning": f"mean over the {k} folds of {link}(logit): what the run's predictions.npz test_score "
                           "holds", "classes": first.class_names or None}
     contract["outputs"] = [out]
+    cfg = first.config.data
+    contract["data"] = {"format": cfg.format, "kwargs": dict(cfg.kwargs), "features": cfg.features}
     digest = hashlib.sha256("".join(f.weights_sha256 for f in folds).encode()).hexdigest()
     contract["source"].update(fold=None, folds=[f.fold for f in folds], fold_choice="fold ensemble (mean of all folds)",
                               weights=[str(f.weights_path.relative_to(f.run_dir)) for f in folds],

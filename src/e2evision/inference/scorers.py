@@ -128,6 +128,7 @@ class ExportScorer:
             channel_names=list(image.get("channels") or []),
             scalar_names=list(inputs["scalars"]["names"]) if "scalars" in inputs else [],
             task=self.task, class_names=list(classes), description=f"the {fmt} export {path}",
+            **_reader_settings(self.preprocess),
         )
 
     def score(self, images: np.ndarray, scalars: np.ndarray | None) -> np.ndarray:
@@ -136,6 +137,22 @@ class ExportScorer:
         raw = {"image": images, **({"scalars": scalars} if scalars is not None else {})}
         out = self._run(preprocess_inputs(self.preprocess, raw))[self._key].astype(np.float64)
         return out if self.task == "multiclass" else out.reshape(-1)
+
+
+def _reader_settings(preprocess: dict[str, Any]) -> dict[str, Any]:
+    """How the training data was read: the contract's ``data`` block (fold-ensemble exports), else
+    the source run's config.yaml when it is still there, else nothing (the format is detected)."""
+    data = preprocess.get("data")
+    if data is None:
+        cfg_path = Path(str(preprocess.get("source", {}).get("run_dir", ""))) / "config.yaml"
+        if not cfg_path.is_file():
+            return {}
+        from e2evision.config import load_config
+
+        d = load_config(cfg_path).data
+        data = {"format": d.format, "kwargs": dict(d.kwargs), "features": d.features}
+    return {"data_format": data.get("format"), "reader_kwargs": dict(data.get("kwargs") or {}),
+            "data_features": data.get("features")}
 
 
 def open_scorer(model: str | os.PathLike[str], fold: int | None = None,
