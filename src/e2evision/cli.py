@@ -439,7 +439,7 @@ def tune(
     try:
         cfg = load_config(config, sets)
         summary = run_study(cfg, study, trials, out_dir=out, storage=storage, worker=worker)
-    except (ValueError, FileNotFoundError, DatasetError) as err:
+    except (ValueError, FileNotFoundError, DatasetError, ImportError) as err:
         _fail(str(err))
     best = summary.get("best")
     typer.echo(f"study {study}: {summary['n_complete']} complete, {summary['n_pruned']} pruned of {summary['n_trials']}")
