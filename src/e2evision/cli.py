@@ -319,7 +319,7 @@ def models(
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="Experiment config (YAML); with --resume, defaults to OUT/config.yaml.")] = None,
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment config (YAML file, or a packaged config name: e2evision configs); with --resume, defaults to OUT/config.yaml.")] = None,
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Data files/directories (replace data.paths).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/NAME).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Override the config's seed.")] = None,
@@ -536,6 +536,25 @@ def export_cmd(
     for note in r.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"wrote {r.path} and {r.preprocess_path} in {r.seconds:.0f} s")
+
+
+@app.command()
+def configs(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The configs shipped with the package; pass a name wherever a CONFIG path goes (e2evision train egamma_resnet15)."""
+    from e2evision.config_files import configs_dir, describe, packaged_configs
+
+    rows = [describe(p) for p in packaged_configs().values()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        _fail(f"no configs found in {configs_dir()}", code=1)
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        typer.echo(f"{r['name']:<{width}}  {r['format'] or '?':<12} {r['model'] or '?'}")
+    typer.echo(f"({len(rows)} configs in {configs_dir()})")
 
 
 @app.command()
