@@ -39,6 +39,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from e2evision.utils.extras import MissingExtraError
+
 from e2evision.simulate.pixelate import (
     bend_phi,
     calorimeter_radius_mm,
@@ -78,7 +80,7 @@ _PYTHIA_SEED_SPAN = 899_999_999  # Pythia accepts 0 < seed < 900,000,000
 _NEUTRINOS = (12, 14, 16)
 
 
-class MissingSimulatorError(ImportError):
+class MissingSimulatorError(MissingExtraError):
     """Pythia 8 (``pythia8mc``), FastJet or awkward is not installed: the ``[sim]`` extra."""
 
 

@@ -10,7 +10,7 @@ import importlib
 from types import ModuleType
 
 #: extra -> what it is for, as the message words it
-EXTRAS = {"export": "ONNX export", "tune": "Hyper-parameter search (`e2evision tune`)",
+EXTRAS = {"export": "ONNX export", "tune": "Hyper-parameter search (`e2evision tune`)", "root": "ROOT output",
           "sim": "The jet and lensing simulators"}
 
 
