@@ -1,6 +1,6 @@
 """Jet images from Pythia 8 + FastJet in the public CMS Parquet schemas (quark/gluon, top, top mass).
 
-Three datasets (``../shared/specs/datasets.md`` §2-4, ``docs/simulation.md``):
+Three datasets (``docs/datasets.md``, ``docs/simulation.md``):
 
 * ``quark-gluon``: pp -> Z(-> nu nu) + jet at 13 TeV; ``qg -> Z q`` gives quark jets (y = 0),
   ``q qbar -> Z g`` gluon jets (y = 1); anti-kT R = 0.4; 3 channels (tracks, ECAL, HCAL).
