@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 120) -> str:
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert res.returncode == 0, f"{' '.join(map(str, cmd))}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    assert res.returncode == 0, f"{cmd}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
     return res.stdout
 
 
@@ -31,7 +31,8 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 120) -> 
 def test_wheel_ships_the_configs_and_trains_by_name_from_elsewhere(tmp_path, egamma_pair):
     src = tmp_path / "checkout"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-    shutil.copytree(ROOT / "src", src / "src", symlinks=True, ignore=ignore)  # keeps the configs link
+    # symlinks=True keeps src/e2evision/configs a link, as in the checkout
+    shutil.copytree(ROOT / "src", src / "src", symlinks=True, ignore=ignore)
     shutil.copytree(ROOT / "configs", src / "configs")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
@@ -44,16 +45,17 @@ def test_wheel_ships_the_configs_and_trains_by_name_from_elsewhere(tmp_path, ega
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
     py = venv / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
-          str(wheel)], tmp_path, env)
-    own = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path, env)
-               .strip())
+    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index",
+          "-q", str(wheel)], tmp_path, env)
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    own = Path(_run([str(py), "-c", purelib], tmp_path, env).strip())
     (own / "zz_shared_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = _run([str(py), "-c", "import e2evision; print(e2evision.__file__)"], elsewhere, env).strip()
-    assert Path(where).is_relative_to(venv), where  # the wheel, not the checkout or an editable install
+    where = _run([str(py), "-c", "import e2evision; print(e2evision.__file__)"], elsewhere, env)
+    # the wheel, not the checkout or an editable install
+    assert Path(where.strip()).is_relative_to(venv), where
     listing = _run([str(venv / "bin" / "e2evision"), "configs", "--json"], elsewhere, env)
     rows = {r["name"]: r for r in json.loads(listing)}
     assert set(rows) == {p.stem for p in (ROOT / "configs").glob("*.yaml")}
@@ -64,8 +66,9 @@ def test_wheel_ships_the_configs_and_trains_by_name_from_elsewhere(tmp_path, ega
     p, e, _, _ = egamma_pair
     sets = ["train.folds=2", "train.max_epochs=1", "train.progress=false", "train.batch_size=32",
             "model.kwargs.widths=[4, 8]", "model.kwargs.blocks_per_stage=1"]
-    out = _run([str(venv / "bin" / "e2evision"), "train", "egamma_resnet15", "--data", str(p), "--data", str(e),
-                "--out", "run", *sum((["--set", s] for s in sets), [])], elsewhere, env, timeout=300)
+    out = _run([str(venv / "bin" / "e2evision"), "train", "egamma_resnet15", "--data", str(p),
+                "--data", str(e), "--out", "run", *sum((["--set", s] for s in sets), [])],
+               elsewhere, env, timeout=300)
     assert "test AUC" in out
     metrics = json.loads((elsewhere / "run" / "metrics.json").read_text())
     assert metrics["model"] == "resnet15" and len(metrics["fold_auc"]) == 2

@@ -24,14 +24,14 @@ def packaged_configs() -> dict[str, Path]:
 
 
 def resolve_config(path: str | os.PathLike[str]) -> Path:
-    """``path`` if it is a file, else the packaged config of that name (with or without ``.yaml``)."""
+    """``path`` if it is a file, else the packaged config of that name (``.yaml`` optional)."""
     p = Path(path)
     if p.is_file() or len(p.parts) != 1:
         return p
     found = packaged_configs().get(p.name.removesuffix(".yaml").removesuffix(".yml"))
     if found is None:
-        raise FileNotFoundError(f"config file not found: {path} (neither a file nor a packaged config name; "
-                                "`e2evision configs` lists them)")
+        raise FileNotFoundError(f"config file not found: {path} (neither a file nor a packaged "
+                                "config name; `e2evision configs` lists them)")
     return found
 
 
@@ -42,5 +42,6 @@ def describe(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     data = yaml.safe_load(text) or {}
     comment = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), "")
-    return {"name": path.stem, "run_name": data.get("name"), "format": (data.get("data") or {}).get("format"),
+    return {"name": path.stem, "run_name": data.get("name"),
+            "format": (data.get("data") or {}).get("format"),
             "model": (data.get("model") or {}).get("name"), "about": comment, "path": str(path)}

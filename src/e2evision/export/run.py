@@ -99,7 +99,8 @@ def choose_fold(run_dir: str | Path, fold: int | None = None) -> tuple[int, str]
         return fold, f"fold {fold} (asked for)"
     metrics_path = run / "metrics.json"
     metrics = _read_json(metrics_path, "metrics.json") if metrics_path.is_file() else {}
-    monitor = str(metrics.get("monitor") or ("val_mae" if metrics.get("task") == "regression" else "val_auc"))
+    default = "val_mae" if metrics.get("task") == "regression" else "val_auc"
+    monitor = str(metrics.get("monitor") or default)
     key, higher = _FOLD_METRIC.get(monitor, ("fold_auc", True))
     what = "validation AUC" if higher else "validation MAE"
     values = metrics.get(key)
@@ -109,19 +110,22 @@ def choose_fold(run_dir: str | Path, fold: int | None = None) -> tuple[int, str]
         if ranked:
             best = ranked[0]
             listing = ", ".join(f"{a:.4f}" for a in values)
-            return best, f"fold {best}: best {what} {values[best]:.4f} (metrics.json {key}: {listing})"
+            return best, (f"fold {best}: best {what} {values[best]:.4f} "
+                          f"(metrics.json {key}: {listing})")
     scores = {}
     for k in available:
         info_path = run / f"fold_{k}" / "fold.json"
         if info_path.is_file():
             hist = _read_json(info_path, "fold.json").get("history") or []
-            vals = [h[monitor] for h in hist if isinstance(h, dict) and isinstance(h.get(monitor), (int, float))]
+            vals = [h[monitor] for h in hist
+                    if isinstance(h, dict) and isinstance(h.get(monitor), (int, float))]
             if vals:
                 scores[k] = max(vals) if higher else min(vals)
     if scores:
         pick = max if higher else min
         best = pick(scores, key=lambda k: scores[k])
-        return best, f"fold {best}: best {what} {scores[best]:.4f} (fold.json histories; metrics.json absent)"
+        return best, (f"fold {best}: best {what} {scores[best]:.4f} "
+                      "(fold.json histories; metrics.json absent)")
     return available[0], f"fold {available[0]}: no {what} recorded, first fold with weights"
 
 
@@ -134,7 +138,8 @@ def sha256_file(path: str | Path) -> str:
 
 
 def load_fold(run_dir: str | Path, fold: int | None = None) -> LoadedFold:
-    """Rebuild fold ``fold`` (default: best by the run's monitored metric) of ``run_dir`` in eval mode on the CPU.
+    """Rebuild fold ``fold`` (default: best by the run's monitored metric) of ``run_dir``, in eval
+    mode on the CPU.
 
     The module comes from the runner's own ``build_module`` and the weights load strictly, so the
     exported model is the trained one; ``normalizer.json`` must agree with the loaded buffers.

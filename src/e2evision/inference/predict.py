@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from e2evision.inference.scorers import ExportScorer, ModelContract, RunScorer, ScorerError, open_scorer
+from e2evision.inference.scorers import (
+    ExportScorer,
+    ModelContract,
+    RunScorer,
+    ScorerError,
+    open_scorer,
+)
 from e2evision.inference.writers import open_sink
 
 
@@ -34,8 +40,8 @@ class PredictSummary:
     task: str
 
 
-def open_data(contract: ModelContract, paths: Sequence[str | os.PathLike[str]], data_format: str | None = None,
-              **reader_kwargs: Any) -> Any:
+def open_data(contract: ModelContract, paths: Sequence[str | os.PathLike[str]],
+              data_format: str | None = None, **reader_kwargs: Any) -> Any:
     """The reader of ``paths`` with the run's format and feature table unless told otherwise."""
     from e2evision.datasets import DatasetError
     from e2evision.datasets.feature_table import open_with_features
@@ -61,23 +67,29 @@ def check_data(reader: Any, contract: ModelContract) -> list[int]:
     where = reader.paths[0] if reader.paths else "data"
     shape = tuple(int(s) for s in reader.image_shape)
     if shape != contract.image_shape:
-        raise PredictError(f"{where}: images are {shape} (C, H, W), the model takes {contract.image_shape} "
-                           f"({contract.source}); score data of the geometry it was trained on")
+        raise PredictError(f"{where}: images are {shape} (C, H, W), the model takes "
+                           f"{contract.image_shape} ({contract.source}); score data of the "
+                           "geometry it was trained on")
     names = list(reader.channel_names)
     if contract.channel_names and names != contract.channel_names:
-        raise PredictError(f"{where}: channels are {names}, the model takes {contract.channel_names} in that "
-                           f"order ({contract.source}); pass --data-format for the reader that delivers them")
+        raise PredictError(f"{where}: channels are {names}, the model takes "
+                           f"{contract.channel_names} in that order ({contract.source}); pass "
+                           "--data-format for the reader that delivers them")
     missing = [s for s in contract.scalar_names if s not in reader.scalar_names]
     if missing:
         raise PredictError(f"{where}: the model takes scalar inputs {contract.scalar_names} "
                            f"({contract.source}); this data has no {missing} (it has "
-                           f"{list(reader.scalar_names) or 'none'}; lens features: `e2evision features DATA`)")
+                           f"{list(reader.scalar_names) or 'none'}; lens features: "
+                           "`e2evision features DATA`)")
     if reader.task != contract.task:
-        raise PredictError(f"{where}: the data is a {reader.task} dataset, the model a {contract.task} one "
-                           f"({contract.source}); pass the data it was trained for, or --data-format")
-    if contract.task == "multiclass" and contract.class_names and list(reader.class_names) != contract.class_names:
-        raise PredictError(f"{where}: classes are {list(reader.class_names)}, the model's are "
-                           f"{contract.class_names} ({contract.source}); name the class folders alike")
+        raise PredictError(f"{where}: the data is a {reader.task} dataset, the model a "
+                           f"{contract.task} one ({contract.source}); pass the data it was trained "
+                           "for, or --data-format")
+    classes = list(reader.class_names)
+    if contract.task == "multiclass" and contract.class_names and classes != contract.class_names:
+        raise PredictError(f"{where}: classes are {classes}, the model's are "
+                           f"{contract.class_names} ({contract.source}); name the class folders "
+                           "alike")
     return [list(reader.scalar_names).index(s) for s in contract.scalar_names]
 
 
@@ -96,7 +108,8 @@ def locate(reader: Any, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_columns(contract: ModelContract, scores: np.ndarray) -> dict[str, np.ndarray]:
-    """Binary: ``score`` (probability of label 1); multi-class: ``score_<class>``; regression: ``value``."""
+    """Binary: ``score`` (probability of label 1); multi-class: ``score_<class>``; regression:
+    ``value`` (target units)."""
     if contract.task == "multiclass":
         names = contract.class_names or [str(i) for i in range(scores.shape[1])]
         return {f"score_{n}": scores[:, i].astype(np.float64) for i, n in enumerate(names)}
@@ -126,7 +139,8 @@ def score_batches(scorer: RunScorer | ExportScorer, reader: Any, indices: np.nda
             scores = scorer.score(images, scalars)
             source, row = locate(reader, part)
             label = labels[part]
-            label = label.astype(np.int64) if scorer.contract.task != "regression" else label.astype(np.float64)
+            regression = scorer.contract.task == "regression"
+            label = label.astype(np.float64) if regression else label.astype(np.int64)
             yield {"source": source, "row": row.astype(np.int64), "index": part, "label": label,
                    **score_columns(scorer.contract, scores)}
             if bar is not None:
@@ -136,10 +150,11 @@ def score_batches(scorer: RunScorer | ExportScorer, reader: Any, indices: np.nda
             bar.close()
 
 
-def predict(model: str | os.PathLike[str], data: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-            *, fold: int | None = None, fmt: str | None = None, batch_size: int = 512,
-            data_format: str | None = None, indices: np.ndarray | None = None, progress: bool = False,
-            device: str | None = None, **reader_kwargs: Any) -> PredictSummary:
+def predict(model: str | os.PathLike[str], data: Sequence[str | os.PathLike[str]],
+            out: str | os.PathLike[str], *, fold: int | None = None, fmt: str | None = None,
+            batch_size: int = 512, data_format: str | None = None,
+            indices: np.ndarray | None = None, progress: bool = False, device: str | None = None,
+            **reader_kwargs: Any) -> PredictSummary:
     """Score ``data`` with ``model`` (a run directory or an exported file) into ``out``.
 
     ``fmt``: parquet (default), csv or root; ``indices``: only these samples of ``data``.
@@ -166,4 +181,5 @@ def predict(model: str | os.PathLike[str], data: Sequence[str | os.PathLike[str]
         ok = True
     finally:
         sink.close(ok and rows > 0)
-    return PredictSummary(Path(out), rows, columns, scorer.contract.description, scorer.contract.task)
+    contract = scorer.contract
+    return PredictSummary(Path(out), rows, columns, contract.description, contract.task)

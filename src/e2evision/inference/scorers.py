@@ -52,8 +52,8 @@ class RunScorer:
 
         run = Path(run_dir)
         if not (run / "config.yaml").is_file():
-            raise ScorerError(f"{run}: not a run directory (config.yaml is missing); pass a run from "
-                              "`e2evision train` or an exported model file")
+            raise ScorerError(f"{run}: not a run directory (config.yaml is missing); pass a run "
+                              "from `e2evision train` or an exported model file")
         available = _fold_dirs(run)
         folds = available if fold is None else [fold]
         try:
@@ -65,24 +65,27 @@ class RunScorer:
         first = self.folds[0]
         expected = int(first.config.train.folds)
         if fold is None and len(available) != expected:
-            raise ScorerError(f"{run}: the fold ensemble needs all {expected} folds (train.folds), found "
-                              f"{available}; finish the run with --resume or pass --fold K")
+            raise ScorerError(f"{run}: the fold ensemble needs all {expected} folds (train.folds), "
+                              f"found {available}; finish the run with --resume or pass --fold K")
         self.device = torch.device(device) if device is not None else _default_device(first.config)
         for f in self.folds:
             f.module.to(self.device)
         cfg = first.config
         self.contract = ModelContract(
-            source=str(run / "run.json"), image_shape=first.image_shape, channel_names=first.channel_names,
-            scalar_names=list(first.scalar_names), task=first.task, class_names=first.class_names,
-            data_format=cfg.data.format, data_features=cfg.data.features, reader_kwargs=dict(cfg.data.kwargs),
-            description=(f"the mean of folds {[f.fold for f in self.folds]} of {run}" if fold is None
-                         else f"fold {fold} of {run}"),
+            source=str(run / "run.json"), image_shape=first.image_shape,
+            channel_names=first.channel_names, scalar_names=list(first.scalar_names),
+            task=first.task, class_names=first.class_names, data_format=cfg.data.format,
+            data_features=cfg.data.features, reader_kwargs=dict(cfg.data.kwargs),
+            description=(f"the mean of folds {[f.fold for f in self.folds]} of {run}"
+                         if fold is None else f"fold {fold} of {run}"),
         )
 
     @torch.no_grad()
     def score(self, images: np.ndarray, scalars: np.ndarray | None) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
-        s = None if scalars is None else torch.from_numpy(np.ascontiguousarray(scalars, np.float32)).to(self.device)
+        s = None
+        if scalars is not None:
+            s = torch.from_numpy(np.ascontiguousarray(scalars, np.float32)).to(self.device)
         total: np.ndarray | None = None
         for f in self.folds:
             part = f.module.scores(x, s).float().cpu().numpy().astype(np.float64)
@@ -103,8 +106,8 @@ class ExportScorer:
             raise ScorerError(f"{path}: model file not found")
         fmt = next((k for k, suffix in FORMATS.items() if path.suffix == suffix), None)
         if fmt is None:
-            raise ScorerError(f"{path}: not an exported model (expected {', '.join(FORMATS.values())}) "
-                              "or a run directory")
+            raise ScorerError(f"{path}: not an exported model (expected "
+                              f"{', '.join(FORMATS.values())}) or a run directory")
         try:
             self.preprocess = read_contract(path.parent / FILE_NAME)
             self._run = _runner(fmt, path, [s["name"] for s in self.preprocess["inputs"]],
@@ -114,7 +117,7 @@ class ExportScorer:
         except ImportError as err:  # onnxruntime for an ONNX file
             from e2evision.utils.extras import missing_extra
 
-            raise missing_extra("scoring an ONNX model", "export", err) from None
+            raise missing_extra("Scoring an ONNX model", "export", err) from None
         inputs = {s["kind"]: s for s in self.preprocess["inputs"]}
         image = inputs["image"]
         outputs = self.preprocess["outputs"]
@@ -124,7 +127,8 @@ class ExportScorer:
             raise ScorerError(f"{path.parent / FILE_NAME}: outputs lack {self._key!r}")
         classes = next(o.get("classes") for o in outputs if o["name"] == self._key) or []
         self.contract = ModelContract(
-            source=str(path.parent / FILE_NAME), image_shape=tuple(int(v) for v in image["shape"][1:]),  # type: ignore[arg-type]
+            source=str(path.parent / FILE_NAME),
+            image_shape=tuple(int(v) for v in image["shape"][1:]),  # type: ignore[arg-type]
             channel_names=list(image.get("channels") or []),
             scalar_names=list(inputs["scalars"]["names"]) if "scalars" in inputs else [],
             task=self.task, class_names=list(classes), description=f"the {fmt} export {path}",

@@ -11,7 +11,8 @@
         augment.flip_phi: {type: categorical, choices: [true, false]}
 
 Every trial is an ordinary K-fold run in ``STUDY_DIR/trial_NNNN`` (so a trial can be reported and
-reproduced like any run). Intermediate validation metrics (AUC, or MAE for regression) of the first fold are reported to Optuna
+reproduced like any run). Intermediate validation metrics (AUC, or MAE for regression) of the first
+fold are reported to Optuna
 each epoch, so the pruner can stop hopeless trials early. The study lives in a storage: a local
 SQLite file by default, or any SQLAlchemy URL — with a PostgreSQL server, workers on many machines
 run ``e2evision tune`` with the same ``--study`` and ``--storage`` and share the search.
@@ -60,16 +61,17 @@ def objective_for(tune: TuneConfig, task: str) -> tuple[str, str, str]:
     tasks, direction, monitor = METRICS[metric]
     if task not in tasks:
         fits = ", ".join(k for k, v in METRICS.items() if task in v[0])
-        raise ValueError(f"tune.metric: {metric} is not measured for a {task} task; use one of {fits} "
-                         "(or leave it out: the run's monitor)")
+        raise ValueError(f"tune.metric: {metric} is not measured for a {task} task; use one of "
+                         f"{fits} (or leave it out: the run's monitor)")
     if tune.direction is not None and tune.direction != direction:
+        better = "lower" if direction == "minimize" else "higher"
         raise ValueError(f"tune.direction: {tune.direction} for {metric}, which is better when "
-                         f"{'lower' if direction == 'minimize' else 'higher'}; use {direction} or leave it out")
+                         f"{better}; use {direction} or leave it out")
     return metric, direction, monitor
 
 
 def data_task(cfg: Any) -> str:
-    """The task of the config's data (binary, multiclass, regression), read from the files' metadata."""
+    """The task of the config's data (binary, multiclass, regression), from the files' metadata."""
     from e2evision.training.artifacts import open_experiment_data
 
     if not cfg.data.paths:
@@ -133,7 +135,8 @@ def run_study(
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", worker)
         metrics = run_experiment(trial_cfg, run_dir, command=f"e2evision tune (study {study_name})",
-                                 extra_callbacks=lambda fold: [_PruneOnValidation(trial, monitor)] if fold == 0 else [])
+                                 extra_callbacks=lambda fold: [_PruneOnValidation(trial, monitor)]
+                                 if fold == 0 else [])
         return float(metrics[metric])
 
     study.optimize(objective, n_trials=n_trials, catch=(), gc_after_trial=True)
@@ -159,9 +162,10 @@ def _create_study(name: str, url: str, sampler: Any, pruner: Any, direction: str
 
 
 class _PruneOnValidation:
-    """Lightning callback: report the first fold's validation metric each epoch; prune when told to."""
+    """Lightning callback: report the first fold's validation metric each epoch; prune if told."""
 
-    def __new__(cls, trial: Any, monitor: str = "val_auc"):  # built lazily: importing this needs no Lightning
+    # built lazily, so that importing this module needs no Lightning
+    def __new__(cls, trial: Any, monitor: str = "val_auc"):
         import lightning.pytorch as pl
         import optuna
 
@@ -175,13 +179,14 @@ class _PruneOnValidation:
                 value = float(trainer.callback_metrics[monitor])
                 trial.report(value, step=epoch)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"{monitor} {value:.4f} at epoch {epoch} is worse than the median "
-                                             "of earlier trials")
+                    raise optuna.TrialPruned(f"{monitor} {value:.4f} at epoch {epoch} is worse than "
+                                             "the median of earlier trials")
 
         return _Callback()
 
 
-def summarize(study: Any, cfg: Any, study_dir: Path, url: str, metric: str | None = None) -> dict[str, Any]:
+def summarize(study: Any, cfg: Any, study_dir: Path, url: str,
+              metric: str | None = None) -> dict[str, Any]:
     """Write the best trial's config, a trial table and plots; return the summary."""
     import optuna
 

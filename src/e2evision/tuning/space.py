@@ -35,8 +35,8 @@ class TuneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     params: dict[str, ParamSpec] = Field(default_factory=dict, description="dotted config key → range")
-    # default: the run's own monitor (fold_mae_mean for regression, else fold_auc_mean: macro AUC for
-    # multi-class); the direction follows the metric. See tuning.search.objective_for.
+    # default: the run's own monitor (fold_mae_mean for regression, else fold_auc_mean: macro AUC
+    # for multi-class); the direction follows the metric. See tuning.search.objective_for.
     metric: Literal["fold_auc_mean", "oof_auc", "fold_mae_mean", "oof_mae"] | None = None
     direction: Literal["maximize", "minimize"] | None = None
     pruner: Literal["median", "none"] = "median"

@@ -10,8 +10,8 @@ import importlib
 from types import ModuleType
 
 #: extra -> what it is for, as the message words it
-EXTRAS = {"export": "ONNX export", "tune": "Hyper-parameter search (`e2evision tune`)", "root": "ROOT output",
-          "sim": "The jet and lensing simulators"}
+EXTRAS = {"export": "ONNX export", "tune": "Hyper-parameter search (`e2evision tune`)",
+          "root": "ROOT output", "sim": "The jet and lensing simulators"}
 
 
 class MissingExtraError(ImportError):
