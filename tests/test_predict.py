@@ -56,6 +56,20 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             "topmass": data}
 
 
+@pytest.fixture(scope="session")
+def lens_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A three-class run on DeepLense-layout folders (one .npy file per image)."""
+    from test_training import TINY as TRAINING_TINY
+    from test_training import write_lensing
+
+    base = tmp_path_factory.mktemp("predict_lens")
+    data = write_lensing(base / "lens", per_class=16)
+    cfg = load_config(ROOT / "configs/lensing_resnet15.yaml",
+                      [f"data.paths={json.dumps([str(data)])}", *TRAINING_TINY, "train.max_epochs=1"])
+    run_experiment(cfg, base / "run")
+    return base / "run", data
+
+
 def _npz(run: Path) -> dict[str, np.ndarray]:
     with np.load(run / "predictions.npz", allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
@@ -220,3 +234,18 @@ def test_cli_predict(runs, tmp_path):
     assert bad.exit_code == 2 and "error:" in bad.output
     assert "the model takes (2, 32, 32)" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_multiclass_scores_per_class_and_one_file_per_row(lens_run, tmp_path):
+    run, data = lens_run
+    pred = _npz(run)
+    t = _read(predict(run, [data], tmp_path / "p.parquet").path)
+    classes = ["axion", "cdm", "no_sub"]
+    assert list(t) == ["source", "row", "index", "label", *[f"score_{c}" for c in classes]]
+    scores = np.stack([_by_index(t, f"score_{c}", pred["test_index"]) for c in classes], axis=1)
+    assert np.abs(scores - pred["test_score"]).max() <= 1e-6
+    # each row's source is its own .npy file, inside the folder of its class
+    assert (t["row"] == 0).all() and len(set(t["source"])) == t["index"].size
+    assert all(Path(s).parent.name == classes[int(y)] for s, y in zip(t["source"], t["label"]))
+    x = np.load(t["source"][5])
+    assert x.shape == (16, 16)
