@@ -189,6 +189,8 @@ def test_a_stacked_ensemble_export_says_why_not(runs, tmp_path):
                  lambda: export_ensemble(tmp_path / "stack", "onnx", tmp_path / "m.onnx")):
         with pytest.raises(ExportError, match="'stack' ensemble of finished runs cannot be"):
             call()
+    with pytest.raises(PredictError, match="ensemble.json: an ensemble of finished runs has no model"):
+        predict(tmp_path / "stack", [runs["egamma"]], tmp_path / "p.parquet")
 
 
 def test_data_that_does_not_fit_the_model_is_a_one_line_error(runs, tmp_path):

@@ -54,6 +54,10 @@ class RunScorer:
         if not (run / "config.yaml").is_file():
             raise ScorerError(f"{run}: not a run directory (config.yaml is missing); pass a run "
                               "from `e2evision train` or an exported model file")
+        if (run / "ensemble.json").is_file():
+            raise ScorerError(f"{run / 'ensemble.json'}: an ensemble of finished runs has no model of "
+                              "its own; predict with each member run and apply ensemble.json's "
+                              "'combiner' to their scores")
         available = _fold_dirs(run)
         folds = available if fold is None else [fold]
         try:
