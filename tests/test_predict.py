@@ -144,7 +144,7 @@ def test_fold_ensemble_export_is_the_mean_of_the_folds_and_predict_reproduces_it
     assert [o["name"] for o in contract["outputs"]] == ["prob"]
     assert contract["inputs"][0]["preprocess"]["mode"] == "none"
     # independently: per-fold training modules on raw test images, averaged
-    with open_dataset(sorted(runs["egamma"].glob("*.hdf5"))) as ds:
+    with open_dataset(load_config(run / "config.yaml").data.paths) as ds:  # the run's order
         x, _ = ds.read(pred["test_index"])
     with torch.no_grad():
         folds = [load_fold_module(run, k).scores(torch.from_numpy(x)).numpy() for k in (0, 1)]
@@ -251,3 +251,24 @@ def test_multiclass_scores_per_class_and_one_file_per_row(lens_run, tmp_path):
     assert all(Path(s).parent.name == classes[int(y)] for s, y in zip(t["source"], t["label"]))
     x = np.load(t["source"][5])
     assert x.shape == (16, 16)
+
+
+def test_cli_export_ensemble(runs, tmp_path):
+    run = runs["binary"]
+    out = tmp_path / "ts" / "model.pt"
+    res = CliRunner().invoke(app, ["export", str(runs["binary"]), "--ensemble", "--format",
+                                   "torchscript", "--out", str(out), "--n-check", "8"])
+    assert res.exit_code == 0, res.output
+    assert "chose the fold ensemble: mean of folds [0, 1]" in res.output and out.is_file()
+    pred = _npz(runs["binary"])
+    module = torch.jit.load(str(out))
+    from e2evision.datasets import open_dataset
+
+    with open_dataset(load_config(run / "config.yaml").data.paths) as ds:  # the run's order
+        x, _ = ds.read(pred["test_index"][:8])
+    with torch.no_grad():
+        (prob,) = module(torch.from_numpy(x))
+    np.testing.assert_allclose(prob.numpy()[:, 0], pred["test_score"][:8], rtol=0, atol=1e-5)
+    both = CliRunner().invoke(app, ["export", str(runs["binary"]), "--ensemble", "--fold", "0",
+                                    "--format", "torchscript", "--out", str(tmp_path / "m.pt")])
+    assert both.exit_code == 2 and "--ensemble exports every fold; drop --fold" in both.output

@@ -190,6 +190,14 @@ def test_a_regression_study_minimises_the_fold_mae_and_its_best_trial_reproduces
         assert t.value == pytest.approx(m["fold_mae_mean"]) and m["task"] == "regression"
         values[t.number] = t.value
     assert study.best_trial.number == min(values, key=values.get)
+    # the report lists the trials best first: lowest MAE first for this study
+    import re
+
+    from e2evision.report import build_report
+
+    page = build_report([tmp_path / "study"], tmp_path / "r.html", saliency=False).read_text()
+    listed = [int(n) for n in re.findall(r"<tr><td>(\d+)</td><td>COMPLETE</td>", page)]
+    assert listed == sorted(values, key=values.get)
     best_cfg = load_config(tmp_path / "study" / "best_config.yaml")
     again = run_experiment(best_cfg, tmp_path / "again")
     assert again["fold_mae_mean"] == pytest.approx(study.best_value, abs=1e-9)
