@@ -189,7 +189,7 @@ def test_a_stacked_ensemble_export_says_why_not(runs, tmp_path):
                  lambda: export_ensemble(tmp_path / "stack", "onnx", tmp_path / "m.onnx")):
         with pytest.raises(ExportError, match="'stack' ensemble of finished runs cannot be"):
             call()
-    with pytest.raises(PredictError, match="ensemble.json: an ensemble of finished runs has no model"):
+    with pytest.raises(PredictError, match="ensemble.json: an ensemble of finished runs has no"):
         predict(tmp_path / "stack", [runs["egamma"]], tmp_path / "p.parquet")
 
 

@@ -159,11 +159,13 @@ def test_objective_follows_the_task_and_contradictions_are_errors():
 
     assert objective_for(TuneConfig(), "regression") == ("fold_mae_mean", "minimize", "val_mae")
     assert objective_for(TuneConfig(), "multiclass") == ("fold_auc_mean", "maximize", "val_auc")
-    assert objective_for(TuneConfig(metric="oof_auc"), "binary") == ("oof_auc", "maximize", "val_auc")
-    with pytest.raises(ValueError, match="tune.metric: fold_auc_mean is not measured for a regression task; "
-                                         "use one of fold_mae_mean, oof_mae"):
+    assert objective_for(TuneConfig(metric="oof_auc"), "binary") == ("oof_auc", "maximize",
+                                                                      "val_auc")
+    with pytest.raises(ValueError, match="tune.metric: fold_auc_mean is not measured for a "
+                                         "regression task; use one of fold_mae_mean, oof_mae"):
         objective_for(TuneConfig(metric="fold_auc_mean"), "regression")
-    with pytest.raises(ValueError, match="tune.direction: maximize for fold_mae_mean, which is better when lower"):
+    with pytest.raises(ValueError, match="tune.direction: maximize for fold_mae_mean, which is "
+                                         "better when lower"):
         objective_for(TuneConfig(direction="maximize"), "regression")
 
 
@@ -179,10 +181,13 @@ def test_a_regression_study_minimises_the_fold_mae_and_its_best_trial_reproduces
     data = write_top_mass(tmp_path / "top_gun_opendata_0.parquet", n=80)
     cfg = load_config(ROOT / "configs/top_mass_resnet15.yaml", [
         f"data.paths={json.dumps([str(data)])}", "data.kwargs={image_size: [16, 16]}", *FAST,
-        "model.kwargs.blocks_per_stage=1", "tune.params={train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}"])
+        "model.kwargs.blocks_per_stage=1",
+        "tune.params={train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}"])
     summary = run_study(cfg, "reg", 2, out_dir=tmp_path / "study")
-    assert summary["n_complete"] == 2 and summary["metric"] == "fold_mae_mean" and summary["direction"] == "minimize"
-    study = optuna.load_study(study_name="reg", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    assert summary["n_complete"] == 2 and summary["metric"] == "fold_mae_mean"
+    assert summary["direction"] == "minimize"
+    study = optuna.load_study(study_name="reg",
+                              storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     values = {}
     for t in study.get_trials():
