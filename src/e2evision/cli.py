@@ -535,6 +535,8 @@ def export_cmd(
                f"{diffs} (tolerance {r.atol:g} + {r.rtol:g}·|ref|)")
     for note in r.notes:
         typer.echo(f"note: {note}")
+    if not ensemble:
+        typer.echo("note: the run's test metrics score the mean of all its folds; --ensemble exports that model")
     typer.echo(f"wrote {r.path} and {r.preprocess_path} in {r.seconds:.0f} s")
 
 
