@@ -49,9 +49,9 @@ class FoldScores(nn.Module):
                 self.add_module(name, child)
         for name, buf in module.named_buffers(recurse=False):
             self.register_buffer(name, buf)
-        for name, value in vars(module).items():
-            if not name.startswith("_") and isinstance(value, (bool, int, float, str, type(None))):
-                setattr(self, name, value)
+        for name, value in vars(module).items():  # plain settings read by raw(): task, flags, ...
+            if not name.startswith("_") and not hasattr(self, name):
+                object.__setattr__(self, name, value)
         self._scores = type(module).scores
         self._raw = type(module).raw
 
