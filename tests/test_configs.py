@@ -77,3 +77,26 @@ def test_stage_pattern_that_matches_nothing_is_an_error_naming_it():
         build_module(cfg, (3, 125, 125), "binary")
     with pytest.raises(ValueError, match="stage 2 would start at epoch 30 but max_epochs is 30"):
         load_config(ROOT / "configs/quark_gluon_hybrid.yaml", ["train.stages=[{epochs: 30}, {epochs: 1}]"])
+
+
+def test_configs_are_packaged_and_usable_by_name(tmp_path, monkeypatch):
+    """The package's configs are the checkout's configs/ files; a name works wherever a path does."""
+    from typer.testing import CliRunner
+
+    from e2evision.cli import app
+    from e2evision.config_files import packaged_configs, resolve_config
+
+    shipped = packaged_configs()
+    assert {n: p.read_bytes() for n, p in shipped.items()} == {p.stem: p.read_bytes() for p in CONFIGS}
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the name resolves inside the package
+    assert resolve_config("egamma_resnet15") == resolve_config("egamma_resnet15.yaml") == shipped["egamma_resnet15"]
+    assert load_config("egamma_resnet15").model_dump() == load_config(ROOT / "configs/egamma_resnet15.yaml").model_dump()
+    with pytest.raises(FileNotFoundError, match=r"config file not found: nope \(neither a file nor a packaged config name"):
+        load_config("nope")
+    with pytest.raises(FileNotFoundError, match="config file not found: sub/nope.yaml"):
+        load_config("sub/nope.yaml")
+    res = CliRunner().invoke(app, ["configs", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in __import__("json").loads(res.output)}
+    assert set(rows) == set(shipped)
+    assert rows["top_mass_resnet15"]["format"] == "top-mass" and rows["top_mass_resnet15"]["model"] == "resnet15"

@@ -151,3 +151,58 @@ def test_tune_without_a_space_is_a_clear_error(tmp_path, egamma_pair):
     res = CliRunner().invoke(app, ["tune", str(ROOT / "configs/egamma_resnet15.yaml"), "--trials", "1",
                                    "--study", "x", "--out", str(tmp_path / "s"), "--data", str(p)])
     assert res.exit_code == 2 and "no 'tune.params' search space" in res.output
+
+
+def test_objective_follows_the_task_and_contradictions_are_errors():
+    from e2evision.tuning.search import objective_for
+    from e2evision.tuning.space import TuneConfig
+
+    assert objective_for(TuneConfig(), "regression") == ("fold_mae_mean", "minimize", "val_mae")
+    assert objective_for(TuneConfig(), "multiclass") == ("fold_auc_mean", "maximize", "val_auc")
+    assert objective_for(TuneConfig(metric="oof_auc"), "binary") == ("oof_auc", "maximize",
+                                                                      "val_auc")
+    with pytest.raises(ValueError, match="tune.metric: fold_auc_mean is not measured for a "
+                                         "regression task; use one of fold_mae_mean, oof_mae"):
+        objective_for(TuneConfig(metric="fold_auc_mean"), "regression")
+    with pytest.raises(ValueError, match="tune.direction: maximize for fold_mae_mean, which is "
+                                         "better when lower"):
+        objective_for(TuneConfig(direction="maximize"), "regression")
+
+
+@pytest.mark.slow
+def test_a_regression_study_minimises_the_fold_mae_and_its_best_trial_reproduces(tmp_path):
+    """Two trials on top-mass regression: value = the trial's fold MAE mean, best = the lowest."""
+    import optuna
+    from test_training import write_top_mass
+
+    from e2evision.training import run_experiment
+    from e2evision.tuning import run_study
+
+    data = write_top_mass(tmp_path / "top_gun_opendata_0.parquet", n=80)
+    cfg = load_config(ROOT / "configs/top_mass_resnet15.yaml", [
+        f"data.paths={json.dumps([str(data)])}", "data.kwargs={image_size: [16, 16]}", *FAST,
+        "model.kwargs.blocks_per_stage=1",
+        "tune.params={train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}"])
+    summary = run_study(cfg, "reg", 2, out_dir=tmp_path / "study")
+    assert summary["n_complete"] == 2 and summary["metric"] == "fold_mae_mean"
+    assert summary["direction"] == "minimize"
+    study = optuna.load_study(study_name="reg",
+                              storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    values = {}
+    for t in study.get_trials():
+        m = json.loads((Path(t.user_attrs["run_dir"]) / "metrics.json").read_text())
+        assert t.value == pytest.approx(m["fold_mae_mean"]) and m["task"] == "regression"
+        values[t.number] = t.value
+    assert study.best_trial.number == min(values, key=values.get)
+    # the report lists the trials best first: lowest MAE first for this study
+    import re
+
+    from e2evision.report import build_report
+
+    page = build_report([tmp_path / "study"], tmp_path / "r.html", saliency=False).read_text()
+    listed = [int(n) for n in re.findall(r"<tr><td>(\d+)</td><td>COMPLETE</td>", page)]
+    assert listed == sorted(values, key=values.get)
+    best_cfg = load_config(tmp_path / "study" / "best_config.yaml")
+    again = run_experiment(best_cfg, tmp_path / "again")
+    assert again["fold_mae_mean"] == pytest.approx(study.best_value, abs=1e-9)

@@ -333,7 +333,7 @@ def models(
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="Experiment config (YAML); with --resume, defaults to OUT/config.yaml.")] = None,
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment config (YAML file, or a packaged config name: e2evision configs); with --resume, defaults to OUT/config.yaml.")] = None,
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Data files/directories (replace data.paths).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/NAME).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Override the config's seed.")] = None,
@@ -455,7 +455,7 @@ def tune(
     try:
         cfg = load_config(config, sets)
         summary = run_study(cfg, study, trials, out_dir=out, storage=storage, worker=worker)
-    except (ValueError, FileNotFoundError, DatasetError) as err:
+    except (ValueError, FileNotFoundError, DatasetError, ImportError) as err:
         _fail(str(err))
     best = summary.get("best")
     typer.echo(f"study {study}: {summary['n_complete']} complete, {summary['n_pruned']} pruned of {summary['n_trials']}")
@@ -524,18 +524,25 @@ def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory (from e2evision train).")],
     format: Annotated[str, typer.Option("--format", help="onnx, torchscript or aoti (AOTInductor .pt2).")],
     out: Annotated[Path, typer.Option("--out", help="Model file to write; preprocess.json goes beside it.")],
-    fold: Annotated[Optional[int], typer.Option("--fold", help="Fold to export (default: best validation AUC).")] = None,
+    fold: Annotated[Optional[int], typer.Option("--fold", help="Fold to export (default: the best by the run's monitored metric: validation AUC, or MAE for regression).")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="Export the mean of all folds as one model (what the test metrics evaluated).")] = False,
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="The run's data at a new location (for the check).")] = None,
     n_check: Annotated[int, typer.Option("--n-check", help="Test-split samples the export is checked on.")] = 64,
     atol: Annotated[float, typer.Option(help="Absolute tolerance of the check against PyTorch.")] = 1e-5,
     rtol: Annotated[float, typer.Option(help="Relative tolerance of the check against PyTorch.")] = 1e-5,
 ) -> None:
-    """Export one fold without its normaliser, plus preprocess.json; verified against PyTorch first."""
+    """Export one fold (without its normaliser, plus preprocess.json) or the fold ensemble; verified against PyTorch first."""
     from e2evision.export import ExportError, export_model
+    from e2evision.export.ensemble import export_ensemble
 
+    if ensemble and fold is not None:
+        _fail("--ensemble exports every fold; drop --fold")
+    paths = [str(p) for p in data] if data else None
     try:
-        r = export_model(run_dir, format, out, fold=fold, data=[str(p) for p in data] if data else None,
-                         n_check=n_check, atol=atol, rtol=rtol)
+        if ensemble:
+            r = export_ensemble(run_dir, format, out, data=paths, n_check=n_check, atol=atol, rtol=rtol)
+        else:
+            r = export_model(run_dir, format, out, fold=fold, data=paths, n_check=n_check, atol=atol, rtol=rtol)
     except ExportError as err:
         _fail(str(err))
     typer.echo(f"chose {r.fold_reason}")
@@ -544,7 +551,55 @@ def export_cmd(
                f"{diffs} (tolerance {r.atol:g} + {r.rtol:g}·|ref|)")
     for note in r.notes:
         typer.echo(f"note: {note}")
+    if not ensemble:
+        typer.echo("note: the run's test metrics score the mean of all its folds; --ensemble exports that model")
     typer.echo(f"wrote {r.path} and {r.preprocess_path} in {r.seconds:.0f} s")
+
+
+@app.command()
+def configs(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The configs shipped with the package; pass a name wherever a CONFIG path goes (e2evision train egamma_resnet15)."""
+    from e2evision.config_files import configs_dir, describe, packaged_configs
+
+    rows = [describe(p) for p in packaged_configs().values()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        _fail(f"no configs found in {configs_dir()}", code=1)
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        typer.echo(f"{r['name']:<{width}}  {r['format'] or '?':<12} {r['model'] or '?'}")
+    typer.echo(f"({len(rows)} configs in {configs_dir()})")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A finished run directory, or an exported model (.onnx, .pt, .pt2) with preprocess.json beside it.")],
+    data: Annotated[list[Path], typer.Option("--data", help="Files, patterns or directories to score (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", help="Table to write: .parquet (default), .csv or .root.")],
+    fold: Annotated[Optional[int], typer.Option("--fold", help="Score with this fold only (default: the mean of all folds, as the run's test split was evaluated).")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="parquet, csv or root (a TTree 'predictions'); default from --out's suffix.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples read and scored at once (bounds memory).")] = 512,
+    data_format: Annotated[Optional[str], typer.Option("--data-format", help="Reader format (default: the run's, or detected).")] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickled DeepLense axion files (trusted files only).")] = False,
+    options: Annotated[Optional[list[str]], typer.Option("--option", help="Reader option key=value.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Score new data with a run's fold ensemble, one fold, or an exported model, through the run's own preprocessing."""
+    from e2evision.datasets import DatasetError
+    from e2evision.inference import PredictError
+    from e2evision.inference import predict as run_predict
+
+    try:
+        s = run_predict(model, data, out, fold=fold, fmt=format, batch_size=batch_size, data_format=data_format,
+                        progress=progress, **_reader_options(allow_pickle, options))
+    except (PredictError, DatasetError, FileNotFoundError, ImportError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(f"scored {s.rows} samples with {s.model} ({s.task}); columns {', '.join(s.columns)}")
+    typer.echo(f"wrote {s.path}")
 
 
 @app.command()

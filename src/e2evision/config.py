@@ -263,6 +263,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     raw: dict[str, Any] = copy.deepcopy(dict(data or {}))  # overrides must not edit the caller's dict
     source = "<dict>"
     if path is not None:
+        from e2evision.config_files import resolve_config
+
+        path = resolve_config(path)  # a file, or a packaged config's name (e2evision configs)
         source = str(path)
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

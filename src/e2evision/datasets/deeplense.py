@@ -1,6 +1,6 @@
 """DeepLense strong-lensing images: one ``.npy`` per image in a folder per class.
 
-Layouts (``../shared/specs/datasets.md`` §5)::
+Layouts (``docs/datasets.md``)::
 
     dataset/train/{no,sphere,vort}/*.npy          common test set, (1, 150, 150) float64
     Model_I/{axion,cdm,no_sub}/*.npy              Model I–III sets, 150×150 (I) or 64×64 (II, III)

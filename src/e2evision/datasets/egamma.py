@@ -1,6 +1,6 @@
 """Image datasets in HDF5: CMS electron/photon crops and the quark/gluon HDF5 variant.
 
-Electron/photon schema (``../shared/specs/datasets.md`` §1): each file holds ``X`` float32 ``(N, 32, 32, 2)``
+Electron/photon schema (``docs/datasets.md``): each file holds ``X`` float32 ``(N, 32, 32, 2)``
 channels-last (ECAL energy, hit time) and ``y`` float32 ``(N,)`` with photon = 0, electron = 1.
 The public set is two files, one per class; users concatenate them (photon first). This reader
 takes any number of such files (two single-class files or one holding both classes), checks the

@@ -1,6 +1,6 @@
 """CMS jet images in Parquet: quark/gluon, boosted top vs QCD, and top-quark mass regression.
 
-Schemas (``../shared/specs/datasets.md`` §2–4), all channels-first nested lists of 125 × 125:
+Schemas (``docs/datasets.md``), all channels-first nested lists of 125 × 125:
 
 ============  ==============================  ====================  =========================
 format        image column                    label / target        scalars (default)

@@ -258,6 +258,35 @@ def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLi
     example = tuple(torch.from_numpy(batch_of(example_rows)[name]) for name in input_names)
     graph = export_graph(loaded)
 
+    inputs_desc = "test-split samples of the run's data" if stored is not None else "first samples of the run's data"
+    sizes, worst = stage_verify_publish(fmt, graph, example, input_names, output_names, batch_of, reference, n,
+                                        out_path, contract, loaded.config.model.name, inputs_desc, atol, rtol)
+    return ExportResult(
+        format=fmt, path=out_path, preprocess_path=out_path.parent / FILE_NAME, fold=loaded.fold,
+        fold_reason=loaded.fold_reason, rows=n, batch_sizes=sizes, max_abs_diff=worst,
+        stored_max_abs_diff=stored_diff, atol=atol, rtol=rtol, seconds=time.perf_counter() - t0, notes=notes,
+    )
+
+
+def stage_verify_publish(fmt: str, graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
+                         output_names: list[str], batch_of: Callable[[np.ndarray], dict[str, np.ndarray]],
+                         reference: dict[str, np.ndarray], n: int, out_path: Path, contract: dict[str, Any],
+                         model_name: str, inputs_desc: str, atol: float, rtol: float,
+                         against: str = "the training module on the same raw inputs (normaliser included)"
+                         ) -> tuple[list[int], dict[str, float]]:
+    """Write ``graph`` as ``fmt`` in a staging folder, run it with its own runtime at batch sizes
+    n, 1 and 3 against ``reference``, and only then move it to ``out_path`` with preprocess.json.
+
+    Shared by single-fold and fold-ensemble exports, so both are verified the same way.
+    """
+    if fmt == "onnx":
+        from e2evision.utils.extras import require
+
+        for module in ("onnx", "onnxscript", "onnxruntime"):
+            try:
+                require(module, "export")
+            except ImportError as err:
+                raise ExportError(str(err)) from None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
     try:
@@ -272,7 +301,7 @@ def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLi
         except ExportError:
             raise
         except Exception as err:  # exporter failures come as many types; name the step and the model
-            raise ExportError(f"{fmt} export of {loaded.config.model.name} failed: {type(err).__name__}: {err}") from err
+            raise ExportError(f"{fmt} export of {model_name} failed: {type(err).__name__}: {err}") from err
 
         run = _runner(fmt, staged, input_names, output_names)
         sizes = list(dict.fromkeys([n, 1, min(3, n)]))
@@ -282,7 +311,7 @@ def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLi
             try:
                 got = run(batch_of(rows))
             except Exception as err:  # e.g. a shape the exporter fixed at the example's batch size
-                raise ExportError(f"the {fmt} export of {loaded.config.model.name} fails at batch size {b}: "
+                raise ExportError(f"the {fmt} export of {model_name} fails at batch size {b}: "
                                   f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}") from err
             want = {k: v[rows] for k, v in reference.items()}
             diffs = compare_outputs(got, want, atol, rtol, f"{fmt} export at batch size {b}")
@@ -294,12 +323,12 @@ def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLi
             "sha256": sha256_file(staged),
             "verified": {
                 "rows": n,
-                "inputs": "test-split samples of the run's data" if stored is not None else "first samples of the run's data",
+                "inputs": inputs_desc,
                 "batch_sizes": sizes,
                 "max_abs_diff": worst,
                 "atol": atol,
                 "rtol": rtol,
-                "against": "the training module on the same raw inputs (normaliser included)",
+                "against": against,
             },
         }
         pre_path = out_path.parent / FILE_NAME
@@ -310,17 +339,16 @@ def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLi
         atomic_write_json(pre_path, contract)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    return ExportResult(
-        format=fmt, path=out_path, preprocess_path=out_path.parent / FILE_NAME, fold=loaded.fold,
-        fold_reason=loaded.fold_reason, rows=n, batch_sizes=sizes, max_abs_diff=worst,
-        stored_max_abs_diff=stored_diff, atol=atol, rtol=rtol, seconds=time.perf_counter() - t0, notes=notes,
-    )
+    return sizes, worst
 
 
 def load_source_fold(model_path: str | os.PathLike[str]) -> tuple[dict[str, Any], LoadedFold]:
     """The preprocess.json beside an exported model and the fold it was exported from (weights checked)."""
     pre = read_contract(Path(model_path).parent / FILE_NAME)
     src = pre["source"]
+    if src.get("folds") is not None:
+        raise ExportError(f"{Path(model_path).parent / FILE_NAME}: a fold-ensemble export; verify-cpp compares "
+                          "with one fold's training module: export a single fold (--fold K) to check the engine")
     fold = load_fold(src["run_dir"], int(src["fold"]))
     if fold.weights_sha256 != src.get("weights_sha256"):
         raise ExportError(f"{fold.weights_path}: weights changed since the export (sha256 differs from preprocess.json)")

@@ -71,16 +71,25 @@ def _fold_dirs(run_dir: Path) -> list[int]:
     return sorted(folds)
 
 
-def choose_fold(run_dir: str | Path, fold: int | None = None) -> tuple[int, str]:
-    """The fold to export and why: ``fold`` if given, else the best validation AUC.
+#: the runner's monitor -> (metrics.json per-fold list, whether larger is better)
+_FOLD_METRIC = {"val_auc": ("fold_auc", True), "val_mae": ("fold_mae", False)}
 
-    The validation AUC per fold is ``metrics.json``'s ``fold_auc`` (out-of-fold AUC of the best
-    epoch); an interrupted run without metrics.json falls back to the best ``val_auc`` in each
-    ``fold_K/fold.json`` history.
+
+def choose_fold(run_dir: str | Path, fold: int | None = None) -> tuple[int, str]:
+    """The fold to export and why: ``fold`` if given, else the best by the run's own monitor.
+
+    The monitor is ``metrics.json``'s ``monitor`` (``val_auc``: highest ``fold_auc``, binary and
+    multi-class; ``val_mae``: lowest ``fold_mae``, regression), each the out-of-fold value of the
+    best epoch; an interrupted run without metrics.json falls back to the best monitored value in
+    each ``fold_K/fold.json`` history.
     """
     run = Path(run_dir)
     if not run.is_dir():
         raise ExportError(f"{run}: run directory not found")
+    if (run / "ensemble.json").is_file():
+        from e2evision.export.ensemble import stacked_ensemble_error
+
+        raise stacked_ensemble_error(run)
     available = _fold_dirs(run)
     if not available:
         raise ExportError(f"{run}: no fold_K/model.safetensors in this run directory (did training finish a fold?)")
@@ -89,26 +98,35 @@ def choose_fold(run_dir: str | Path, fold: int | None = None) -> tuple[int, str]
             raise ExportError(f"{run}: fold {fold} has no model.safetensors; folds available: {available}")
         return fold, f"fold {fold} (asked for)"
     metrics_path = run / "metrics.json"
-    if metrics_path.is_file():
-        aucs = _read_json(metrics_path, "metrics.json").get("fold_auc")
-        if isinstance(aucs, list) and aucs and all(isinstance(a, (int, float)) for a in aucs):
-            ranked = [k for k in np.argsort(aucs)[::-1] if k in available]
-            if ranked:
-                best = int(ranked[0])
-                listing = ", ".join(f"{a:.4f}" for a in aucs)
-                return best, f"fold {best}: best validation AUC {aucs[best]:.4f} (metrics.json fold_auc: {listing})"
+    metrics = _read_json(metrics_path, "metrics.json") if metrics_path.is_file() else {}
+    default = "val_mae" if metrics.get("task") == "regression" else "val_auc"
+    monitor = str(metrics.get("monitor") or default)
+    key, higher = _FOLD_METRIC.get(monitor, ("fold_auc", True))
+    what = "validation AUC" if higher else "validation MAE"
+    values = metrics.get(key)
+    if isinstance(values, list) and values and all(isinstance(a, (int, float)) for a in values):
+        order = np.argsort(values)[::-1] if higher else np.argsort(values, kind="stable")
+        ranked = [int(k) for k in order if k in available]
+        if ranked:
+            best = ranked[0]
+            listing = ", ".join(f"{a:.4f}" for a in values)
+            return best, (f"fold {best}: best {what} {values[best]:.4f} "
+                          f"(metrics.json {key}: {listing})")
     scores = {}
     for k in available:
         info_path = run / f"fold_{k}" / "fold.json"
         if info_path.is_file():
             hist = _read_json(info_path, "fold.json").get("history") or []
-            vals = [h["val_auc"] for h in hist if isinstance(h, dict) and isinstance(h.get("val_auc"), (int, float))]
+            vals = [h[monitor] for h in hist
+                    if isinstance(h, dict) and isinstance(h.get(monitor), (int, float))]
             if vals:
-                scores[k] = max(vals)
+                scores[k] = max(vals) if higher else min(vals)
     if scores:
-        best = max(scores, key=lambda k: scores[k])
-        return best, f"fold {best}: best validation AUC {scores[best]:.4f} (fold.json histories; metrics.json absent)"
-    return available[0], f"fold {available[0]}: no validation AUC recorded, first fold with weights"
+        pick = max if higher else min
+        best = pick(scores, key=lambda k: scores[k])
+        return best, (f"fold {best}: best {what} {scores[best]:.4f} "
+                      "(fold.json histories; metrics.json absent)")
+    return available[0], f"fold {available[0]}: no {what} recorded, first fold with weights"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -120,7 +138,8 @@ def sha256_file(path: str | Path) -> str:
 
 
 def load_fold(run_dir: str | Path, fold: int | None = None) -> LoadedFold:
-    """Rebuild fold ``fold`` (default: best validation AUC) of ``run_dir`` in eval mode on the CPU.
+    """Rebuild fold ``fold`` (default: best by the run's monitored metric) of ``run_dir``, in eval
+    mode on the CPU.
 
     The module comes from the runner's own ``build_module`` and the weights load strictly, so the
     exported model is the trained one; ``normalizer.json`` must agree with the loaded buffers.

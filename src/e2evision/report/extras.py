@@ -111,7 +111,7 @@ def _study(extra: Extra, anchor: str) -> str:
     best = d.get("best") or {}
     params = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in (best.get("params") or {}).items())
     trials = sorted((t for t in d.get("trials", []) if isinstance(t.get("value"), (int, float))),
-                    key=lambda t: t["value"], reverse=True)[:10]
+                    key=lambda t: t["value"], reverse=d.get("direction") != "minimize")[:10]
     keys = sorted({k for t in trials for k in (t.get("params") or {})})
     head = "".join(f"<th>{_e(h)}</th>" for h in ["trial", "state", "value", *keys])
     body = "".join("<tr>" + f"<td>{t['number']}</td><td>{_e(t['state'])}</td><td>{_f(t['value'])}</td>"

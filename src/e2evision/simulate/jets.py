@@ -1,6 +1,6 @@
 """Jet images from Pythia 8 + FastJet in the public CMS Parquet schemas (quark/gluon, top, top mass).
 
-Three datasets (``../shared/specs/datasets.md`` §2-4, ``docs/simulation.md``):
+Three datasets (``docs/datasets.md``, ``docs/simulation.md``):
 
 * ``quark-gluon``: pp -> Z(-> nu nu) + jet at 13 TeV; ``qg -> Z q`` gives quark jets (y = 0),
   ``q qbar -> Z g`` gluon jets (y = 1); anti-kT R = 0.4; 3 channels (tracks, ECAL, HCAL).
@@ -48,6 +48,7 @@ from e2evision.simulate.response import (
     pileup_pool,
     response_metadata,
 )
+from e2evision.utils.extras import MissingExtraError
 from e2evision.utils.io import atomic_path
 from e2evision.utils.provenance import package_versions
 
@@ -77,7 +78,7 @@ _PYTHIA_SEED_SPAN = 899_999_999  # Pythia accepts 0 < seed < 900,000,000
 _NEUTRINOS = (12, 14, 16)
 
 
-class MissingSimulatorError(ImportError):
+class MissingSimulatorError(MissingExtraError):
     """Pythia 8 (``pythia8mc``), FastJet or awkward is not installed: the ``[sim]`` extra."""
 
 

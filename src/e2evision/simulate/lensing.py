@@ -43,6 +43,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from e2evision.utils.extras import MissingExtraError as _MissingExtraError
+
 from e2evision.utils.io import atomic_path, atomic_write_json, atomic_write_text
 from e2evision.utils.provenance import package_versions
 
@@ -75,7 +77,7 @@ _C_KM_S = 299_792.458
 _INSTALL_HINT = "pip install 'e2evision[sim]'"
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(_MissingExtraError):
     """Raised when the optional simulation packages (lenstronomy, astropy) are not installed."""
 
 

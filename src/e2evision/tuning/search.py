@@ -1,8 +1,9 @@
 """Bayesian hyper-parameter search with Optuna's TPE over a space declared in the config.
 
     tune:
-      metric: fold_auc_mean          # what a trial returns (never the test split)
-      pruner: median                 # stop trials whose validation AUC lags the median
+      metric: fold_auc_mean          # what a trial returns (never the test split); default: the
+                                     # run's monitor (fold_mae_mean for regression, minimised)
+      pruner: median                 # stop trials whose validation metric lags the median
       params:
         train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
         model.kwargs.depth: {type: int, low: 2, high: 6}
@@ -10,7 +11,8 @@
         augment.flip_phi: {type: categorical, choices: [true, false]}
 
 Every trial is an ordinary K-fold run in ``STUDY_DIR/trial_NNNN`` (so a trial can be reported and
-reproduced like any run). Intermediate validation AUCs of the first fold are reported to Optuna
+reproduced like any run). Intermediate validation metrics (AUC, or MAE for regression) of the first
+fold are reported to Optuna
 each epoch, so the pruner can stop hopeless trials early. The study lives in a storage: a local
 SQLite file by default, or any SQLAlchemy URL — with a PostgreSQL server, workers on many machines
 run ``e2evision tune`` with the same ``--study`` and ``--storage`` and share the search.
@@ -42,6 +44,42 @@ def suggest(trial: Any, params: dict[str, ParamSpec]) -> dict[str, Any]:
     return out
 
 
+#: metric -> (task kinds it applies to, direction, the per-epoch validation metric that prunes)
+METRICS = {"fold_auc_mean": (("binary", "multiclass"), "maximize", "val_auc"),
+           "oof_auc": (("binary", "multiclass"), "maximize", "val_auc"),
+           "fold_mae_mean": (("regression",), "minimize", "val_mae"),
+           "oof_mae": (("regression",), "minimize", "val_mae")}
+
+
+def objective_for(tune: TuneConfig, task: str) -> tuple[str, str, str]:
+    """``(metric, direction, pruning monitor)`` for ``task``: the config's, or the run's monitor.
+
+    A metric that the task does not produce, or a direction against the metric, is an error
+    before any trial trains (it used to be a KeyError after the first one).
+    """
+    metric = tune.metric or ("fold_mae_mean" if task == "regression" else "fold_auc_mean")
+    tasks, direction, monitor = METRICS[metric]
+    if task not in tasks:
+        fits = ", ".join(k for k, v in METRICS.items() if task in v[0])
+        raise ValueError(f"tune.metric: {metric} is not measured for a {task} task; use one of "
+                         f"{fits} (or leave it out: the run's monitor)")
+    if tune.direction is not None and tune.direction != direction:
+        better = "lower" if direction == "minimize" else "higher"
+        raise ValueError(f"tune.direction: {tune.direction} for {metric}, which is better when "
+                         f"{better}; use {direction} or leave it out")
+    return metric, direction, monitor
+
+
+def data_task(cfg: Any) -> str:
+    """The task of the config's data (binary, multiclass, regression), from the files' metadata."""
+    from e2evision.training.artifacts import open_experiment_data
+
+    if not cfg.data.paths:
+        raise ValueError("no data: set data.paths in the config or pass --data")
+    with open_experiment_data(cfg) as reader:
+        return str(reader.task)
+
+
 def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
@@ -69,21 +107,23 @@ def run_study(
     Returns a summary of the whole study (all workers' trials so far) and writes
     ``best_config.yaml``, ``trials.json`` and the history / importance plots into the study folder.
     """
-    import optuna
+    from e2evision.utils.extras import require
 
+    optuna = require("optuna", "tune")
     from e2evision.config import ExperimentConfig, load_config
     from e2evision.training import run_experiment
 
     tune: TuneConfig | None = cfg.tune
     if tune is None or not tune.params:
         raise ValueError("the config has no 'tune.params' search space")
+    metric, direction, monitor = objective_for(tune, data_task(cfg))
     study_dir = Path(out_dir or Path("runs") / "tune" / study_name)
     study_dir.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(study_dir)
     sampler = optuna.samplers.TPESampler(seed=cfg.seed + worker, n_startup_trials=tune.n_startup_trials)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=tune.n_startup_trials, n_warmup_steps=tune.n_warmup_steps)
               if tune.pruner == "median" else optuna.pruners.NopPruner())
-    study = _create_study(study_name, url, sampler, pruner, tune.direction)
+    study = _create_study(study_name, url, sampler, pruner, direction)
     base = cfg.model_dump(mode="json")
 
     def objective(trial: optuna.Trial) -> float:
@@ -95,11 +135,12 @@ def run_study(
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", worker)
         metrics = run_experiment(trial_cfg, run_dir, command=f"e2evision tune (study {study_name})",
-                                 extra_callbacks=lambda fold: [_PruneOnValAUC(trial)] if fold == 0 else [])
-        return float(metrics[tune.metric])
+                                 extra_callbacks=lambda fold: [_PruneOnValidation(trial, monitor)]
+                                 if fold == 0 else [])
+        return float(metrics[metric])
 
     study.optimize(objective, n_trials=n_trials, catch=(), gc_after_trial=True)
-    return summarize(study, cfg, study_dir, url)
+    return summarize(study, cfg, study_dir, url, metric)
 
 
 def _create_study(name: str, url: str, sampler: Any, pruner: Any, direction: str, attempts: int = 5) -> Any:
@@ -120,29 +161,32 @@ def _create_study(name: str, url: str, sampler: Any, pruner: Any, direction: str
     raise AssertionError("unreachable")
 
 
-class _PruneOnValAUC:
-    """Lightning callback: report the first fold's validation AUC each epoch; prune when told to."""
+class _PruneOnValidation:
+    """Lightning callback: report the first fold's validation metric each epoch; prune if told."""
 
-    def __new__(cls, trial: Any):  # built lazily so that importing this module needs no Lightning
+    # built lazily, so that importing this module needs no Lightning
+    def __new__(cls, trial: Any, monitor: str = "val_auc"):
         import lightning.pytorch as pl
         import optuna
 
         class _Callback(pl.Callback):
             # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the
-            # module's, where val_auc is computed, so only here is this epoch's value available.
+            # module's, where the metric is computed, so only here is this epoch's value available.
             def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-                if trainer.sanity_checking or "val_auc" not in trainer.callback_metrics:
+                if trainer.sanity_checking or monitor not in trainer.callback_metrics:
                     return
                 epoch = int(trainer.current_epoch)
-                trial.report(float(trainer.callback_metrics["val_auc"]), step=epoch)
+                value = float(trainer.callback_metrics[monitor])
+                trial.report(value, step=epoch)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"validation AUC {float(trainer.callback_metrics['val_auc']):.4f} "
-                                             f"at epoch {epoch} is below the median of earlier trials")
+                    raise optuna.TrialPruned(f"{monitor} {value:.4f} at epoch {epoch} is worse than "
+                                             "the median of earlier trials")
 
         return _Callback()
 
 
-def summarize(study: Any, cfg: Any, study_dir: Path, url: str) -> dict[str, Any]:
+def summarize(study: Any, cfg: Any, study_dir: Path, url: str,
+              metric: str | None = None) -> dict[str, Any]:
     """Write the best trial's config, a trial table and plots; return the summary."""
     import optuna
 
@@ -151,7 +195,8 @@ def summarize(study: Any, cfg: Any, study_dir: Path, url: str) -> dict[str, Any]
     rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
              "run_dir": t.user_attrs.get("run_dir"), "worker": t.user_attrs.get("worker")} for t in trials]
     summary: dict[str, Any] = {"study": study.study_name, "storage": _redact(url), "n_trials": len(trials),
-                               "n_complete": len(done),
+                               "n_complete": len(done), "metric": metric or cfg.tune.metric,
+                               "direction": study.direction.name.lower(),
                                "n_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
                                "trials": rows}
     if done:
@@ -164,7 +209,7 @@ def summarize(study: Any, cfg: Any, study_dir: Path, url: str) -> dict[str, Any]
                                overrides=[f"{k}={json.dumps(v)}" for k, v in best.params.items()])
         atomic_write_text(study_dir / "best_config.yaml",
                           f"# best trial {best.number} of study {study.study_name}: "
-                          f"{cfg.tune.metric} = {best.value:.6f}\n" + best_cfg.to_yaml())
+                          f"{metric or cfg.tune.metric} = {best.value:.6f}\n" + best_cfg.to_yaml())
         summary["best_config"] = str(study_dir / "best_config.yaml")
         summary["plots"] = _plots(study, study_dir, len(done))
     atomic_write_json(study_dir / "trials.json", summary)

@@ -35,8 +35,10 @@ class TuneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     params: dict[str, ParamSpec] = Field(default_factory=dict, description="dotted config key → range")
-    metric: Literal["fold_auc_mean", "oof_auc"] = "fold_auc_mean"
-    direction: Literal["maximize", "minimize"] = "maximize"
+    # default: the run's own monitor (fold_mae_mean for regression, else fold_auc_mean: macro AUC
+    # for multi-class); the direction follows the metric. See tuning.search.objective_for.
+    metric: Literal["fold_auc_mean", "oof_auc", "fold_mae_mean", "oof_mae"] | None = None
+    direction: Literal["maximize", "minimize"] | None = None
     pruner: Literal["median", "none"] = "median"
     n_startup_trials: int = Field(5, ge=0, description="random trials before TPE takes over")
     n_warmup_steps: int = Field(1, ge=0, description="epochs before a trial can be pruned")
