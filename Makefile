@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.installed
 DEMO   ?= runs/demo
-DEMO_N ?= 5000
+DEMO_N ?= 10000
 DEMO_SEED ?= 7
+DEMO_FOLDS ?= 2
 
 # Seed 004's lensing pipeline (make lensing): simulate, features, tune the learning rate, ablation, report.
 LENS   ?= runs/lensing
@@ -61,9 +62,9 @@ cpp: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/e2evision simulate egamma --n $(DEMO_N) --out $(DEMO)/data --seed $(DEMO_SEED)
 	$(BIN)/e2evision inspect $(DEMO)/data
-	$(BIN)/e2evision train configs/egamma_resnet15.yaml --data $(DEMO)/data --out $(DEMO)/resnet15
-	$(BIN)/e2evision train configs/egamma_vit.yaml --data $(DEMO)/data --out $(DEMO)/vit
-	$(BIN)/e2evision baseline configs/egamma_resnet15.yaml --data $(DEMO)/data --set name=physics_baseline --out $(DEMO)/baseline
+	$(BIN)/e2evision train configs/egamma_resnet15.yaml --data $(DEMO)/data --set train.folds=$(DEMO_FOLDS) --out $(DEMO)/resnet15
+	$(BIN)/e2evision train configs/egamma_vit.yaml --data $(DEMO)/data --set train.folds=$(DEMO_FOLDS) --out $(DEMO)/vit
+	$(BIN)/e2evision baseline configs/egamma_resnet15.yaml --data $(DEMO)/data --set train.folds=$(DEMO_FOLDS) --set name=physics_baseline --out $(DEMO)/baseline
 	$(BIN)/e2evision report $(DEMO)/resnet15 $(DEMO)/vit $(DEMO)/baseline --out $(DEMO)/report.html
 	@echo "Report written to $(DEMO)/report.html"
 

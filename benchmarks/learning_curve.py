@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="egamma")
     ap.add_argument("--sizes", default="1000,2000,4000,8000,16000", help="train+validation samples per point")
     ap.add_argument("--test", type=int, default=4000, help="fixed test samples (the same for every point)")
+    ap.add_argument("--pool", type=int, default=None,
+                    help="samples simulated (default: the largest size + --test); give the same value to "
+                         "calls that add points to one curve, so that they share the data and the test split")
     ap.add_argument("--models", default=",".join(MODELS), help="shipped configs <dataset>_<model>.yaml")
     ap.add_argument("--folds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None, help="override train.max_epochs (default: the config's)")
@@ -158,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
     models = [m for m in args.models.split(",") if m] + ["physics_baseline"]
-    pool = sizes[-1] + args.test
+    pool = args.pool or sizes[-1] + args.test
+    if pool < sizes[-1] + args.test:
+        ap.error(f"--pool {pool} is smaller than the largest size plus --test ({sizes[-1] + args.test})")
     files = simulate_pool(args.dataset, pool, args.seed, args.workers, args.out.resolve())
     rows: list[dict[str, Any]] = []
     for size in sizes:

@@ -56,6 +56,19 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [item for item in body.split(";") if item]
 
 
+def split_variants(text: str) -> list[str]:
+    """Split on commas outside brackets, so ``name:preprocess.log1p=[0.1, null]`` stays whole."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p for p in parts + [cur] if p.strip()]
+
+
 def loss_curve(run_dir: Path) -> tuple[float, float]:
     """Mean over folds of the first and the last epoch's training loss."""
     first, last = [], []
@@ -102,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         m = physics_baseline(cfg, out / f"n{args.n}-seed{args.seed}" / "physics_baseline")
         rows.append(("physics_baseline", m, (float("nan"), float("nan")), time.perf_counter() - t0))
-    for text in args.variants.split(","):
+    for text in split_variants(args.variants):
         name, ov = parse_variant(text)
         cfg = load_config(args.config, common + ov + [f"name={name.replace('.', '_').replace('+', '_')}"])
         run_dir = out / f"n{args.n}-seed{args.seed}" / Path(args.config).stem / cfg.name

@@ -164,3 +164,21 @@ def test_a_model_that_cannot_learn_is_reported(egamma_pair, tmp_path):
                               "--set", "train.early_stopping_patience=null"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "ok" / "metrics.json").read_text())["warnings"] == []
+
+
+# ----------------------------------------------------------------------------- flips about the seed
+@pytest.mark.parametrize("n", [8, 7])
+def test_flips_about_the_central_pixel_keep_it_in_place(n):
+    from e2evision.transforms import RandomFlips
+
+    x = torch.from_numpy(np.random.default_rng(3).normal(size=(4, 2, n, n)).astype(np.float32))
+    flips = RandomFlips(flip_eta=True, flip_phi=True, p=1.0, about="pixel").train()
+    idx = (n - np.arange(n)) % n if n % 2 == 0 else n - 1 - np.arange(n)  # i -> n - i, or n - 1 - i
+    want = x.numpy()[:, :, idx][:, :, :, idx]
+    np.testing.assert_array_equal(flips(x).numpy(), want)
+    assert torch.equal(flips(x)[:, :, n // 2, n // 2], x[:, :, n // 2, n // 2])  # the seed pixel stays
+    centre = RandomFlips(flip_eta=True, flip_phi=True, p=1.0, about="centre").train()
+    np.testing.assert_array_equal(centre(x).numpy(), x.numpy()[:, :, ::-1, ::-1])
+    assert torch.equal(flips.eval()(x), x)  # evaluation never augments
+    with pytest.raises(ValueError, match="augment.flip_about must be one of centre, pixel"):
+        RandomFlips(True, True, about="seed")

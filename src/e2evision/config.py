@@ -117,6 +117,10 @@ class PreprocessConfig(_Strict):
 class AugmentConfig(_Strict):
     flip_eta: bool = Field(False, description="flip η (axis -2) with probability p, training only")
     flip_phi: bool = Field(False, description="flip φ (axis -1) with probability p, training only")
+    flip_about: Literal["centre", "pixel"] = Field(
+        "centre", description="mirror about the image's centre line, or about its central pixel (n//2), "
+                              "which stays in place: for crops centred on a seed crystal (e/γ)"
+    )
     roll_phi: bool = Field(False, description="roll φ by a random offset with probability p (full-φ images)")
     rot90: bool = Field(False, description="rotate by a random multiple of 90° (lensing; square images)")
     p: float = Field(0.5, ge=0.0, le=1.0)

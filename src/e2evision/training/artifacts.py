@@ -69,7 +69,7 @@ def build_module(cfg: ExperimentConfig, image_shape: tuple[int, int, int], task:
         kwargs["num_scalars"] = n_scalars
     model = create_model(cfg.model.name, in_chans=c, img_size=output_size(size, pp.resize, pp.crop, pp.pad),
                          num_outputs=outputs, **kwargs)
-    augment = build_augment(aug.flip_eta, aug.flip_phi, aug.p, aug.roll_phi, aug.rot90)
+    augment = build_augment(aug.flip_eta, aug.flip_phi, aug.p, aug.roll_phi, aug.rot90, aug.flip_about)
     return ImageModule(model, normalizer, cfg.train, augment, geometry, task=task,  # type: ignore[arg-type]
                        num_classes=num_classes, target_shift=target_shift, target_scale=target_scale,
                        scalar_normalizer=scalar_normalizer)

@@ -12,22 +12,43 @@ import torch
 from torch import nn
 
 
-class RandomFlips(nn.Module):
-    """Flip each sample independently along η and/or φ with probability ``p`` (training only)."""
+FLIP_ABOUT = ("centre", "pixel")
 
-    def __init__(self, flip_eta: bool = False, flip_phi: bool = False, p: float = 0.5) -> None:
+
+class RandomFlips(nn.Module):
+    """Flip each sample independently along η and/or φ with probability ``p`` (training only).
+
+    ``about="centre"`` mirrors about the image's centre line (pixel ``i → n−1−i``). ``"pixel"``
+    mirrors about the central pixel ``n//2``, which stays where it is (``i → n−i``, the unpaired
+    edge row kept): the symmetry of a crop centred on its seed crystal, as the 32 × 32 e/γ crops
+    are (seed at 16, 16). Mirrored about the centre line such a crop's seed moves by one pixel,
+    across a patch border for a ViT with 4 × 4 patches, which then learned nothing (docs/training.md).
+    For odd sizes the two are the same.
+    """
+
+    def __init__(self, flip_eta: bool = False, flip_phi: bool = False, p: float = 0.5,
+                 about: str = "centre") -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"flip probability must be in [0, 1], got {p}")
+        if about not in FLIP_ABOUT:
+            raise ValueError(f"augment.flip_about must be one of {', '.join(FLIP_ABOUT)}, got {about!r}")
         self.dims = [d for d, on in ((-2, flip_eta), (-1, flip_phi)) if on]
         self.p = p
+        self.about = about
+
+    def mirror(self, x: torch.Tensor, d: int) -> torch.Tensor:
+        flipped = x.flip(d)
+        if self.about == "pixel" and x.shape[d] % 2 == 0:
+            flipped = flipped.roll(1, d)  # i → n−1−i → n−i (mod n): pixel n//2 stays
+        return flipped
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not self.dims or self.p == 0.0:
             return x
         for d in self.dims:
             mask = torch.rand(x.shape[0], device=x.device) < self.p
-            x = torch.where(mask.view(-1, *([1] * (x.ndim - 1))), x.flip(d), x)
+            x = torch.where(mask.view(-1, *([1] * (x.ndim - 1))), self.mirror(x, d), x)
         return x
 
 
@@ -84,11 +105,11 @@ class RandomRot90(nn.Module):
 
 
 def build_augment(flip_eta: bool = False, flip_phi: bool = False, p: float = 0.5, roll_phi: bool = False,
-                  rot90: bool = False) -> nn.Module:
+                  rot90: bool = False, flip_about: str = "centre") -> nn.Module:
     """The training-time augmentation a config asks for, as one module (identity in eval mode)."""
     steps: list[nn.Module] = []
     if flip_eta or flip_phi:
-        steps.append(RandomFlips(flip_eta, flip_phi, p))
+        steps.append(RandomFlips(flip_eta, flip_phi, p, about=flip_about))
     if roll_phi:
         steps.append(RandomPhiRoll(p))
     if rot90:
