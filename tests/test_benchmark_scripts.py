@@ -44,3 +44,11 @@ def test_gpu_suite_smoke_runs_every_part_and_summarises(tmp_path):
                     for r in curve["rows"] if r["model"] == "resnet15")
     assert set(small) < set(large)
     assert (out / "curve" / "learning_curve.png").stat().st_size > 1000
+    # the report shows the curve: its plot and one row per size, AUCs as the JSON has them
+    from e2evision.report import build_report
+
+    page = build_report([out / "curve"], tmp_path / "curve.html").read_text()
+    assert "Learning curve: egamma" in page and page.count("data:image/png;base64") >= 1
+    for row in curve["rows"]:
+        assert f"{row['test_auc']:.4f}" in page
+    assert "<td>120</td>" in page and "<td>240</td>" in page

@@ -6,7 +6,10 @@
   dataset comparison and a section shows the image / features / both table, the paired
   differences, example crops per class and the scalar inputs' distributions per class;
 * a study folder (``trials.json``, from ``e2evision tune``): a section with the best trial, the
-  trial table and Optuna's optimisation-history and parameter-importance plots.
+  trial table and Optuna's optimisation-history and parameter-importance plots;
+* a learning-curve folder (``learning_curve.json``, from ``benchmarks/learning_curve.py``): test
+  AUC against the number of training samples for each model and the physics baseline, as a plot
+  and a table with the best image model's lead or lag.
 """
 
 from __future__ import annotations
@@ -20,19 +23,20 @@ from typing import Any
 
 ABLATION_FILE = "ablation.json"
 STUDY_FILE = "trials.json"
+CURVE_FILE = "learning_curve.json"
 
 
 @dataclass
 class Extra:
-    kind: str  # "ablation" or "study"
+    kind: str  # "ablation", "study" or "curve"
     path: Path
     data: dict[str, Any]
     runs: list[Path] = field(default_factory=list)
 
 
 def classify(path: Path) -> Extra | None:
-    """An ablation or study folder as an :class:`Extra` (None for anything else, e.g. a run)."""
-    for kind, name in (("ablation", ABLATION_FILE), ("study", STUDY_FILE)):
+    """An ablation, study or learning-curve folder as an :class:`Extra` (None for anything else)."""
+    for kind, name in (("ablation", ABLATION_FILE), ("study", STUDY_FILE), ("curve", CURVE_FILE)):
         f = path / name
         if f.is_file():
             try:
@@ -62,8 +66,42 @@ def _f(v: Any, digits: int = 4) -> str:
     return "&ndash;" if not isinstance(v, (int, float)) else f"{v:.{digits}f}"
 
 
+TITLES = {"ablation": "Ablation", "study": "Hyper-parameter search", "curve": "Learning curve"}
+
+
 def section(extra: Extra, anchor: str) -> str:
-    return _ablation(extra, anchor) if extra.kind == "ablation" else _study(extra, anchor)
+    return {"ablation": _ablation, "study": _study, "curve": _curve}[extra.kind](extra, anchor)
+
+
+def _curve(extra: Extra, anchor: str) -> str:
+    """Test AUC against training samples: the plot the benchmark drew, and its numbers."""
+    d = extra.data
+    rows = [r for r in d.get("rows", []) if isinstance(r, dict) and isinstance(r.get("test_auc"), (int, float))]
+    models = list(dict.fromkeys(str(r.get("model")) for r in rows))
+    sizes = sorted({int(r.get("size", 0)) for r in rows})
+    head = "".join(f"<th>{_e(h)}</th>" for h in ["train + validation samples", *models,
+                                                  "best image model − baseline"])
+    body = []
+    for size in sizes:
+        at = {str(r.get("model")): r for r in rows if int(r.get("size", 0)) == size}
+        cells = []
+        for m in models:
+            r = at.get(m)
+            ci = (r or {}).get("test_auc_ci") or [None, None]
+            flag = ' <span class="badge warn">not learning</span>' if r and r.get("warnings") else ""
+            cells.append("&ndash;" if r is None else
+                         f"{_f(r['test_auc'])} <span class=\"ci\">[{_f(ci[0], 3)}, {_f(ci[1], 3)}]</span>{flag}")
+        gap = (at.get("physics_baseline") or {}).get("gap", {}).get(str(size))
+        body.append(f"<tr><td>{size:,}</td>" + "".join(f"<td>{c}</td>" for c in cells)
+                    + f"<td>{'&ndash;' if gap is None else f'{gap:+.4f}'}</td></tr>")
+    table = f'<table class="comparison"><tr>{head}</tr>{"".join(body)}</table>'
+    return (f'<h2 id="{anchor}">Learning curve: {_e(d.get("dataset"))}</h2>\n'
+            f'<p class="meta">{int(d.get("test") or 0):,} fixed test samples &middot; {_e(d.get("folds"))}-fold '
+            f'models &middot; seed {_e(d.get("seed"))} &middot; folder <code>{_e(extra.path)}</code></p>\n'
+            f'<section class="card">{_png_file(extra.path / "learning_curve.png", "learning curve")}</section>\n'
+            f'<div class="table-wrap">{table}</div>\n'
+            '<p class="note">Every point is scored on the same test samples; a smaller point trains on a '
+            "subset of a larger one's samples.</p>")
 
 
 def _ablation(extra: Extra, anchor: str) -> str:

@@ -793,8 +793,8 @@ def build_report(
     extra_html, extra_toc = [], []
     for i, extra in enumerate(found):  # ablations and studies first, in the order given
         anchor = f"{extra.kind}-{i + 1}"
-        what = "Ablation" if extra.kind == "ablation" else "Hyper-parameter search"
-        name = extra.data.get("name") or extra.data.get("study") or extra.path.name
+        what = _extras.TITLES[extra.kind]
+        name = extra.data.get("name") or extra.data.get("study") or extra.data.get("dataset") or extra.path.name
         extra_toc.append(f'<li><a href="#{anchor}">{what}</a>: {_e(name)}</li>')
         extra_html.append(_extras.section(extra, anchor))
     toc = "".join(extra_toc) + toc
