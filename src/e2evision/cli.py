@@ -384,7 +384,7 @@ def report(
 
     try:
         path = build_report(run_dirs, out, title=title, saliency=saliency)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # NotADirectoryError: a file given as a run folder
         _fail(str(err))
     typer.echo(f"wrote {path}")
 

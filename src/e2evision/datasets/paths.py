@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from e2evision.datasets.base import DatasetError
+from e2evision.safety import refuse_duplicates, require_regular_file
 
 PathArg = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -50,5 +51,6 @@ def expand_paths(
         else:
             if not p.exists():
                 raise DatasetError(p, "file not found")
-            out.append(p)
+            out.append(require_regular_file(p))
+    refuse_duplicates(out)
     return out
