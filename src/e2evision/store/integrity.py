@@ -108,10 +108,6 @@ def validate_manifest(m: dict[str, Any], where: Path) -> None:
     marker = m.get("format")
     if marker is not None and marker != FORMAT_MARKER:
         raise DatasetError(where, f"field 'format' is {marker!r:.40}, expected {FORMAT_MARKER!r}; not a store")
-    recorded = m.get("manifest_sha256")
-    if recorded is not None and recorded != manifest_digest(m):
-        raise DatasetError(where, "field 'manifest_sha256' does not match the manifest's content (edited or "
-                                  f"corrupted); {REBUILD}")
     n = _count(_field(m, "n_samples", int, where), "n_samples", where, 1)
     shape = _field(m, "image_shape", list, where)
     if len(shape) != 3 or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape):
@@ -158,6 +154,10 @@ def validate_manifest(m: dict[str, Any], where: Path) -> None:
                                         for k in ("count", "mean", "m2", "minimum", "maximum", "nonzero")):
         raise DatasetError(where, f"field 'channel_stats.raw' must hold count, mean, m2, minimum, maximum and "
                                   f"nonzero per channel; {REBUILD}")
+    recorded = m.get("manifest_sha256")  # last: a renamed or mistyped field gets its own message first
+    if recorded is not None and recorded != manifest_digest(m):
+        raise DatasetError(where, "field 'manifest_sha256' does not match the manifest's content (edited or "
+                                  f"corrupted); {REBUILD}")
 
 
 def inside(root: Path, path: Path) -> Path:
@@ -192,7 +192,7 @@ def check_labels(labels: np.ndarray, task: str, n_classes: int, path: Path) -> N
     bad = (labels != np.round(labels)) | (labels < 0) | (labels > k - 1)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DatasetError(path, f"field 'labels' has {labels[i]!r} at sample {i}, outside "
+        raise DatasetError(path, f"field 'labels' has {float(labels[i])!r} at sample {i}, outside "
                                  f"{{0..{k - 1}}} for a {task} task; {REBUILD}")
 
 

@@ -99,9 +99,11 @@ def new_partial(final: Path) -> Path:
 
 
 def remove_dead_partials(final: Path) -> None:
-    """Delete partial folders left by conversions whose process is gone (never a live one)."""
-    for stale in final.parent.glob(f".{final.name}.partial-*"):
-        pid_text = stale.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+    """Delete partial (and replaced ``.old-*``) folders left by conversions whose process is gone,
+    never a live one's."""
+    stale_dirs = [*final.parent.glob(f".{final.name}.partial-*"), *final.parent.glob(f".{final.name}.old-*")]
+    for stale in stale_dirs:
+        pid_text = stale.name.rsplit(".", 1)[1].split("-")[1]
         if pid_text.isdigit() and (int(pid_text) == os.getpid() or _alive(int(pid_text))):
             continue
         shutil.rmtree(stale, ignore_errors=True)
