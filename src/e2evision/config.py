@@ -208,7 +208,7 @@ class ExperimentConfig(_Strict):
 
 
 class StrictLoader(yaml.SafeLoader):
-    """Safe YAML that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+    """Safe YAML that refuses a key given twice in one mapping (plain YAML keeps the last one)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
@@ -237,8 +237,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         return parts, yaml.load(raw, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         problem = str(err).splitlines()[0]
-        raise ValueError(f"--set {key.strip()}: the value {raw!r} is not valid YAML ({problem}); quote it, "
-                         f"e.g. --set {key.strip()}='\"...\"'") from None
+        raise ValueError(f"--set {key.strip()}: the value {raw!r} is not valid YAML ({problem}); "
+                         f"quote it, e.g. --set {key.strip()}='\"...\"'") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -261,7 +261,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     if path is not None:
         source = str(path)
         try:
-            loaded = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=StrictLoader)  # noqa: S506
+            text = Path(path).read_text(encoding="utf-8")
+            loaded = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
         except FileNotFoundError:
             raise FileNotFoundError(f"config file not found: {path}") from None
         except yaml.YAMLError as err:

@@ -16,23 +16,33 @@ from pathlib import Path
 
 from e2evision.datasets.base import DatasetError
 
-_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
 
 
 def require_regular_file(path: str | os.PathLike[str]) -> Path:
-    """``path`` if it is a regular file (after links); else a :class:`DatasetError` saying what it is."""
+    """``path`` if it is a regular file (after links), else a DatasetError naming what it is."""
     p = Path(path)
     try:
         mode = os.stat(p).st_mode
     except FileNotFoundError:
         raise DatasetError(p, "file not found (or a broken link); check the path") from None
     except OSError as err:
-        raise DatasetError(p, f"cannot stat the file ({err.strerror}); check the path and permissions") from None
+        raise DatasetError(
+            p, f"cannot stat the file ({err.strerror}); check the path and permissions"
+        ) from None
     if not stat.S_ISREG(mode):
         kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-        raise DatasetError(p, f"is {kind}, not a regular data file (reading it could block or never end); "
-                              "give a regular file")
+        raise DatasetError(
+            p,
+            f"is {kind}, not a regular data file (reading it could block or never end); "
+            "give a regular file",
+        )
     return p
 
 
@@ -53,11 +63,16 @@ def refuse_duplicates(paths: Iterable[str | os.PathLike[str]]) -> None:
         except OSError:
             continue  # a missing path is reported by the reader with its own message
         if key in seen:
-            raise DatasetError(p, f"is the same file as {seen[key]} (given twice, by another spelling or a link); "
-                                  "give each data file once")
+            raise DatasetError(
+                p,
+                f"is the same file as {seen[key]} (given twice, by another spelling or a link); "
+                "give each data file once",
+            )
         seen[key] = p
         resolved.append((p, p.resolve()))
     for p, real in resolved:
         for q, other in resolved:
             if p is not q and real != other and other.is_relative_to(real) and real.is_dir():
-                raise DatasetError(q, f"is inside {p}, which is also given; give each data file once")
+                raise DatasetError(
+                    q, f"is inside {p}, which is also given; give each data file once"
+                )

@@ -145,26 +145,29 @@ def verify_cpp(model: str | os.PathLike[str], raw: np.ndarray, scalars: np.ndarr
 
 
 def check_inputs(contract: dict, arrays: dict[str, np.ndarray | None]) -> None:
-    """Shapes and values against preprocess.json before anything runs: one-line errors, not tracebacks."""
+    """Shapes and values against preprocess.json before anything runs: one-line errors."""
     for spec in contract["inputs"]:
         x = arrays.get(spec["name"])
         if x is None:
-            raise ExportError(f"input {spec['name']!r}: the model needs it (shape {spec['shape']}); give --scalars"
-                              if spec["name"] == "scalars" else f"input {spec['name']!r} is missing")
+            raise ExportError(f"input {spec['name']!r}: the model needs it (shape {spec['shape']}); "
+                              f"give --{spec['name']}")
         want = tuple(int(d) for d in spec["shape"][1:])
         if x.ndim != len(spec["shape"]) or tuple(x.shape[1:]) != want:
             hint = ""
             if x.ndim == 4 and len(want) == 3 and tuple(x.shape[1:]) == (want[1], want[2], want[0]):
                 hint = " (channels-last? the engine takes channels-first (N, C, H, W))"
-            raise ExportError(f"input {spec['name']!r}: shape {tuple(x.shape)}, preprocess.json expects "
-                              f"(N, {', '.join(map(str, want))}){hint}; write it with e2evision sample")
+            raise ExportError(f"input {spec['name']!r}: shape {tuple(x.shape)}, preprocess.json "
+                              f"expects (N, {', '.join(map(str, want))}){hint}; write it with "
+                              "e2evision sample")
         if x.shape[0] < 1:
-            raise ExportError(f"input {spec['name']!r}: holds no samples (shape {tuple(x.shape)}); give at least one")
+            raise ExportError(f"input {spec['name']!r}: holds no samples (shape {tuple(x.shape)}); "
+                              "give at least one")
         if x.dtype.kind not in "fiu":
-            raise ExportError(f"input {spec['name']!r}: dtype {x.dtype}, expected float32; write it with e2evision sample")
+            raise ExportError(f"input {spec['name']!r}: dtype {x.dtype}, expected float32; write it "
+                              "with e2evision sample")
         if not np.isfinite(x).all():
-            raise ExportError(f"input {spec['name']!r}: has NaN or infinite values; the engine refuses non-finite "
-                              "inputs (clean or drop those samples)")
+            raise ExportError(f"input {spec['name']!r}: has NaN or infinite values; the engine "
+                              "refuses non-finite inputs (clean or drop those samples)")
 
 
 def benchmark_cpp(model: str | os.PathLike[str], raw_npy: str | os.PathLike[str], batch_size: int, reps: int,

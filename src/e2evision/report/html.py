@@ -119,9 +119,9 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
         keys = ", ".join(repr(k) for k in missing)
         raise ValueError(f"{metrics_path} lacks the required key(s) {keys} of a {task} run")
     epochs = metrics["epochs"]
-    if not isinstance(epochs, list) or not all(isinstance(e, int) and not isinstance(e, bool) for e in epochs):
-        raise ValueError(f"{metrics_path}: field 'epochs' must be a list of integers (epochs per fold), got "
-                         f"{type(epochs).__name__}; rewrite it or retrain the run")
+    if not isinstance(epochs, list) or not all(type(e) is int for e in epochs):
+        raise ValueError(f"{metrics_path}: field 'epochs' must be a list of integers (epochs per "
+                         f"fold), got {type(epochs).__name__}; rewrite it or retrain the run")
 
     preds_path = path / "predictions.npz"
     if not preds_path.is_file():
@@ -130,8 +130,8 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
         with np.load(preds_path, allow_pickle=False) as npz:
             preds = {k: np.asarray(npz[k]) for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{preds_path} could not be read as a numeric .npz (truncated or not an .npz: {exc}); "
-                         "copy the run again or retrain it") from exc
+        raise ValueError(f"{preds_path} could not be read as a numeric .npz (truncated or not an "
+                         f".npz: {exc}); copy the run again or retrain it") from exc
     _check_predictions(preds, preds_path, task)
 
     info: dict[str, Any] = {}
@@ -736,7 +736,8 @@ _PAGE = """<!DOCTYPE html>
 def _render_page(**fields: Any) -> str:
     from jinja2 import Environment
 
-    return Environment(autoescape=True, keep_trailing_newline=True).from_string(_PAGE).render(**fields)
+    env = Environment(autoescape=True, keep_trailing_newline=True)
+    return env.from_string(_PAGE).render(**fields)
 
 
 def build_report(

@@ -51,7 +51,14 @@ from e2evision.store.integrity import (
     read_manifest,
     verify_file,
 )
-from e2evision.store.publish import check_target, identity, new_partial, remove_dead_partials, writer_lock
+from e2evision.store.publish import (
+    check_target,
+    identity,
+    new_partial,
+    remove_dead_partials,
+    replace_store,
+    writer_lock,
+)
 from e2evision.utils.io import atomic_write_json
 from e2evision.utils.provenance import package_versions
 
@@ -147,14 +154,11 @@ def write_store(
             atomic_write_json(tmp / MANIFEST, manifest)
             _fsync_dir(tmp)
             if identity(final) != before:
-                raise DatasetError(final, "changed while this conversion ran (another writer?); nothing was "
-                                          "replaced; check it and convert again")
+                raise DatasetError(final, "changed while this conversion ran (another writer?); "
+                                          "nothing was replaced; check it and convert again")
             if before is not None:
                 check_target(final, reader.paths, overwrite)  # still a store, still not an input
-                old = final.parent / f".{final.name}.old-{os.getpid()}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
+                replace_store(tmp, final)
             else:
                 os.rename(tmp, final)
             _fsync_dir(final.parent)
@@ -304,20 +308,21 @@ class TrainingStore(ImageDataset):
             if not p.is_file():
                 raise DatasetError(p, f"file listed in the manifest is missing; {REBUILD}")
             if p.stat().st_size != entry["bytes"]:
-                raise DatasetError(p, f"size {p.stat().st_size} bytes, the manifest says {entry['bytes']} "
-                                      f"(truncated?); {REBUILD}")
+                raise DatasetError(p, f"size {p.stat().st_size} bytes, the manifest says "
+                                      f"{entry['bytes']} (truncated?); {REBUILD}")
         for entry in (m["label_file"], m["scalar_file"]):  # small: verified at once
             verify_file(self.root, self._file_path(entry["file"]), entry)
         self._labels = self._load(m["label_file"]["file"]).astype(np.float32)
         self._scalars = self._load(m["scalar_file"]["file"])
         label_path = self._file_path(m["label_file"]["file"])
         if self._labels.shape != (m["n_samples"],):
-            raise DatasetError(label_path, f"shape {self._labels.shape}, expected ({m['n_samples']},); {REBUILD}")
+            raise DatasetError(label_path, f"shape {self._labels.shape}, expected "
+                                           f"({m['n_samples']},); {REBUILD}")
         check_labels(self._labels, self.task, len(m.get("class_names", [])), label_path)
         scalar_path = self._file_path(m["scalar_file"]["file"])
-        if self._scalars.shape != (m["n_samples"], len(m.get("scalars", []))):
-            raise DatasetError(scalar_path, f"shape {self._scalars.shape}, expected ({m['n_samples']}, "
-                                            f"{len(m.get('scalars', []))}); {REBUILD}")
+        want = (m["n_samples"], len(m.get("scalars", [])))
+        if self._scalars.shape != want:
+            raise DatasetError(scalar_path, f"shape {self._scalars.shape}, expected {want}; {REBUILD}")
         check_finite(np.asarray(self._scalars), scalar_path)
 
     # ----------------------------------------------------------------------------- interface
@@ -428,11 +433,14 @@ class TrainingStore(ImageDataset):
             return
         indptr, index, values = arrays
         size = int(np.prod(self._shape))
-        if indptr.shape != (n + 1,) or index.ndim != 1 or values.shape != index.shape \
-                or int(indptr[0]) != 0 or int(indptr[-1]) != values.size or np.any(np.diff(indptr) < 0):
-            raise DatasetError(where, f"sparse arrays of chunk {k} are inconsistent (indptr {indptr.shape}, "
-                                      f"index {index.shape}, values {values.shape}); {REBUILD}")
+        if (indptr.shape != (n + 1,) or index.ndim != 1 or values.shape != index.shape
+                or int(indptr[0]) != 0 or int(indptr[-1]) != values.size
+                or np.any(np.diff(indptr) < 0)):
+            raise DatasetError(where, f"sparse arrays of chunk {k} are inconsistent (indptr "
+                                      f"{indptr.shape}, index {index.shape}, values {values.shape}); "
+                                      f"{REBUILD}")
         if index.size and int(index.max()) >= size:
             raise DatasetError(self._file_path(entry["files"][1]["file"]),
-                               f"pixel index {int(index.max())} outside an image of {size} pixels; {REBUILD}")
+                               f"pixel index {int(index.max())} outside an image of {size} pixels; "
+                               f"{REBUILD}")
         check_finite(values, self._file_path(entry["files"][2]["file"]))

@@ -44,8 +44,11 @@ def writer_lock(final: Path) -> Iterator[None]:
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise DatasetError(final, f"another conversion (pid {holder}) is writing this store (lock {path.name}); "
-                                      "wait for it to finish or choose another --out") from None
+            raise DatasetError(
+                final,
+                f"another conversion (pid {holder}) is writing this store (lock {path.name}); "
+                "wait for it to finish or choose another --out",
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -54,7 +57,7 @@ def writer_lock(final: Path) -> Iterator[None]:
 
 
 def identity(final: Path) -> tuple[int, int, int] | None:
-    """What is at ``final`` now (device, inode, manifest mtime), or None: compared before publishing."""
+    """What is at ``final`` (device, inode, manifest mtime), or None; compared before publishing."""
     try:
         st = os.lstat(final)
     except FileNotFoundError:
@@ -72,23 +75,65 @@ def check_target(final: Path, inputs: Sequence[Path], overwrite: bool) -> None:
     if not exists:
         return
     if not overwrite:
-        raise FileExistsError(f"{final}: already exists (pass --overwrite to replace an e2evision store there)")
+        raise FileExistsError(
+            f"{final}: already exists (pass --overwrite to replace an e2evision store there)"
+        )
     if final.is_symlink():
-        raise DatasetError(final, "is a symbolic link; --overwrite never replaces a link (remove it or choose another "
-                                  "--out)")
+        raise DatasetError(
+            final,
+            "is a symbolic link; --overwrite never replaces a link (remove it or choose another "
+            "--out)",
+        )
     if not final.is_dir():
-        raise DatasetError(final, "is a file, not an e2evision store; --overwrite replaces only a store directory "
-                                  "(choose another --out)")
+        raise DatasetError(
+            final,
+            "is a file, not an e2evision store; --overwrite replaces only a store directory "
+            "(choose another --out)",
+        )
     real = final.resolve()
     for p in inputs:
         q = Path(p).resolve()
         if q == real or q.is_relative_to(real):
-            raise DatasetError(final, f"holds the input {p}; --overwrite never replaces a folder that holds an input "
-                                      "(choose another --out)")
+            raise DatasetError(
+                final,
+                f"holds the input {p}; --overwrite never replaces a folder that holds an input "
+                "(choose another --out)",
+            )
     if not is_store_dir(final):
-        raise DatasetError(final, f"is not an e2evision store (it needs a valid {MANIFEST} with format "
-                                  f"{FORMAT_MARKER!r} and nothing but store files); --overwrite replaces only a "
-                                  "store, so choose another --out")
+        raise DatasetError(
+            final,
+            f"is not an e2evision store (it needs a valid {MANIFEST} with format "
+            f"{FORMAT_MARKER!r} and nothing but store files); --overwrite replaces only a "
+            "store, so choose another --out",
+        )
+
+
+def replace_store(tmp: Path, final: Path) -> None:
+    """Put the finished store ``tmp`` at ``final`` in place of the old one, then delete the old.
+
+    On Linux one ``renameat2(RENAME_EXCHANGE)`` swaps the two atomically, so ``final`` is never
+    missing; elsewhere (or on a file system without it) the old store is renamed aside first.
+    """
+    if _exchange(tmp, final):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old store
+        return
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
 
 
 def new_partial(final: Path) -> Path:
@@ -101,7 +146,10 @@ def new_partial(final: Path) -> Path:
 def remove_dead_partials(final: Path) -> None:
     """Delete partial (and replaced ``.old-*``) folders left by conversions whose process is gone,
     never a live one's."""
-    stale_dirs = [*final.parent.glob(f".{final.name}.partial-*"), *final.parent.glob(f".{final.name}.old-*")]
+    stale_dirs = [
+        *final.parent.glob(f".{final.name}.partial-*"),
+        *final.parent.glob(f".{final.name}.old-*"),
+    ]
     for stale in stale_dirs:
         pid_text = stale.name.rsplit(".", 1)[1].split("-")[1]
         if pid_text.isdigit() and (int(pid_text) == os.getpid() or _alive(int(pid_text))):

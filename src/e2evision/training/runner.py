@@ -55,7 +55,12 @@ from e2evision.metrics import (
 )
 from e2evision.datasets.feature_table import scalar_columns
 from e2evision.models import count_parameters
-from e2evision.training.preflight import check_finished_folds, check_training_labels, fold_fingerprint
+from e2evision.training.preflight import (
+    RunDirError,
+    check_finished_folds,
+    check_training_labels,
+    fold_fingerprint,
+)
 from e2evision.training.performance import Performance, apply_performance, resolve_performance
 from e2evision.training.artifacts import (
     SALIENCY_FILE,
@@ -75,9 +80,6 @@ from e2evision.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
-
-class RunDirError(RuntimeError):
-    """The run directory holds something this run must not mix with or load (names the file)."""
 
 #: signal efficiencies at which metrics.json reports the background rejection 1/ε_B
 SIGNAL_EFFICIENCIES: tuple[float, ...] = (0.3, 0.5)
@@ -238,15 +240,16 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     class_names = list(reader.class_names)
     n_classes = len(class_names) if task == "multiclass" else 2
     labels_all = reader.labels()
-    check_training_labels(labels_all, task, cfg.train.folds, n_classes, ", ".join(map(str, reader.paths)))
+    where = ", ".join(map(str, reader.paths))
+    check_training_labels(labels_all, task, cfg.train.folds, n_classes, where)
     trainval, test = split_indices(labels_all, cfg, task)
-    # provenance is written only once the data and the finished folds are known to belong to this run
+    # provenance is written only once the data and the finished folds belong to this run
     data_fp = data_fingerprint(reader.paths)
     fold_fp = fold_fingerprint(data_fp, _features_record(reader))
     skf = StratifiedKFold(n_splits=cfg.train.folds, shuffle=True, random_state=cfg.seed)
     check_training_labels(labels_all[trainval], task, cfg.train.folds, n_classes, "the training part")
-    check_finished_folds(out, [va for _, va in skf.split(trainval, strata(labels_all[trainval], task))],
-                         cfg_hash, fold_fp)
+    fold_val = [va for _, va in skf.split(trainval, strata(labels_all[trainval], task))]
+    check_finished_folds(out, fold_val, cfg_hash, fold_fp)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", cfg.to_yaml())
@@ -316,8 +319,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
                      init_from_run(module.model, cfg.model.init_from, cfg.model.init_fold))
         if done is None:
             extra = list(extra_callbacks(k)) if extra_callbacks is not None else []
-            done = _train_fold(cfg, k, module, source, tr, va, fold_dir, out, cfg_hash, resume, main, extra, perf,
-                               fold_fp)
+            done = _train_fold(cfg, k, module, source, tr, va, fold_dir, out, cfg_hash, resume, main, extra,
+                               perf, fold_fp)
         elif done.get("config_sha256") != cfg_hash or done["val_rows"] != va.tolist():
             raise RunDirError(
                 f"{fold_dir}: a finished fold from a different config or data split is in the way; "
@@ -389,7 +392,8 @@ def _features_record(reader: Any) -> dict[str, str] | None:
 
 def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: SampleSource, tr: np.ndarray,
                 va: np.ndarray, fold_dir: Path, run_dir: Path, cfg_hash: str, resume: bool,
-                main: bool, extra_callbacks: list[Any], perf: Performance, data_fp: str = "") -> dict[str, Any]:
+                main: bool, extra_callbacks: list[Any], perf: Performance,
+                data_fp: str = "") -> dict[str, Any]:
     """Fit one fold (continuing from its checkpoint when resuming); rank 0 writes its files."""
     normalizer = module.normalizer
     if normalizer.needs_stats:

@@ -46,7 +46,8 @@ def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
-_STORAGE_HINT = "give a SQLAlchemy URL such as sqlite:///study.db or postgresql+psycopg://user@host/db"
+_STORAGE_HINT = ("give a SQLAlchemy URL such as sqlite:///study.db or "
+                 "postgresql+psycopg://user@host/db")
 
 
 def _storage(url: str) -> Any:
@@ -61,7 +62,8 @@ def _storage(url: str) -> Any:
         return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
     except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
         problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"--storage {_redact(url)}: not a usable storage URL ({problem}); {_STORAGE_HINT}") from None
+        raise ValueError(f"--storage {_redact(url)}: not a usable storage URL ({problem}); "
+                         f"{_STORAGE_HINT}") from None
 
 
 def run_study(
@@ -126,8 +128,9 @@ def _create_study(name: str, url: str, sampler: Any, pruner: Any, direction: str
             if attempt == attempts - 1:
                 if isinstance(err, OperationalError):
                     problem = (str(err.orig).strip().splitlines() or ["cannot connect"])[0]
-                    raise ValueError(f"--storage {_redact(url)}: cannot open the storage ({problem}); check the "
-                                     f"server, the database and the credentials, or {_STORAGE_HINT}") from None
+                    raise ValueError(f"--storage {_redact(url)}: cannot open the storage ({problem}); "
+                                     "check the server, the database and the credentials, or "
+                                     f"{_STORAGE_HINT}") from None
                 raise
             time.sleep(0.5 + attempt)
     raise AssertionError("unreachable")
