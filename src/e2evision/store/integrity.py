@@ -41,11 +41,14 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
+def file_sha256(path: Path, block: int = 1 << 18) -> str:
+    """SHA-256 of a file through one reused buffer (no per-block allocations)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
+    buf = bytearray(block)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            digest.update(view[:n])
     return "sha256:" + digest.hexdigest()
 
 
