@@ -364,6 +364,24 @@ def test_finished_folds_are_not_reused_on_changed_data_and_provenance_is_kept(tm
     assert {n: (out / n).read_bytes() for n in before} == before  # nothing rewritten
 
 
+def test_reused_folds_report_bit_identical_predictions(tmp_path):
+    """A run finished from reused folds writes the very floats of the run that trained them (the
+    reused model runs in the memory format training used; found by the random kill of train)."""
+    from e2evision.training import run_experiment
+
+    p, e = egamma_files(tmp_path / "data")
+    out = tmp_path / "run"
+    cfg = _cfg([p, e], "model.kwargs={widths: [16, 16]}")  # channels-last on CPU at this width
+    run_experiment(cfg, out)
+    assert json.loads((out / "run.json").read_text())["performance"]["channels_last"] is True
+    first = dict(np.load(out / "predictions.npz"))
+    (out / "metrics.json").unlink()  # as if killed after the last fold finished
+    run_experiment(cfg, out)
+    again = dict(np.load(out / "predictions.npz"))
+    for key in ("oof_score", "test_score", "test_fold_scores"):
+        np.testing.assert_array_equal(again[key], first[key], err_msg=key)
+
+
 def test_the_same_file_given_twice_is_refused(tmp_path):
     p, e = egamma_files(tmp_path / "data")
     (tmp_path / "link.hdf5").symlink_to(p)
@@ -703,3 +721,66 @@ def test_kill_9_at_random_points_of_convert_never_leaves_a_wrong_store(tmp_path)
         f"{mid_write} while chunks were being written"
     )
     assert kills >= 3
+
+
+# ---------------------------------------------------------------- kill -9 during train
+@pytest.mark.slow
+def test_kill_9_at_random_points_of_train_then_resume_reports_the_uninterrupted_numbers(tmp_path):
+    """Seeded kill times over a whole ``train``; ``--resume`` (with the config, so that a run killed
+    before its provenance was written starts afresh) must end with the numbers, predictions and
+    weights of an uninterrupted run, and no killed run may hold a metrics.json that differs."""
+    from test_resume import SETS, _assert_same_run
+
+    rng0 = np.random.default_rng(4)
+    data = tmp_path / "data"
+    data.mkdir()
+    write_egamma_file(data / "photons.hdf5", blob_images(100, 1.0, rng0), np.zeros(100, np.float32))
+    write_egamma_file(
+        data / "electrons.hdf5", blob_images(100, 1.8, rng0), np.ones(100, np.float32)
+    )
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
+
+    def cmd(out: Path, *extra: str) -> list[str]:
+        sets = [a for s in SETS for a in ("--set", s)]
+        config = str(ROOT / "configs/egamma_resnet15.yaml")
+        return [
+            sys.executable,
+            "-m",
+            "e2evision",
+            "train",
+            config,
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            *sets,
+            *extra,
+        ]
+
+    t0 = time.perf_counter()
+    ref = subprocess.run(
+        cmd(tmp_path / "reference"), env=env, capture_output=True, text=True, timeout=300
+    )
+    duration = time.perf_counter() - t0
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+    rng = np.random.default_rng(18)
+    for i in range(2):
+        run = tmp_path / f"run{i}"
+        proc = subprocess.Popen(
+            cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(float(rng.uniform(0.3, 0.95)) * duration)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (run / "metrics.json").exists():  # finished before the kill: must already be right
+            _assert_same_run(run, tmp_path / "reference")
+        resumed = subprocess.run(
+            cmd(run, "--resume"), env=env, capture_output=True, text=True, timeout=300
+        )
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        _assert_same_run(run, tmp_path / "reference")

@@ -314,6 +314,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         module = build_module(cfg, shape, task, n_classes, shift, scale)  # type: ignore[arg-type]
         n_params = count_parameters(module.model)
         done = _load_finished_fold(fold_dir, module)
+        if done is not None and perf.channels_last:  # the memory format of a freshly trained fold
+            module.model.to(memory_format=torch.channels_last)
+            module.channels_last = True
         if done is None and cfg.model.init_from:
             log.info("fold %d: initialised with %s", k,
                      init_from_run(module.model, cfg.model.init_from, cfg.model.init_fold))
