@@ -664,6 +664,7 @@ def test_weak_cases_give_one_line_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- kill -9 during convert
+@pytest.mark.slow
 def test_kill_9_at_random_points_of_convert_never_leaves_a_wrong_store(tmp_path):
     """Seeded kill times over the whole conversion; after each kill ``--out`` holds either nothing
     or the previous complete store, and the next conversion succeeds (lock released, partial

@@ -10,7 +10,8 @@ Layout of ``out_dir``::
     fold_K/            model.safetensors (best epoch), normalizer.json, fold.json, logs/,
                        checkpoints/last.ckpt (+ meta.json)
 
-A fold whose ``fold.json`` exists is reused when the same command runs again. A fold that was
+A fold whose ``fold.json`` exists is reused when the same command runs again on the same data (its
+recorded ``data_fingerprint``; see :mod:`.preflight`). A fold that was
 interrupted continues from ``checkpoints/last.ckpt`` with ``resume=True`` (``--resume``): model,
 optimizer, scheduler, random generators, callbacks and the position inside the epoch's batch
 order are restored, so the result equals that of an uninterrupted run.
