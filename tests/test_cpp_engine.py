@@ -155,7 +155,7 @@ def test_named_errors_through_the_tool(cpp_tool, ts_exports, tmp_path):
     size = model.stat().st_size
     (bad_dir / "model.pt").write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))  # same size, garbage
     _tool_error(run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
-                "ModelFileError", "not a TorchScript model LibTorch can load")
+                "ModelFileError", "differs from exports.torchscript.sha256")  # checked before loading
     (bad_dir / "preprocess.json").write_text('{"schema": "e2evision.preprocess", "inputs": [')
     _tool_error(run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
                 "PreprocessError", "invalid JSON")

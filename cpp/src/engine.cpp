@@ -8,12 +8,14 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <sys/stat.h>
 
 #include "backend.h"
+#include "sha256.h"
 #include "e2evision/npy.h"
 
 namespace e2evision {
@@ -188,6 +190,18 @@ Engine::Engine(const std::string& model_path, const EngineOptions& options) : im
        << " at export (truncated or replaced; export again)";
     throw ModelFileError(os.str());
   }
+  if (entry && !entry->sha256.empty()) {  // flipped bytes still load and give wrong numbers
+    std::string got;
+    try {
+      got = detail::sha256File(model_path);
+    } catch (const std::exception& e) {
+      throw ModelFileError(e.what());
+    }
+    if (got != entry->sha256)
+      throw ModelFileError(model_path + ": sha256 " + got.substr(0, 12) + "... differs from exports." + entry->format +
+                           ".sha256 " + entry->sha256.substr(0, 12) + "... in " + pre_path +
+                           " (corrupted or replaced; export again)");
+  }
   if (options.intra_op_threads > 0) at::set_num_threads(options.intra_op_threads);
 
   switch (b) {
@@ -265,6 +279,17 @@ FloatArrays Engine::run(const std::vector<std::string>& input_names, FloatArrays
       os << "input '" << spec.name << "' has a wrong size of " << values.size() << " values; shape "
          << shapeString(shape) << " needs " << expected;
       throw InputError(os.str());
+    }
+    // Policy: non-finite inputs are refused, never run: a model maps NaN/inf to NaN or to a
+    // plausible-looking probability, and neither may reach an analysis unnoticed.
+    for (size_t j = 0; j < values.size(); ++j) {
+      if (!std::isfinite(values[j])) {
+        std::ostringstream os;
+        os << "input '" << spec.name << "' has a " << (std::isnan(values[j]) ? "NaN" : "infinite") << " value at sample "
+           << static_cast<int64_t>(j) / spec.sampleSize() << " (element " << static_cast<int64_t>(j) % spec.sampleSize()
+           << "); the engine refuses non-finite inputs: clean or drop that sample";
+        throw InputError(os.str());
+      }
     }
     at::Tensor t = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
     if (spec.preprocess && impl_->options.apply_preprocessing) {

@@ -225,6 +225,11 @@ PreprocessConfig PreprocessConfig::parse(const std::string& text, const std::str
         e.format = format;
         e.file = entry.at("file", "exports." + format).string("exports." + format + ".file");
         if (entry.has("bytes")) e.bytes = static_cast<int64_t>(entry.at("bytes", "").number("exports." + format + ".bytes"));
+        if (entry.has("sha256")) {
+          e.sha256 = entry.at("sha256", "").string("exports." + format + ".sha256");
+          if (e.sha256.size() != 64 || e.sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
+            throw json::JsonError("exports." + format + ".sha256 is not 64 lower-case hex digits");
+        }
         cfg.exports.push_back(e);
       }
     }

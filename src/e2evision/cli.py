@@ -275,7 +275,7 @@ def convert(
     format: Annotated[str, typer.Option("--format", help="Source format, or 'auto'.")] = "auto",
     layout: Annotated[str, typer.Option(help="auto (smaller of the two), sparse or dense.")] = "auto",
     chunk_size: Annotated[int, typer.Option(help="Samples per chunk file.")] = 4096,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing e2evision store (never any other file or folder).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickled DeepLense axion files (trusted files only).")] = False,
     options: Annotated[Optional[list[str]], typer.Option("--option", help="Reader option key=value, e.g. label_column=am.")] = None,
     checksums: Annotated[bool, typer.Option(help="Record SHA-256 checksums of the source files.")] = True,
@@ -400,7 +400,7 @@ def report(
 
     try:
         path = build_report(run_dirs, out, title=title, saliency=saliency)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # NotADirectoryError: a file given as a run folder
         _fail(str(err))
     typer.echo(f"wrote {path}")
 

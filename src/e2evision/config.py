@@ -238,6 +238,22 @@ class ExperimentConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+class StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (plain YAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"key {key!r} appears twice (first on line {seen[key] + 1}); keep one of them",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` → (["a", "b", "c"], value parsed as YAML, so 3 → int, [1,2] → list)."""
     if "=" not in item:
@@ -246,7 +262,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ValueError(f"override {item!r} has an empty key")
-    return parts, yaml.safe_load(raw) if raw.strip() else None
+    if not raw.strip():
+        return parts, None
+    try:
+        return parts, yaml.load(raw, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        problem = str(err).splitlines()[0]
+        raise ValueError(f"--set {key.strip()}: the value {raw!r} is not valid YAML ({problem}); "
+                         f"quote it, e.g. --set {key.strip()}='\"...\"'") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -272,11 +295,15 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
         path = resolve_config(path)  # a file, or a packaged config's name (e2evision configs)
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            text = Path(path).read_text(encoding="utf-8")
+            loaded = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
         except FileNotFoundError:
             raise FileNotFoundError(f"config file not found: {path}") from None
         except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from err
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"{path}:{where}: not valid YAML: {problem}; fix the file") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config must be a YAML mapping, got {type(loaded).__name__}")
         raw = {**loaded, **raw}

@@ -51,6 +51,7 @@ struct ExportEntry {
   std::string format;  // "torchscript", "aoti", "onnx"
   std::string file;    // file name, relative to preprocess.json's directory
   int64_t bytes = -1;  // size of the file when exported (a cheap truncation check)
+  std::string sha256;  // lower-case hex SHA-256 of the file at export (checked before loading)
 };
 
 struct PreprocessConfig {

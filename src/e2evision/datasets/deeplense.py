@@ -27,6 +27,7 @@ import numpy as np
 
 from e2evision.datasets.base import DatasetError, ImageDataset, check_finite
 from e2evision.datasets.paths import PathArg, as_list
+from e2evision.safety import refuse_duplicates, require_regular_file
 
 PICKLE_HINT = ("it holds a pickled object array (the DeepLense axion format); unpickling can run "
                "arbitrary code, so it is refused by default. If you trust the file, pass "
@@ -61,6 +62,7 @@ class DeepLenseFolder(ImageDataset):
         for root in roots:
             if not root.is_dir():
                 raise DatasetError(root, "not a directory; DeepLense data is a folder with one sub-folder per class")
+        refuse_duplicates(roots)
         found = sorted(d.name for d in roots[0].iterdir() if d.is_dir() and any(d.glob("*.npy")))
         self._classes = list(classes) if classes is not None else found
         if not self._classes:
@@ -71,7 +73,7 @@ class DeepLenseFolder(ImageDataset):
                 folder = root / name
                 if not folder.is_dir():
                     raise DatasetError(folder, f"class folder missing (classes: {self._classes})")
-                members = sorted(folder.glob("*.npy"))
+                members = [require_regular_file(q) for q in sorted(folder.glob("*.npy"))]
                 if not members:
                     raise DatasetError(folder, "class folder holds no .npy files")
                 files.extend(members)

@@ -346,6 +346,9 @@ def parquet_schema_guess(path: Path) -> str | None:
         if pf.metadata.num_rows == 0:
             raise DatasetError(path, "file holds no rows (empty)")
         first = pf.read_row_group(0, columns=["X_jets"]).column(0).combine_chunks()
+        if len(first) == 0 or not first[0].is_valid:
+            raise DatasetError(path, "field 'X_jets' row 0 is null (no image); drop the row or fix "
+                                     "the file")
         n_channels = pc.list_value_length(first).to_numpy(zero_copy_only=False)[0]
         return {3: "quark-gluon", 8: "top"}.get(int(n_channels))
     return None

@@ -8,6 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from e2evision.datasets.base import DatasetError
+from e2evision.safety import refuse_duplicates, require_regular_file
+
+#: data files of every format; a folder that mixes them is refused rather than half-read
+_DATA_SUFFIXES = (".parquet", ".pq", ".h5", ".hdf5")
 
 PathArg = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -44,11 +48,17 @@ def expand_paths(
             out.extend(matches)
         elif p.is_dir():
             found = [q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(lowered)]
+            other = sorted(q.name for q in p.iterdir() if q.is_file()
+                           and q.name.lower().endswith(_DATA_SUFFIXES) and not q.name.lower().endswith(lowered))
+            if found and other:
+                raise DatasetError(p, f"mixes formats: {other[0]} besides the {kind} files, and only one "
+                                      "format is read from a folder; put each dataset in its own folder")
             if not found:
                 raise DatasetError(p, f"directory holds no {kind} files ({', '.join(suffixes)})")
             out.extend(sorted(found, key=sort_key or (lambda q: q.name)))
         else:
             if not p.exists():
                 raise DatasetError(p, "file not found")
-            out.append(p)
+            out.append(require_regular_file(p))
+    refuse_duplicates(out)
     return out

@@ -46,6 +46,7 @@ def open_dataset(
 def detect_format(paths: PathLike | Sequence[PathLike]) -> str:
     """The format of a file, folder or pattern: store manifest, DeepLense folders, Parquet or HDF5 schema."""
     from e2evision.datasets.paths import as_list, expand_paths
+    from e2evision.safety import require_regular_file
 
     items = as_list(paths)
     if not items:
@@ -67,6 +68,7 @@ def detect_format(paths: PathLike | Sequence[PathLike]) -> str:
             raise DatasetError(first, "directory holds no .parquet, .h5/.hdf5 files, class folders of .npy "
                                       "files, or store manifest")
         first = files[0]
+    require_regular_file(first)  # before any open: a FIFO named x.hdf5 would block forever
     name = first.name.lower()
     if name.endswith((".parquet", ".pq")):
         from e2evision.datasets.parquet_jets import parquet_schema_guess

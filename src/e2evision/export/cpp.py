@@ -136,11 +136,38 @@ def verify_cpp(model: str | os.PathLike[str], raw: np.ndarray, scalars: np.ndarr
     """
     from e2evision.export.exporters import compare_outputs, load_source_fold, reference_outputs
 
-    _, fold = load_source_fold(model)
+    pre, fold = load_source_fold(model)
+    check_inputs(pre, {"image": raw, "scalars": scalars})
     want = reference_outputs(fold, raw, scalars)
     got = cpp_predict(model, raw, scalars, tool=tool, batch_size=batch_size)
     diffs = compare_outputs(got, want, atol, rtol, f"C++ engine on {model}")
     return CppComparison(rows=int(raw.shape[0]), max_abs_diff=diffs, atol=atol, rtol=rtol)
+
+
+def check_inputs(contract: dict, arrays: dict[str, np.ndarray | None]) -> None:
+    """Shapes and values against preprocess.json before anything runs: one-line errors."""
+    for spec in contract["inputs"]:
+        x = arrays.get(spec["name"])
+        if x is None:
+            raise ExportError(f"input {spec['name']!r}: the model needs it (shape {spec['shape']}); "
+                              f"give --{spec['name']}")
+        want = tuple(int(d) for d in spec["shape"][1:])
+        if x.ndim != len(spec["shape"]) or tuple(x.shape[1:]) != want:
+            hint = ""
+            if x.ndim == 4 and len(want) == 3 and tuple(x.shape[1:]) == (want[1], want[2], want[0]):
+                hint = " (channels-last? the engine takes channels-first (N, C, H, W))"
+            raise ExportError(f"input {spec['name']!r}: shape {tuple(x.shape)}, preprocess.json "
+                              f"expects (N, {', '.join(map(str, want))}){hint}; write it with "
+                              "e2evision sample")
+        if x.shape[0] < 1:
+            raise ExportError(f"input {spec['name']!r}: holds no samples (shape {tuple(x.shape)}); "
+                              "give at least one")
+        if x.dtype.kind not in "fiu":
+            raise ExportError(f"input {spec['name']!r}: dtype {x.dtype}, expected float32; write it "
+                              "with e2evision sample")
+        if not np.isfinite(x).all():
+            raise ExportError(f"input {spec['name']!r}: has NaN or infinite values; the engine "
+                              "refuses non-finite inputs (clean or drop those samples)")
 
 
 def benchmark_cpp(model: str | os.PathLike[str], raw_npy: str | os.PathLike[str], batch_size: int, reps: int,

@@ -2,8 +2,9 @@
 
 The page must survive being mailed, attached to a ticket or opened years later offline, so
 everything is inline: CSS in a ``<style>`` block, figures as base64 PNGs, no JavaScript and no
-external URLs. Every piece of text that comes from a run directory is passed through
-:func:`html.escape` because run names, paths and commands are user-controlled.
+external URLs. Every piece of text that comes from a run directory is escaped because run names,
+paths and commands are user-controlled: the page skeleton is a Jinja2 template with autoescaping,
+and the fragments passed into it as ``Markup`` escape each field with :func:`_e`.
 
 A run directory is what the trainer (or ``e2evision ensemble``) writes: ``metrics.json`` and
 ``predictions.npz`` are required; ``run.json``, ``config.yaml`` and ``saliency.npz`` are shown
@@ -22,6 +23,7 @@ import html
 import json
 import math
 import os
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -100,7 +102,7 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
         raise FileNotFoundError(f"{path} is not a finished run: metrics.json is missing ({metrics_path})")
     try:
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{metrics_path} is not valid JSON: {exc}") from exc
     if not isinstance(metrics, dict):
         raise ValueError(f"{metrics_path} must hold a JSON object, got {type(metrics).__name__}")
@@ -116,6 +118,10 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
     if missing:
         keys = ", ".join(repr(k) for k in missing)
         raise ValueError(f"{metrics_path} lacks the required key(s) {keys} of a {task} run")
+    epochs = metrics["epochs"]
+    if not isinstance(epochs, list) or not all(type(e) is int for e in epochs):
+        raise ValueError(f"{metrics_path}: field 'epochs' must be a list of integers (epochs per "
+                         f"fold), got {type(epochs).__name__}; rewrite it or retrain the run")
 
     preds_path = path / "predictions.npz"
     if not preds_path.is_file():
@@ -123,8 +129,9 @@ def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
     try:
         with np.load(preds_path, allow_pickle=False) as npz:
             preds = {k: np.asarray(npz[k]) for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{preds_path} could not be read as a numeric .npz: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{preds_path} could not be read as a numeric .npz (truncated or not an "
+                         f".npz: {exc}); copy the run again or retrain it") from exc
     _check_predictions(preds, preds_path, task)
 
     info: dict[str, Any] = {}
@@ -242,7 +249,7 @@ def _fmt_epochs(epochs: Any) -> str:
     if not isinstance(epochs, (list, tuple)):
         return _e(epochs)
     if epochs and all(e == epochs[0] for e in epochs):
-        return f"{epochs[0]} &times; {len(epochs)}"
+        return f"{_e(epochs[0])} &times; {len(epochs)}"
     return ", ".join(_e(e) for e in epochs)
 
 
@@ -720,25 +727,34 @@ pre { background: #f3f4f7; border: 1px solid var(--line); border-radius: 6px; pa
 footer { color: var(--muted); font-size: 13px; margin-top: 36px; }
 """
 
+# The page skeleton, rendered by Jinja2 with autoescaping: every value is escaped unless it is an
+# HTML fragment built (and escaped field by field) by the functions above, passed as Markup.
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{css}</style>
+<title>{{ title }}</title>
+<style>{{ css }}</style>
 </head>
 <body>
 <main>
-<h1>{title}</h1>
-<p class="meta">{n_runs} run(s) on {n_groups} dataset(s) &middot; generated {generated} &middot; e2evision {version}</p>
-<nav><ul class="toc">{toc}</ul></nav>
-{groups}
+<h1>{{ title }}</h1>
+<p class="meta">{{ n_runs }} run(s) on {{ n_groups }} dataset(s) &middot; generated {{ generated }} &middot; e2evision {{ version }}</p>
+<nav><ul class="toc">{{ toc }}</ul></nav>
+{{ groups }}
 <footer>Self-contained page: all figures are embedded, nothing is loaded from the network.</footer>
 </main>
 </body>
 </html>
 """
+
+
+def _render_page(**fields: Any) -> str:
+    from jinja2 import Environment
+
+    env = Environment(autoescape=True, keep_trailing_newline=True)
+    return env.from_string(_PAGE).render(**fields)
 
 
 def build_report(
@@ -798,15 +814,17 @@ def build_report(
         extra_toc.append(f'<li><a href="#{anchor}">{what}</a>: {_e(name)}</li>')
         extra_html.append(_extras.section(extra, anchor))
     toc = "".join(extra_toc) + toc
-    page = _PAGE.format(
-        title=_e(title),
-        css=_CSS,
+    from markupsafe import Markup
+
+    page = _render_page(
+        title=title,
+        css=Markup(_CSS),
         n_runs=len(runs),
         n_groups=len(groups),
-        generated=_e(datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-        version=_e(__version__),
-        toc=toc,
-        groups="\n".join([*extra_html, *(_group_section(g) for g in groups)]),
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__,
+        toc=Markup(toc),
+        groups=Markup("\n".join([*extra_html, *(_group_section(g) for g in groups)])),
     )
     target = Path(out)
     if target.is_dir():

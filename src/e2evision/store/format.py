@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -41,11 +40,29 @@ import numpy as np
 
 from e2evision.datasets.base import ChannelStats, DatasetError, ImageDataset
 from e2evision.datasets.paths import PathArg, as_list
+from e2evision.store.integrity import (
+    FORMAT_MARKER,
+    MANIFEST,
+    REBUILD,
+    check_finite,
+    check_labels,
+    inside,
+    manifest_digest,
+    read_manifest,
+    verify_file,
+)
+from e2evision.store.publish import (
+    check_target,
+    identity,
+    new_partial,
+    remove_dead_partials,
+    replace_store,
+    writer_lock,
+)
 from e2evision.utils.io import atomic_write_json
 from e2evision.utils.provenance import package_versions
 
 STORE_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -123,28 +140,31 @@ def write_store(
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     final = Path(out)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
+    if final.name in ("", ".", ".."):
+        raise DatasetError(final, "--out must name a store directory (not '.', '..' or a root)")
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted conversion
-    tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
-    (tmp / "chunks").mkdir(parents=True)
-    try:
-        manifest = _write_contents(reader, tmp, layout, chunk_size, progress, source_checksums)
-        atomic_write_json(tmp / MANIFEST, manifest)
-        _fsync_dir(tmp)
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writer_lock(final):
+        check_target(final, reader.paths, overwrite)
+        before = identity(final)
+        remove_dead_partials(final)  # left by interrupted conversions; never a live one
+        tmp = new_partial(final)
+        try:
+            manifest = _write_contents(reader, tmp, layout, chunk_size, progress, source_checksums)
+            manifest["manifest_sha256"] = manifest_digest(manifest)
+            atomic_write_json(tmp / MANIFEST, manifest)
+            _fsync_dir(tmp)
+            if identity(final) != before:
+                raise DatasetError(final, "changed while this conversion ran (another writer?); "
+                                          "nothing was replaced; check it and convert again")
+            if before is not None:
+                check_target(final, reader.paths, overwrite)  # still a store, still not an input
+                replace_store(tmp, final)
+            else:
+                os.rename(tmp, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return final
 
 
@@ -209,6 +229,7 @@ def _write_contents(reader: ImageDataset, tmp: Path, layout: str, chunk_size: in
     sources = [{"path": str(p), "bytes": _size(p), **({"sha256": _tree_sha256(p)} if source_checksums else {})}
                for p in reader.paths]
     return {
+        "format": FORMAT_MARKER,
         "store_version": STORE_VERSION,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {"format": reader.format, "files": sources},
@@ -275,37 +296,34 @@ class TrainingStore(ImageDataset):
             raise TypeError(f"{items[0]}: reader options {sorted(unused)} apply when converting; a store "
                             "already holds their result (remove them, e.g. data.kwargs, when reading a store)")
         self.root = Path(items[0])
-        mpath = self.root / MANIFEST
         if not self.root.is_dir():
             raise DatasetError(self.root, "store directory not found")
-        if not mpath.exists():
-            raise DatasetError(self.root, f"no {MANIFEST}: not a store, or a conversion that did not finish")
-        try:
-            self.manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as err:
-            raise DatasetError(mpath, f"manifest is not valid JSON: {err}") from err
-        m = self.manifest
-        if m.get("store_version") != STORE_VERSION:
-            raise DatasetError(mpath, f"store_version {m.get('store_version')!r}, this e2evision reads {STORE_VERSION}")
-        for key in ("n_samples", "image_shape", "channels", "layout", "chunk_size", "chunks", "label_file"):
-            if key not in m:
-                raise DatasetError(mpath, f"manifest lacks the field {key!r}")
+        self.manifest = m = read_manifest(self.root)
         self.task = m.get("task", "binary")
         self._shape = tuple(int(v) for v in m["image_shape"])
         self._chunk_size = int(m["chunk_size"])
         self._chunks: dict[int, list[np.ndarray]] = {}
         for entry in [m["label_file"], m["scalar_file"], *(f for ch in m["chunks"] for f in ch["files"])]:
-            p = self._file_path(entry["file"])
-            if not p.exists():
-                raise DatasetError(p, "file listed in the manifest is missing")
+            p = inside(self.root, self._file_path(entry["file"]))
+            if not p.is_file():
+                raise DatasetError(p, f"file listed in the manifest is missing; {REBUILD}")
             if p.stat().st_size != entry["bytes"]:
-                raise DatasetError(p, f"size {p.stat().st_size} bytes, the manifest says {entry['bytes']} (truncated?)")
-        if sum(ch["n"] for ch in m["chunks"]) != m["n_samples"]:
-            raise DatasetError(mpath, "chunk sizes do not add up to n_samples")
+                raise DatasetError(p, f"size {p.stat().st_size} bytes, the manifest says "
+                                      f"{entry['bytes']} (truncated?); {REBUILD}")
+        for entry in (m["label_file"], m["scalar_file"]):  # small: verified at once
+            verify_file(self.root, self._file_path(entry["file"]), entry)
         self._labels = self._load(m["label_file"]["file"]).astype(np.float32)
         self._scalars = self._load(m["scalar_file"]["file"])
+        label_path = self._file_path(m["label_file"]["file"])
         if self._labels.shape != (m["n_samples"],):
-            raise DatasetError(self._file_path(m["label_file"]["file"]), f"shape {self._labels.shape}, expected ({m['n_samples']},)")
+            raise DatasetError(label_path, f"shape {self._labels.shape}, expected "
+                                           f"({m['n_samples']},); {REBUILD}")
+        check_labels(self._labels, self.task, len(m.get("class_names", [])), label_path)
+        scalar_path = self._file_path(m["scalar_file"]["file"])
+        want = (m["n_samples"], len(m.get("scalars", [])))
+        if self._scalars.shape != want:
+            raise DatasetError(scalar_path, f"shape {self._scalars.shape}, expected {want}; {REBUILD}")
+        check_finite(np.asarray(self._scalars), scalar_path)
 
     # ----------------------------------------------------------------------------- interface
     @property
@@ -373,9 +391,7 @@ class TrainingStore(ImageDataset):
         """Check every file's SHA-256 against the manifest (a full read of the store)."""
         m = self.manifest
         for entry in [m["label_file"], m["scalar_file"], *(f for ch in m["chunks"] for f in ch["files"])]:
-            p = self._file_path(entry["file"])
-            if _sha256(p) != entry["sha256"]:
-                raise DatasetError(p, "checksum differs from the manifest (corrupted file)")
+            verify_file(self.root, self._file_path(entry["file"]), entry)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -394,6 +410,37 @@ class TrainingStore(ImageDataset):
             raise DatasetError(path, f"cannot read store array: {err}") from err
 
     def _chunk(self, k: int) -> list[np.ndarray]:
+        """Chunk ``k``'s arrays, verified (SHA-256, structure, finite values) the first time they
+        are mapped in this process; later reads cost nothing extra."""
         if k not in self._chunks:
-            self._chunks[k] = [self._load(f["file"]) for f in self.manifest["chunks"][k]["files"]]
+            entry = self.manifest["chunks"][k]
+            for f in entry["files"]:
+                verify_file(self.root, self._file_path(f["file"]), f)
+            arrays = [self._load(f["file"]) for f in entry["files"]]
+            self._check_chunk(k, entry, arrays)
+            self._chunks[k] = arrays
         return self._chunks[k]
+
+    def _check_chunk(self, k: int, entry: dict, arrays: list[np.ndarray]) -> None:
+        """Shapes and index bounds of a chunk, so no read can land outside an image."""
+        n = int(entry["n"])
+        where = self._file_path(entry["files"][0]["file"])
+        if self.manifest["layout"] == "dense":
+            if arrays[0].shape != (n, *self._shape) or arrays[0].dtype != np.float32:
+                raise DatasetError(where, f"shape {arrays[0].shape} {arrays[0].dtype}, expected "
+                                          f"{(n, *self._shape)} float32; {REBUILD}")
+            check_finite(arrays[0], where)
+            return
+        indptr, index, values = arrays
+        size = int(np.prod(self._shape))
+        if (indptr.shape != (n + 1,) or index.ndim != 1 or values.shape != index.shape
+                or int(indptr[0]) != 0 or int(indptr[-1]) != values.size
+                or np.any(np.diff(indptr) < 0)):
+            raise DatasetError(where, f"sparse arrays of chunk {k} are inconsistent (indptr "
+                                      f"{indptr.shape}, index {index.shape}, values {values.shape}); "
+                                      f"{REBUILD}")
+        if index.size and int(index.max()) >= size:
+            raise DatasetError(self._file_path(entry["files"][1]["file"]),
+                               f"pixel index {int(index.max())} outside an image of {size} pixels; "
+                               f"{REBUILD}")
+        check_finite(values, self._file_path(entry["files"][2]["file"]))

@@ -10,7 +10,8 @@ Layout of ``out_dir``::
     fold_K/            model.safetensors (best epoch), normalizer.json, fold.json, logs/,
                        checkpoints/last.ckpt (+ meta.json)
 
-A fold whose ``fold.json`` exists is reused when the same command runs again. A fold that was
+A fold whose ``fold.json`` exists is reused when the same command runs again on the same data (its
+recorded ``data_fingerprint``; see :mod:`.preflight`). A fold that was
 interrupted continues from ``checkpoints/last.ckpt`` with ``resume=True`` (``--resume``): model,
 optimizer, scheduler, random generators, callbacks and the position inside the epoch's batch
 order are restored, so the result equals that of an uninterrupted run.
@@ -55,6 +56,12 @@ from e2evision.metrics import (
 )
 from e2evision.datasets.feature_table import scalar_columns
 from e2evision.models import count_parameters
+from e2evision.training.preflight import (
+    RunDirError,
+    check_finished_folds,
+    check_training_labels,
+    fold_fingerprint,
+)
 from e2evision.training.performance import Performance, apply_performance, resolve_performance
 from e2evision.training.artifacts import (
     SALIENCY_FILE,
@@ -75,9 +82,6 @@ from e2evision.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
-
-class RunDirError(RuntimeError):
-    """The run directory holds something this run must not mix with or load (names the file)."""
 
 #: signal efficiencies at which metrics.json reports the background rejection 1/ε_B
 SIGNAL_EFFICIENCIES: tuple[float, ...] = (0.3, 0.5)
@@ -249,9 +253,6 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     cfg_hash = config_hash(cfg)
     if resume:
         _check_resumable(out, cfg)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", cfg.to_yaml())
 
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic)
     reader = open_experiment_data(cfg)
@@ -260,7 +261,19 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     class_names = list(reader.class_names)
     n_classes = len(class_names) if task == "multiclass" else 2
     labels_all = reader.labels()
+    where = ", ".join(map(str, reader.paths))
+    check_training_labels(labels_all, task, cfg.train.folds, n_classes, where)
     trainval, test = split_indices(labels_all, cfg, task)
+    # provenance is written only once the data and the finished folds belong to this run
+    data_fp = data_fingerprint(reader.paths)
+    fold_fp = fold_fingerprint(data_fp, _features_record(reader))
+    skf = StratifiedKFold(n_splits=cfg.train.folds, shuffle=True, random_state=cfg.seed)
+    check_training_labels(labels_all[trainval], task, cfg.train.folds, n_classes, "the training part")
+    fold_val = [va for _, va in skf.split(trainval, strata(labels_all[trainval], task))]
+    check_finished_folds(out, fold_val, cfg_hash, fold_fp)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", cfg.to_yaml())
     scalar_names = list(reader.scalar_names)
     image_shape = tuple(int(s) for s in reader.image_shape)
     perf = resolve_performance(cfg.train, build_module(cfg, image_shape, task, n_classes), image_shape)  # type: ignore[arg-type]
@@ -271,7 +284,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         "data": {
             "format": reader.format,
             "paths": [str(p) for p in reader.paths],
-            "fingerprint": data_fingerprint(reader.paths),
+            "fingerprint": data_fp,
             "n_samples": reader.n_samples,
             "image_shape": list(reader.image_shape),
             "channels": reader.channel_names,
@@ -305,7 +318,6 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     test_set = source.subset(test_rows)
     device = _predict_device(cfg)
 
-    skf = StratifiedKFold(n_splits=cfg.train.folds, shuffle=True, random_state=cfg.seed)
     score_shape: tuple[int, ...] = (n_classes,) if task == "multiclass" else ()
     oof = np.full((trainval.size, *score_shape), np.nan, dtype=np.float64)
     oof_fold = np.full(trainval.size, -1, dtype=np.int64)
@@ -323,12 +335,16 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         module = build_module(cfg, shape, task, n_classes, shift, scale)  # type: ignore[arg-type]
         n_params = count_parameters(module.model)
         done = _load_finished_fold(fold_dir, module)
+        if done is not None and perf.channels_last:  # the memory format of a freshly trained fold
+            module.model.to(memory_format=torch.channels_last)
+            module.channels_last = True
         if done is None and cfg.model.init_from:
             log.info("fold %d: initialised with %s", k,
                      init_from_run(module.model, cfg.model.init_from, cfg.model.init_fold))
         if done is None:
             extra = list(extra_callbacks(k)) if extra_callbacks is not None else []
-            done = _train_fold(cfg, k, module, source, tr, va, fold_dir, out, cfg_hash, resume, main, extra, perf)
+            done = _train_fold(cfg, k, module, source, tr, va, fold_dir, out, cfg_hash, resume, main, extra,
+                               perf, fold_fp)
         elif done.get("config_sha256") != cfg_hash or done["val_rows"] != va.tolist():
             raise RunDirError(
                 f"{fold_dir}: a finished fold from a different config or data split is in the way; "
@@ -406,7 +422,8 @@ def _features_record(reader: Any) -> dict[str, str] | None:
 
 def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: SampleSource, tr: np.ndarray,
                 va: np.ndarray, fold_dir: Path, run_dir: Path, cfg_hash: str, resume: bool,
-                main: bool, extra_callbacks: list[Any], perf: Performance) -> dict[str, Any]:
+                main: bool, extra_callbacks: list[Any], perf: Performance,
+                data_fp: str = "") -> dict[str, Any]:
     """Fit one fold (continuing from its checkpoint when resuming); rank 0 writes its files."""
     normalizer = module.normalizer
     if normalizer.needs_stats:
@@ -415,7 +432,7 @@ def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: Samp
         assert source.scalars is not None
         module.scalar_normalizer.fit_scalars(source.scalars[tr])
     meta = {"fold": k, "config_sha256": cfg_hash, "train_rows_sha256": _rows_hash(tr),
-            "val_rows_sha256": _rows_hash(va)}
+            "val_rows_sha256": _rows_hash(va), "data_fingerprint": data_fp}
     ckpt_dir = fold_dir / "checkpoints"
     ckpt_path = _resume_checkpoint(ckpt_dir, meta, resume, run_dir)
     if main:
@@ -440,7 +457,8 @@ def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: Samp
     module.to("cpu")
     done = {"fold": k, "config_sha256": cfg_hash, "fit_seconds": fit_s, "epochs": trainer.current_epoch,
             "best_epoch": best.best_epoch, "best_score": best.best_score, "monitor": best.monitor,
-            "resumed_from_step": from_step, "world_size": int(trainer.world_size), "history": hist.rows, "train_rows": tr.tolist(), "val_rows": va.tolist()}
+            "resumed_from_step": from_step, "world_size": int(trainer.world_size), "history": hist.rows, "train_rows": tr.tolist(), "val_rows": va.tolist(),
+            "data_fingerprint": data_fp}
     if main:
         with atomic_path(fold_dir / "model.safetensors") as tmp:
             save_file({kk: v.contiguous() for kk, v in module.state_dict().items()}, str(tmp))

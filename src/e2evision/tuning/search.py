@@ -84,13 +84,24 @@ def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
-def _storage(url: str) -> Any:
-    import optuna
+_STORAGE_HINT = ("give a SQLAlchemy URL such as sqlite:///study.db or "
+                 "postgresql+psycopg://user@host/db")
 
-    if url.startswith("sqlite"):
-        # Several local workers share one SQLite file: wait for its lock instead of failing.
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+
+def _storage(url: str) -> Any:
+    """Optuna's RDB storage for ``url``; a bad URL or a missing driver is a one-line ValueError."""
+    import optuna
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        if url.startswith("sqlite"):
+            # Several local workers share one SQLite file: wait for its lock instead of failing.
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
+        problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"--storage {_redact(url)}: not a usable storage URL ({problem}); "
+                         f"{_STORAGE_HINT}") from None
 
 
 def run_study(
@@ -154,8 +165,13 @@ def _create_study(name: str, url: str, sampler: Any, pruner: Any, direction: str
         try:
             return optuna.create_study(study_name=name, storage=_storage(url), sampler=sampler, pruner=pruner,
                                        direction=direction, load_if_exists=True)
-        except (OperationalError, IntegrityError, optuna.exceptions.DuplicatedStudyError):
+        except (OperationalError, IntegrityError, optuna.exceptions.DuplicatedStudyError) as err:
             if attempt == attempts - 1:
+                if isinstance(err, OperationalError):
+                    problem = (str(err.orig).strip().splitlines() or ["cannot connect"])[0]
+                    raise ValueError(f"--storage {_redact(url)}: cannot open the storage ({problem}); "
+                                     "check the server, the database and the credentials, or "
+                                     f"{_STORAGE_HINT}") from None
                 raise
             time.sleep(0.5 + attempt)
     raise AssertionError("unreachable")
