@@ -181,10 +181,11 @@ def test_preprocess_json_schema_and_shared_directory(toy_runs, tmp_path):
     assert image["channels"] == ["ecal_energy", "ecal_time"] and image["dtype"] == "float32"
     norm = json.loads((run / f"fold_{first.fold}" / "normalizer.json").read_text())
     p = image["preprocess"]
-    assert p["order"] == ["zero_suppression", "channel_scale", "centre_scale", "clip"]
-    for key in ("mode", "zero_suppression", "channel_scale", "centre", "scale", "clip"):
+    assert p["order"] == ["zero_suppression", "channel_scale", "per_sample", "log1p", "centre_scale", "clip"]
+    for key in ("mode", "zero_suppression", "channel_scale", "per_sample", "log1p", "centre", "scale", "clip"):
         assert p[key] == norm[key], key
     assert p["channel_scale"] == [2.0, 0.5] and p["zero_suppression"] == 0.05 and p["clip"] == 3.0
+    assert p["per_sample"] == ["max", "none"] and p["log1p"] == [0.01, None]
     assert [o["name"] for o in pre["outputs"]] == ["prob", "logit"]
     assert pre["outputs"][0]["kind"] == "probability" and "sigmoid" in pre["outputs"][0]["meaning"]
     assert pre["source"]["fold"] == first.fold and pre["source"]["fold_choice"] == first.fold_reason

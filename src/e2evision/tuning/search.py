@@ -88,6 +88,19 @@ _STORAGE_HINT = ("give a SQLAlchemy URL such as sqlite:///study.db or "
                  "postgresql+psycopg://user@host/db")
 
 
+def check_storage_url(url: str) -> None:
+    """A malformed URL or a missing database driver, said before any data is opened."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
+        problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"--storage {_redact(url)}: not a usable storage URL ({problem}); "
+                         f"{_STORAGE_HINT}") from None
+
+
 def _storage(url: str) -> Any:
     """Optuna's RDB storage for ``url``; a bad URL or a missing driver is a one-line ValueError."""
     import optuna
@@ -127,6 +140,8 @@ def run_study(
     tune: TuneConfig | None = cfg.tune
     if tune is None or not tune.params:
         raise ValueError("the config has no 'tune.params' search space")
+    if storage is not None:
+        check_storage_url(storage)
     metric, direction, monitor = objective_for(tune, data_task(cfg))
     study_dir = Path(out_dir or Path("runs") / "tune" / study_name)
     study_dir.mkdir(parents=True, exist_ok=True)
