@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                          "calls that add points to one curve, so that they share the data and the test split")
     ap.add_argument("--models", default=",".join(MODELS), help="shipped configs <dataset>_<model>.yaml")
     ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--model-max-size", action="append", default=[], metavar="MODEL=N",
+                    help="train MODEL only up to N samples (e.g. vit=8000: the slow model stops earlier)")
     ap.add_argument("--epochs", type=int, default=None, help="override train.max_epochs (default: the config's)")
     ap.add_argument("--img", type=int, default=32, help="quark_gluon: crop 64 then resize to this side (0: keep)")
     ap.add_argument("--seed", type=int, default=11)
@@ -165,9 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     if pool < sizes[-1] + args.test:
         ap.error(f"--pool {pool} is smaller than the largest size plus --test ({sizes[-1] + args.test})")
     files = simulate_pool(args.dataset, pool, args.seed, args.workers, args.out.resolve())
+    limits = {k: int(v) for k, v in (item.split("=", 1) for item in args.model_max_size)}
     rows: list[dict[str, Any]] = []
     for size in sizes:
         for model in models:
+            if size > limits.get(model, size):
+                continue
             row = run_point(args, model, files, size, pool)
             rows.append(row)
             partial = {"dataset": args.dataset, "test": args.test, "partial": True, "rows": rows}
@@ -180,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         pts = {r["model"]: r for r in rows if r["size"] == size}
         cells = "".join(f"{pts[m]['test_auc']:>10.4f} [{pts[m]['test_auc_ci'][0]:.3f}, "
-                        f"{pts[m]['test_auc_ci'][1]:.3f}]" for m in models)
-        images = [pts[m] for m in models if m != "physics_baseline"]
+                        f"{pts[m]['test_auc_ci'][1]:.3f}]" if m in pts else f"{'—':>26}" for m in models)
+        images = [pts[m] for m in models if m != "physics_baseline" and m in pts]
         best = max(images, key=lambda r: r["test_auc"]) if images else None
         if best is not None:
             d, p = gap(best["run_dir"], pts["physics_baseline"]["run_dir"])

@@ -226,7 +226,11 @@ class ImageModule(pl.LightningModule):
         self.val_loss_mean.update(self._loss(raw, y).detach(), weight=y.shape[0])
         raw = raw.float()
         if self.task == "binary":
-            self.val_auc.update(raw, y.long())
+            # probabilities, always: torchmetrics applies a sigmoid only to batches with values
+            # outside [0, 1], so raw logits mixed scales across batches and the AUC depended on
+            # how the batches fell (under DDP, on the process count); float64 keeps confident
+            # logits apart instead of saturating at 1.0
+            self.val_auc.update(torch.sigmoid(raw.double()), y.long())
         elif self.task == "multiclass":
             self.val_auc.update(torch.softmax(raw, dim=-1), y.long())
         else:
