@@ -25,8 +25,8 @@ from e2evision.export.errors import ExportError
 from e2evision.export.exporters import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
-    FORMATS,
     ExportResult,
+    check_export_target,
     stage_verify_publish,
 )
 from e2evision.export.run import LoadedFold, _fold_dirs, load_fold, read_test_batch
@@ -174,15 +174,7 @@ def export_ensemble(run_dir: str | os.PathLike[str], fmt: str, out: str | os.Pat
                     rtol: float = DEFAULT_RTOL) -> ExportResult:
     """Export the mean of all folds of ``run_dir`` as one ``fmt`` model at ``out`` (verified)."""
     t0 = time.perf_counter()
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    out_path = Path(out)
-    if fmt == "aoti" and out_path.suffix != ".pt2":
-        raise ExportError(f"{out_path}: an AOTInductor package must be named *.pt2")
-    if out_path.name == FILE_NAME:
-        raise ExportError(f"{out_path}: that name is reserved for the contract file")
-    if n_check < 1:
-        raise ExportError("n_check must be at least 1")
+    out_path = check_export_target(fmt, out, n_check)
     folds = load_all_folds(run_dir)
     first = folds[0]
     raw, scalars, _ = read_test_batch(first, n_check, data)

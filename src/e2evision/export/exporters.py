@@ -204,16 +204,8 @@ def _runner(fmt: str, path: Path, input_names: list[str], output_names: list[str
     return run
 
 
-def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str], *, fold: int | None = None,
-                 data: list[str] | None = None, n_check: int = 64, atol: float = DEFAULT_ATOL,
-                 rtol: float = DEFAULT_RTOL) -> ExportResult:
-    """Export fold ``fold`` (default: best validation AUC) of ``run_dir`` as ``fmt`` to ``out``.
-
-    Writes ``out`` and ``preprocess.json`` beside it only after the exported file, run by its own
-    runtime on ``n_check`` test-split samples (batch sizes n, 1 and 3), matches PyTorch within
-    ``atol + rtol·|ref|``; on any failure nothing new is left at ``out``.
-    """
-    t0 = time.perf_counter()
+def check_export_target(fmt: str, out: str | os.PathLike[str], n_check: int) -> Path:
+    """The output path, after the checks every export makes before it loads anything."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out_path = Path(out)
@@ -223,6 +215,20 @@ def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLi
         raise ExportError(f"{out_path}: that name is reserved for the contract file")
     if n_check < 1:
         raise ExportError("n_check must be at least 1")
+    return out_path
+
+
+def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str], *, fold: int | None = None,
+                 data: list[str] | None = None, n_check: int = 64, atol: float = DEFAULT_ATOL,
+                 rtol: float = DEFAULT_RTOL) -> ExportResult:
+    """Export fold ``fold`` (default: the best by the run's monitored metric) of ``run_dir`` to ``out``.
+
+    Writes ``out`` and ``preprocess.json`` beside it only after the exported file, run by its own
+    runtime on ``n_check`` test-split samples (batch sizes n, 1 and 3), matches PyTorch within
+    ``atol + rtol·|ref|``; on any failure nothing new is left at ``out``.
+    """
+    t0 = time.perf_counter()
+    out_path = check_export_target(fmt, out, n_check)
 
     loaded = load_fold(run_dir, fold)
     raw, scalars, stored = read_test_batch(loaded, n_check, data)
