@@ -182,3 +182,54 @@ def test_flips_about_the_central_pixel_keep_it_in_place(n):
     assert torch.equal(flips.eval()(x), x)  # evaluation never augments
     with pytest.raises(ValueError, match="augment.flip_about must be one of centre, pixel"):
         RandomFlips(True, True, about="seed")
+
+
+@pytest.mark.parametrize("about", ["pixel", "centre"])
+@pytest.mark.parametrize("dims", [(True, True), (False, True)])
+def test_test_time_flips_average_the_network_over_every_mirror_image(about, dims):
+    from e2evision.transforms import TestTimeFlips
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 2, 8, 8)).astype(np.float32)
+    w = rng.normal(size=(2 * 8 * 8, 2)).astype(np.float32)
+    net = lambda t: t.reshape(t.shape[0], -1) @ torch.from_numpy(w)  # noqa: E731 - a fixed linear "network"
+
+    tta = TestTimeFlips(*dims, about=about)
+    got = tta.average(net(tta.views(torch.from_numpy(x))), 3).numpy()
+    # Independently: the mirror index maps in NumPy, every subset of the flips, the mean output.
+    idx = (8 - np.arange(8)) % 8 if about == "pixel" else 7 - np.arange(8)
+    views = [x]
+    for axis, on in ((2, dims[0]), (3, dims[1])):
+        if on:
+            views += [np.take(v, idx, axis=axis) for v in views]
+    want = np.mean([v.reshape(3, -1) @ w for v in views], axis=0)
+    assert tta.n_views == len(views) == 2 ** sum(dims)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_test_time_flips_act_in_evaluation_only_and_need_flips():
+    from e2evision.config import load_config
+    from e2evision.training.artifacts import build_module
+
+    cfg = load_config(ROOT / "configs/egamma_resnet15.yaml", [
+        "model.kwargs.widths=[4, 8]", "augment.test_time=true", "augment.flip_about=pixel"])
+    module = build_module(cfg, (2, 32, 32), "binary", 2)
+    x = torch.from_numpy(np.random.default_rng(1).gamma(1.0, size=(5, 2, 32, 32)).astype(np.float32))
+    module.eval()
+    with torch.no_grad():
+        one = module.test_time
+        module.test_time = None
+        plain = [module.raw(v) for v in one.views(x).split(5)]  # the network on each view, one by one
+        module.test_time = one
+        tta = module.raw(x)
+        module.train()  # training sees one view per image (its random flips do the rest)
+        train_out = module.raw(x)
+        module.test_time = None
+        train_plain = module.raw(x)
+    torch.testing.assert_close(tta, torch.stack(plain).mean(0), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(tta, plain[0])  # the average is not the plain output
+    assert train_out.shape == (5,)
+    torch.testing.assert_close(train_out, train_plain, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="augment.test_time averages over the flips"):
+        load_config(ROOT / "configs/egamma_resnet15.yaml", [
+            "augment.flip_eta=false", "augment.flip_phi=false", "augment.test_time=true"])

@@ -36,17 +36,20 @@ TOL = 1e-5
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 #: name -> (config, overrides): tiny versions of the three acceptance models, each with another
-#: normalisation so that zero suppression, channel scale factors, centring and clipping all act.
+#: normalisation so that zero suppression, channel scale factors, centring and clipping all act;
+#: two of them evaluate with test-time flips (about the centre line, about the seed pixel).
 TOY_RUNS: dict[str, tuple[str, list[str]]] = {
     "resnet15": ("egamma_resnet15.yaml", [
         "model.kwargs.widths=[4, 8]", "model.kwargs.blocks_per_stage=1",
         "preprocess.normalize=zscore", "preprocess.zero_suppression=0.05",
         "preprocess.channel_scale=[2.0, 0.5]", "preprocess.clip=3.0",
-        "preprocess.per_sample=[max, none]", "preprocess.log1p=[0.01, null]"]),
+        "preprocess.per_sample=[max, none]", "preprocess.log1p=[0.01, null]",
+        "augment.flip_eta=true", "augment.flip_about=centre", "augment.test_time=true"]),
     "vit": ("egamma_vit.yaml", [
         "model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2",
         "preprocess.normalize=scale", "preprocess.clip=50.0", "preprocess.channel_scale=null",
-        "preprocess.per_sample=null", "preprocess.log1p=[1.0, null]"]),
+        "preprocess.per_sample=null", "preprocess.log1p=[1.0, null]",
+        "augment.flip_eta=true", "augment.flip_phi=true", "augment.flip_about=pixel", "augment.test_time=true"]),
     "vit_sd": ("egamma_vit.yaml", [
         "model.name=vit_sd_micro", "model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2",
         "preprocess.normalize=minmax", "preprocess.zero_suppression=0.02", "preprocess.channel_scale=[1.0, 25.0]",

@@ -124,6 +124,16 @@ class AugmentConfig(_Strict):
     roll_phi: bool = Field(False, description="roll φ by a random offset with probability p (full-φ images)")
     rot90: bool = Field(False, description="rotate by a random multiple of 90° (lensing; square images)")
     p: float = Field(0.5, ge=0.0, le=1.0)
+    test_time: bool = Field(
+        False, description="evaluate (validation, test, predict, export) on the mean output over every "
+                           "mirror image of the flips above: 2^k forward passes per image"
+    )
+
+    @model_validator(mode="after")
+    def _test_time_needs_flips(self) -> AugmentConfig:
+        if self.test_time and not (self.flip_eta or self.flip_phi):
+            raise ValueError("augment.test_time averages over the flips: set flip_eta and/or flip_phi")
+        return self
 
 
 class ModelConfig(_Strict):

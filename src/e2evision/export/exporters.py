@@ -41,14 +41,18 @@ class ExportGraph(nn.Module):
 
     The link functions are those of the training module's ``scores``: sigmoid (binary), softmax
     (multiclass), and for regression the target un-scaling ``raw · target_scale + target_shift``.
+    A run trained with ``augment.test_time`` exports its averaging over the flips too (the views
+    are built from the normalised image, as the training module builds them), so that the
+    deployed model scores what was evaluated.
     """
 
     def __init__(self, geometry: nn.Module, model: nn.Module, task: str, target_shift: float = 0.0,
-                 target_scale: float = 1.0) -> None:
+                 target_scale: float = 1.0, test_time: nn.Module | None = None) -> None:
         super().__init__()
         self.geometry = geometry
         self.model = model
         self.task = task
+        self.test_time = test_time
         self.register_buffer("target_shift", torch.tensor(float(target_shift)))
         self.register_buffer("target_scale", torch.tensor(float(target_scale)))
 
@@ -59,22 +63,30 @@ class ExportGraph(nn.Module):
             return torch.softmax(z, dim=-1), z
         return (z * self.target_scale + self.target_shift,)
 
+    def _run(self, image: torch.Tensor, *scalars: torch.Tensor) -> torch.Tensor:
+        if self.test_time is None:
+            return self.model(self.geometry(image), *scalars)
+        n, k = image.shape[0], self.test_time.n_views
+        out = self.model(self.geometry(self.test_time.views(image)), *(s.repeat(k, 1) for s in scalars))
+        return self.test_time.average(out, n)
+
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self._outputs(self.model(self.geometry(image)))
+        return self._outputs(self._run(image))
 
 
 class ExportGraphWithScalars(ExportGraph):
     """The same with the model's scalar inputs (pt, η, ...) fused before its head."""
 
     def forward(self, image: torch.Tensor, scalars: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        return self._outputs(self.model(self.geometry(image), scalars))
+        return self._outputs(self._run(image, scalars))
 
 
 def export_graph(fold: LoadedFold) -> ExportGraph:
     cls = ExportGraphWithScalars if fold.num_scalars else ExportGraph
     shift = float(getattr(fold.module, "target_shift", 0.0))
     scale = float(getattr(fold.module, "target_scale", 1.0))
-    return cls(fold.geometry, fold.model, fold.task, shift, scale).eval()
+    test_time = getattr(fold.module, "test_time", None)
+    return cls(fold.geometry, fold.model, fold.task, shift, scale, test_time).eval()
 
 
 def reference_outputs(fold: LoadedFold, raw: np.ndarray, scalars: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -43,7 +43,7 @@ def build_module(cfg: ExperimentConfig, image_shape: tuple[int, int, int], task:
                  target_shift: float = 0.0, target_scale: float = 1.0) -> ImageModule:
     """The LightningModule of ``cfg`` for images of ``image_shape`` (C, H, W), untrained."""
     from e2evision.models import create_model
-    from e2evision.transforms import ChannelNormalizer, build_augment, build_geometry, output_size
+    from e2evision.transforms import ChannelNormalizer, TestTimeFlips, build_augment, build_geometry, output_size
 
     c, h, w = image_shape
     pp, aug = cfg.preprocess, cfg.augment
@@ -70,9 +70,10 @@ def build_module(cfg: ExperimentConfig, image_shape: tuple[int, int, int], task:
     model = create_model(cfg.model.name, in_chans=c, img_size=output_size(size, pp.resize, pp.crop, pp.pad),
                          num_outputs=outputs, **kwargs)
     augment = build_augment(aug.flip_eta, aug.flip_phi, aug.p, aug.roll_phi, aug.rot90, aug.flip_about)
+    test_time = TestTimeFlips(aug.flip_eta, aug.flip_phi, aug.flip_about) if aug.test_time else None
     return ImageModule(model, normalizer, cfg.train, augment, geometry, task=task,  # type: ignore[arg-type]
                        num_classes=num_classes, target_shift=target_shift, target_scale=target_scale,
-                       scalar_normalizer=scalar_normalizer)
+                       scalar_normalizer=scalar_normalizer, test_time=test_time)
 
 
 def load_fold_module(run_dir: str | os.PathLike[str], fold: int = 0) -> ImageModule:

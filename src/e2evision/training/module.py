@@ -29,6 +29,7 @@ from torchmetrics import MeanAbsoluteError, MeanMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAUROC
 
 from e2evision.config import StageConfig, TrainConfig
+from e2evision.transforms.augment import TestTimeFlips
 from e2evision.transforms.normalize import ChannelNormalizer
 
 Task = Literal["binary", "multiclass", "regression"]
@@ -126,9 +127,12 @@ class ImageModule(pl.LightningModule):
     def __init__(self, model: nn.Module, normalizer: ChannelNormalizer, train_cfg: TrainConfig,
                  augment: nn.Module | None = None, geometry: nn.Module | None = None, *,
                  task: Task = "binary", num_classes: int = 2, target_shift: float = 0.0,
-                 target_scale: float = 1.0, scalar_normalizer: ChannelNormalizer | None = None) -> None:
+                 target_scale: float = 1.0, scalar_normalizer: ChannelNormalizer | None = None,
+                 test_time: TestTimeFlips | None = None) -> None:
         super().__init__()
         self.model = model
+        # eval-mode averaging over the training flips (augment.test_time); no state of its own
+        self.test_time = test_time
         self.normalizer = normalizer
         # scalar inputs (pt, ieta, lens features, ...): their own normaliser, fitted on the training
         # folds like the image's and saved with the weights; None for image-only models
@@ -169,7 +173,12 @@ class ImageModule(pl.LightningModule):
 
         ``scalars`` ``(N, S)`` are the raw scalar inputs of a model built with ``data.scalars``.
         """
-        image = self.geometry(self.normalizer(x))
+        image = self.normalizer(x)
+        n, tta = image.shape[0], self.test_time is not None and not self.training
+        if tta:
+            image = self.test_time.views(image)
+            scalars = None if scalars is None else scalars.repeat(self.test_time.n_views, 1)
+        image = self.geometry(image)
         if self.channels_last and image.ndim == 4:
             image = image.contiguous(memory_format=torch.channels_last)
         if self.scalar_normalizer is None:
@@ -181,6 +190,8 @@ class ImageModule(pl.LightningModule):
                 got = "none" if scalars is None else tuple(scalars.shape)
                 raise ValueError(f"this model takes {self.num_scalars} scalar inputs per sample, got {got}")
             out = self.model(image, self.scalar_normalizer(scalars.float()))
+        if tta:
+            out = self.test_time.average(out, n)
         return out if self.task == "multiclass" else out.squeeze(-1)
 
     def forward(self, x: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:

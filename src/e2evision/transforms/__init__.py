@@ -4,11 +4,11 @@
   min-max with statistics from the training split, clipping (the deployable part: it is what
   ``preprocess.json`` describes);
 * :mod:`.geometry` — centre crop, pad, resize (run inside the model's forward pass);
-* :mod:`.augment` — η/φ flips, φ roll, 90° rotations (training only);
+* :mod:`.augment` — η/φ flips, φ roll, 90° rotations (training only), and test-time averaging over the flips;
 * :mod:`.lensing` — lens region-of-interest crop and rotation to a canonical axis, with inverses.
 """
 
-from e2evision.transforms.augment import RandomFlips, RandomPhiRoll, RandomRot90, build_augment
+from e2evision.transforms.augment import RandomFlips, RandomPhiRoll, RandomRot90, TestTimeFlips, build_augment
 from e2evision.transforms.geometry import CenterCrop, PadTo, Resize, build_geometry, output_size
 from e2evision.transforms.lensing import (
     LensCanonicalize,
@@ -35,6 +35,7 @@ __all__ = [
     "RandomPhiRoll",
     "RandomRot90",
     "Resize",
+    "TestTimeFlips",
     "build_augment",
     "build_geometry",
     "canonical_to_image",

@@ -15,6 +15,14 @@ from torch import nn
 FLIP_ABOUT = ("centre", "pixel")
 
 
+def mirror(x: torch.Tensor, dim: int, about: str = "centre") -> torch.Tensor:
+    """``x`` mirrored along ``dim``: about the centre line, or about the central pixel ``n//2``."""
+    flipped = x.flip(dim)
+    if about == "pixel" and x.shape[dim] % 2 == 0:
+        flipped = flipped.roll(1, dim)  # i → n−1−i → n−i (mod n): pixel n//2 stays
+    return flipped
+
+
 class RandomFlips(nn.Module):
     """Flip each sample independently along η and/or φ with probability ``p`` (training only).
 
@@ -38,10 +46,7 @@ class RandomFlips(nn.Module):
         self.about = about
 
     def mirror(self, x: torch.Tensor, d: int) -> torch.Tensor:
-        flipped = x.flip(d)
-        if self.about == "pixel" and x.shape[d] % 2 == 0:
-            flipped = flipped.roll(1, d)  # i → n−1−i → n−i (mod n): pixel n//2 stays
-        return flipped
+        return mirror(x, d, self.about)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not self.dims or self.p == 0.0:
@@ -102,6 +107,42 @@ class RandomRot90(nn.Module):
         for r in (1, 2, 3):
             out = torch.where((k == r).view(view), torch.rot90(x, r, dims=(-2, -1)), out)
         return out
+
+
+class TestTimeFlips(nn.Module):
+    """Evaluate on every mirror image the training flips produce and average the outputs.
+
+    A network trained with random flips sees each shower in up to four orientations but is asked
+    for one; the mean output over all of them is a cheap ensemble (on e/γ crops +0.004 test AUC for
+    ResNet-15 and +0.011 for a ViT, docs/training.md). ``views`` stacks the ``2^k`` mirror images
+    along the batch axis, so the network runs once on ``2^k · N`` images; ``average`` folds its
+    outputs back to ``N``. No parameters or buffers: saved weights do not change. Runs in eval mode
+    only (validation, test, prediction, export); training keeps its random flips.
+    """
+
+    def __init__(self, flip_eta: bool = False, flip_phi: bool = False, about: str = "centre") -> None:
+        super().__init__()
+        if about not in FLIP_ABOUT:
+            raise ValueError(f"augment.flip_about must be one of {', '.join(FLIP_ABOUT)}, got {about!r}")
+        self.dims = [d for d, on in ((-2, flip_eta), (-1, flip_phi)) if on]
+        if not self.dims:
+            raise ValueError("test-time flips need flip_eta or flip_phi")
+        self.about = about
+
+    @property
+    def n_views(self) -> int:
+        return 2 ** len(self.dims)
+
+    def views(self, x: torch.Tensor) -> torch.Tensor:
+        """``(2^k · N, ...)``: the identity first, then each subset of the flips."""
+        out = [x]
+        for d in self.dims:
+            out = out + [mirror(v, d, self.about) for v in out]
+        return torch.cat(out, dim=0)
+
+    def average(self, out: torch.Tensor, n: int) -> torch.Tensor:
+        """The mean over the views of outputs laid out as ``views`` laid out the inputs."""
+        return out.reshape(self.n_views, n, *out.shape[1:]).mean(dim=0)
 
 
 def build_augment(flip_eta: bool = False, flip_phi: bool = False, p: float = 0.5, roll_phi: bool = False,
