@@ -38,16 +38,14 @@ import numpy as np
 from scipy import ndimage
 
 from e2evision.datasets.base import ImageDataset
-from e2evision.transforms.lensing import (
+from e2evision.datasets.batches import iter_batches
+from e2evision.transforms.lensing.batch import Array, as_batch, per_image
+from e2evision.transforms.lensing.light import (
     CENTRE_METHODS,
-    Array,
-    _batch,
-    _centre,
-    _pack,
-    _per_image,
-    _smooth,
-    _stats,
-    iter_batches,
+    pack_light,
+    roi_centre,
+    smooth_tensor,
+    threshold_stats,
 )
 from e2evision.utils.io import atomic_path, atomic_write_json
 
@@ -223,19 +221,19 @@ def lens_features(images: Array, params: LensFeatureParams | None = None, *,
     asymmetry 0 (and the image centre).
     """
     p = params if params is not None else LensFeatureParams()
-    b = _batch(images)
+    b = as_batch(images)
     x = b.x.detach().cpu()
-    s_t = _smooth(x, float(p.smooth_sigma))
-    bg_t, noise_t, peak_t, thr_t = _stats(s_t, float(p.nsigma), float(p.fraction))
+    s_t = smooth_tensor(x, float(p.smooth_sigma))
+    bg_t, noise_t, peak_t, thr_t = threshold_stats(s_t, float(p.nsigma), float(p.fraction))
     n, h, w = s_t.shape
     if centre_x is None and centre_y is None:
-        cx_t, cy_t, _ = _centre(_pack(s_t - thr_t[:, None, None]), p.centre_method)
+        cx_t, cy_t, _ = roi_centre(pack_light(s_t - thr_t[:, None, None]), p.centre_method)
         cx, cy = cx_t.numpy(), cy_t.numpy()
     elif centre_x is None or centre_y is None:
         raise ValueError("give both centre_x and centre_y, or neither")
     else:
-        cx = _per_image(centre_x, n, "centre_x", s_t).numpy()
-        cy = _per_image(centre_y, n, "centre_y", s_t).numpy()
+        cx = per_image(centre_x, n, "centre_x", s_t).numpy()
+        cy = per_image(centre_y, n, "centre_y", s_t).numpy()
     s = s_t.double().numpy()
     bg, noise, peak, thr = (t.double().numpy() for t in (bg_t, noise_t, peak_t, thr_t))
 
@@ -306,7 +304,7 @@ def dataset_features(dataset: ImageDataset, params: LensFeatureParams | None = N
     return out
 
 
-def _metadata_pixel_scale(paths: Sequence[Path]) -> float | None:
+def metadata_pixel_scale(paths: Sequence[Path]) -> float | None:
     """``image.pixel_scale_arcsec`` from a simulator's ``metadata*.json`` in the data folder."""
     for root in paths:
         if not Path(root).is_dir():
@@ -360,7 +358,7 @@ def _write_features(dataset: ImageDataset, out: str | os.PathLike[str] | None,
         raise ValueError(f"features file must end in .csv or .npz, got {out.name!r}")
     source = "given"
     if params is None:
-        scale = _metadata_pixel_scale(roots)
+        scale = metadata_pixel_scale(roots)
         source = "metadata.json" if scale is not None else "default (DeepLense Model I)"
         params = LensFeatureParams(pixel_scale_arcsec=scale or DEFAULT_PIXEL_SCALE_ARCSEC)
     table = dataset_features(dataset, params, batch_size=batch_size)
