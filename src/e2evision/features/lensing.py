@@ -37,8 +37,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from e2evision.datasets.base import ImageDataset
+from e2evision import __version__
+from e2evision.datasets import ImageDataset, open_dataset
 from e2evision.datasets.batches import iter_batches
+from e2evision.datasets.feature_table import SIDECAR_ENTRY, read_table
 from e2evision.transforms.lensing.batch import Array, as_batch, per_image
 from e2evision.transforms.lensing.light import (
     CENTRE_METHODS,
@@ -336,8 +338,6 @@ def write_features(
     scale comes from the simulator's ``metadata.json`` when the folder has one, else 0.05″. The
     parameters go to ``<out>.json`` beside the table; both files are written atomically.
     """
-    from e2evision.datasets import open_dataset
-
     if isinstance(data, ImageDataset):
         return _write_features(data, out, params, batch_size)
     with open_dataset(data, format, **dict(reader_kwargs or {})) as dataset:
@@ -346,8 +346,6 @@ def write_features(
 
 def _write_features(dataset: ImageDataset, out: str | os.PathLike[str] | None,
                     params: LensFeatureParams | None, batch_size: int) -> Path:
-    from e2evision import __version__
-
     roots = [Path(p) for p in dataset.paths]
     if out is None:
         if not roots or not roots[0].is_dir():
@@ -378,7 +376,7 @@ def _write_features(dataset: ImageDataset, out: str | os.PathLike[str] | None,
     atomic_write_json(out.with_name(out.name + ".json"), sidecar)
     if out.suffix == ".npz":
         arrays = {**{k: np.asarray(v) for k, v in table.items()},
-                  "params_json": np.array(json.dumps(sidecar))}
+                  SIDECAR_ENTRY: np.array(json.dumps(sidecar))}
         with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w") as zf:
             for key, value in arrays.items():  # np.savez cannot take a column named "file"
                 with zf.open(f"{key}.npy", "w") as fh:
@@ -395,27 +393,7 @@ def _write_features(dataset: ImageDataset, out: str | os.PathLike[str] | None,
     return out
 
 
-_TEXT_COLUMNS = ("file", "class")
-
-
 def read_features(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Columns of a file :func:`write_features` wrote (``.csv`` or ``.npz``)."""
-    path = Path(path)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files if k != "params_json"}
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise ValueError(f"{path}: empty features file")
-    header, body = rows[0], rows[1:]
-    out: dict[str, np.ndarray] = {}
-    for i, name in enumerate(header):
-        values = [r[i] for r in body]
-        if name in _TEXT_COLUMNS:
-            out[name] = np.array(values, dtype=str)
-        elif name in ("index", "n_peaks"):
-            out[name] = np.array(values, dtype=np.int64)
-        else:
-            out[name] = np.array(values, dtype=np.float64)
-    return out
+    """Columns of a file :func:`write_features` wrote (``.csv`` or ``.npz``; ``n_peaks`` and
+    ``index`` as int64, text keys as str, the rest float64)."""
+    return read_table(path)
