@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from e2evision.tuning.space import TuneConfig
+from e2evision.config_files import resolve_config
 
 
 class _Strict(BaseModel):
@@ -217,6 +217,43 @@ class TrainConfig(_Strict):
         return self
 
 
+class ParamSpec(BaseModel):
+    """One dimension of the search space."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} parameter needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale parameter needs low > 0")
+        return self
+
+
+class TuneConfig(BaseModel):
+    """The ``tune:`` section of an experiment config."""
+
+    model_config = ConfigDict(extra="forbid")
+    params: dict[str, ParamSpec] = Field(default_factory=dict, description="dotted config key → range")
+    # default: the run's own monitor (fold_mae_mean for regression, else fold_auc_mean: macro AUC
+    # for multi-class); the direction follows the metric. See tuning.search.objective_for.
+    metric: Literal["fold_auc_mean", "oof_auc", "fold_mae_mean", "oof_mae"] | None = None
+    direction: Literal["maximize", "minimize"] | None = None
+    pruner: Literal["median", "none"] = "median"
+    n_startup_trials: int = Field(5, ge=0, description="random trials before TPE takes over")
+    n_warmup_steps: int = Field(1, ge=0, description="epochs before a trial can be pruned")
+
+
 class ExperimentConfig(_Strict):
     name: str
     seed: int = 42
@@ -290,8 +327,6 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     raw: dict[str, Any] = copy.deepcopy(dict(data or {}))  # overrides must not edit the caller's dict
     source = "<dict>"
     if path is not None:
-        from e2evision.config_files import resolve_config
-
         path = resolve_config(path)  # a file, or a packaged config's name (e2evision configs)
         source = str(path)
         try:
