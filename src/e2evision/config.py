@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from e2evision.config_files import resolve_config
+from e2evision.errors import ConfigError, ConfigNotFoundError
 
 
 class _Strict(BaseModel):
@@ -294,18 +295,18 @@ class StrictLoader(yaml.SafeLoader):
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` → (["a", "b", "c"], value parsed as YAML, so 3 → int, [1,2] → list)."""
     if "=" not in item:
-        raise ValueError(f"override {item!r} must look like key.path=value")
+        raise ConfigError(f"override {item!r} must look like key.path=value")
     key, raw = item.split("=", 1)
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
-        raise ValueError(f"override {item!r} has an empty key")
+        raise ConfigError(f"override {item!r} has an empty key")
     if not raw.strip():
         return parts, None
     try:
         return parts, yaml.load(raw, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         problem = str(err).splitlines()[0]
-        raise ValueError(f"--set {key.strip()}: the value {raw!r} is not valid YAML ({problem}); "
+        raise ConfigError(f"--set {key.strip()}: the value {raw!r} is not valid YAML ({problem}); "
                          f"quote it, e.g. --set {key.strip()}='\"...\"'") from None
 
 
@@ -316,7 +317,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {p!r} is not a section")
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
         node[parts[-1]] = value
     return data
 
@@ -333,18 +334,18 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
             text = Path(path).read_text(encoding="utf-8")
             loaded = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
         except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
+            raise ConfigNotFoundError(f"config file not found: {path}") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ValueError(f"{path}:{where}: not valid YAML: {problem}; fix the file") from None
+            raise ConfigError(f"{path}:{where}: not valid YAML: {problem}; fix the file") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config must be a YAML mapping, got {type(loaded).__name__}")
+            raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(loaded).__name__}")
         raw = {**loaded, **raw}
     raw = apply_overrides(raw, list(overrides or []))
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"{source}: invalid config: {problems}") from None
+        raise ConfigError(f"{source}: invalid config: {problems}") from None
