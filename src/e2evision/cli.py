@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from e2evision import __version__
 from e2evision.errors import E2EVisionError
 
+# Each command imports its modules when it runs (deliberately): `e2evision --help` loads no torch.
 
 class _Commands(TyperGroup):
     """The root command group: the one place where e2evision's errors become ``error: ...``, exit 2."""
