@@ -194,8 +194,8 @@ def simulate_lensing(
     """Strong-lensing images (DeepLense Model I layout) rendered with lenstronomy."""
     from e2evision.simulate.lensing import (
         LensingConfig,
-        load_lensing_images,
         lensing_validation_plots,
+        load_lensing_images,
         write_lensing,
     )
 

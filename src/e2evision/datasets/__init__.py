@@ -20,7 +20,13 @@ from e2evision.datasets.base import ChannelStats, DatasetError, ImageDataset
 from e2evision.datasets.deeplense import DeepLenseFolder
 from e2evision.datasets.egamma import EgammaHDF5, HDF5Images, QuarkGluonHDF5
 from e2evision.datasets.parquet_jets import JetParquet
-from e2evision.datasets.registry import Sniffer, detect_format, list_formats, open_dataset, register_reader
+from e2evision.datasets.registry import (
+    Sniffer,
+    detect_format,
+    list_formats,
+    open_dataset,
+    register_reader,
+)
 from e2evision.datasets.store import TrainingStore
 
 __all__ = [

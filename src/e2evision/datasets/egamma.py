@@ -21,7 +21,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from e2evision.datasets.base import ColumnsInMemory, DatasetError, ImageDataset, check_finite, select_channels
+from e2evision.datasets.base import (
+    ColumnsInMemory,
+    DatasetError,
+    ImageDataset,
+    check_finite,
+    select_channels,
+)
 from e2evision.datasets.paths import expand_paths
 from e2evision.datasets.registry import Sniffer, register_reader
 

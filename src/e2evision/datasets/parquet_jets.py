@@ -31,7 +31,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from e2evision.datasets.base import ColumnsInMemory, DatasetError, ImageDataset, check_finite, select_channels
+from e2evision.datasets.base import (
+    ColumnsInMemory,
+    DatasetError,
+    ImageDataset,
+    check_finite,
+    select_channels,
+)
 from e2evision.datasets.paths import PathArg, expand_paths
 from e2evision.datasets.registry import Sniffer, register_reader
 

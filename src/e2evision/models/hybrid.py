@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from e2evision.models.heads import FusionHead, ImageModel
-from e2evision.models.registry import register_model
 from e2evision.models.padding import pad_to_multiple
+from e2evision.models.registry import register_model
 from e2evision.models.swin import (
     SwinTransformer,
     build_swin_stages,

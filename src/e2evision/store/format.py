@@ -40,7 +40,12 @@ import numpy as np
 
 from e2evision.datasets.base import ChannelStats, DatasetError, ImageDataset
 from e2evision.datasets.store import TrainingStore, decode_sparse
-from e2evision.datasets.store_manifest import FORMAT_MARKER, MANIFEST, STORE_VERSION, manifest_digest
+from e2evision.datasets.store_manifest import (
+    FORMAT_MARKER,
+    MANIFEST,
+    STORE_VERSION,
+    manifest_digest,
+)
 from e2evision.store.publish import (
     check_target,
     identity,

@@ -65,6 +65,7 @@ from e2evision.transforms.lensing.resample import (
 __all__ = [
     "CENTRE_METHODS",
     "PAD_MODES",
+    "Array",
     "LensCanonicalize",
     "LensFrame",
     "LightStats",

@@ -20,7 +20,6 @@ from e2evision.transforms.lensing.light import (
 )
 
 
-
 @dataclass(frozen=True)
 class LensFrame:
     """Where each canonical crop came from: enough to map pixels and points both ways.

@@ -13,7 +13,12 @@ from torch import nn
 
 from e2evision.datasets.batches import iter_batches
 from e2evision.transforms.lensing.batch import Array, as_batch, check_size
-from e2evision.transforms.lensing.frame import FrameTensors, LensFrame, frame_from_tensors, frame_tensors
+from e2evision.transforms.lensing.frame import (
+    FrameTensors,
+    LensFrame,
+    frame_from_tensors,
+    frame_tensors,
+)
 from e2evision.transforms.lensing.light import CENTRE_METHODS, smooth_tensor, threshold_stats
 
 if TYPE_CHECKING:
