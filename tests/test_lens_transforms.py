@@ -315,7 +315,7 @@ def test_traced_module_is_the_eager_module_at_any_batch_size(method: str, rotate
 
 def test_dense_and_packed_layouts_give_the_same_frames():
     """The graph's dense pixel layout and the eager packed one differ only in summation order."""
-    from e2evision.transforms.lensing import _frame_tensors
+    from e2evision.transforms.lensing.frame import frame_tensors as _frame_tensors
 
     x = lens_batch(12, seed=4)[:, 0]
     x[3] = 0.0  # an empty image: the image centre, no circle

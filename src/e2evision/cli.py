@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from e2evision import __version__
+from e2evision.errors import E2EVisionError
+
+# Each command imports its modules when it runs (deliberately): `e2evision --help` loads no torch.
+
+class _Commands(TyperGroup):
+    """The root command group: the one place where e2evision's errors become ``error: ...``, exit 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except E2EVisionError as err:  # names the file, field or setting: no traceback needed
+            _fail(str(err))
+
 
 app = typer.Typer(
+    cls=_Commands,
     name="e2evision",
     help="End-to-end deep learning on particle-physics and astrophysics images.",
     no_args_is_help=True,
@@ -64,7 +81,7 @@ def _simulate_jets(
     plots: Optional[Path], mpi: bool, progress: bool, response: bool = True, pileup: float = 20.0,
 ) -> None:
     """Shared body of the three jet commands: validate, write one Parquet file, plot."""
-    from e2evision.simulate.jets import MissingSimulatorError, jet_channels, jet_class_names, jet_config, write_jets
+    from e2evision.simulate.jets import jet_channels, jet_class_names, jet_config, write_jets
     from e2evision.simulate.response import ResponseConfig
 
     if n < 1:
@@ -80,11 +97,8 @@ def _simulate_jets(
     if not 0 <= pileup < float("inf"):
         _fail("--pileup must be >= 0 and finite")
     config = jet_config(dataset, mpi=mpi, response=ResponseConfig(pileup_mean=pileup) if response else None)
-    try:
-        result = write_jets(dataset, out, n, seed=seed, config=config, shard=shard,
-                            num_shards=num_shards, workers=workers, progress=progress)
-    except MissingSimulatorError as err:
-        _fail(str(err))
+    result = write_jets(dataset, out, n, seed=seed, config=config, shard=shard,
+                        num_shards=num_shards, workers=workers, progress=progress)
     typer.echo(f"wrote {result.path} ({result.n_rows} jets, rows {result.row_start}-{result.row_stop} of {n}, "
                f"{result.n_events} events, {result.images_per_second:.1f} jets/s)")
     if plots is not None:
@@ -180,9 +194,8 @@ def simulate_lensing(
     """Strong-lensing images (DeepLense Model I layout) rendered with lenstronomy."""
     from e2evision.simulate.lensing import (
         LensingConfig,
-        MissingExtraError,
-        load_lensing_images,
         lensing_validation_plots,
+        load_lensing_images,
         write_lensing,
     )
 
@@ -197,11 +210,8 @@ def simulate_lensing(
     if workers < 1:
         _fail("--workers must be >= 1")
     config = LensingConfig()
-    try:
-        meta = write_lensing(out, n, seed=seed, config=config, shard=shard, num_shards=num_shards,
-                             workers=workers, axion_object_arrays=axion_object_arrays, progress=progress)
-    except MissingExtraError as err:
-        _fail(str(err))
+    meta = write_lensing(out, n, seed=seed, config=config, shard=shard, num_shards=num_shards,
+                         workers=workers, axion_object_arrays=axion_object_arrays, progress=progress)
     info = json.loads(meta.read_text(encoding="utf-8"))
     for name, c in info["classes"].items():
         typer.echo(f"wrote {c['index_stop'] - c['index_start']} images to {out / name}")
@@ -222,7 +232,7 @@ def inspect(
     options: Annotated[Optional[list[str]], typer.Option("--option", help="Reader option key=value, e.g. label_column=am.")] = None,
 ) -> None:
     """Format, sample count, image shape, label counts and per-channel statistics."""
-    from e2evision.datasets import DatasetError, open_dataset
+    from e2evision.datasets import open_dataset
 
     try:
         with open_dataset(paths, format, **_reader_options(allow_pickle, options)) as ds:
@@ -243,7 +253,7 @@ def inspect(
                 info["source_format"] = ds.source_format
                 info["layout"] = ds.manifest["layout"]
                 info["bytes"] = ds.manifest["bytes"]
-    except (DatasetError, FileNotFoundError, TypeError) as err:
+    except (FileNotFoundError, TypeError) as err:
         _fail(str(err))
     if as_json:
         typer.echo(json.dumps(info, indent=2))
@@ -282,7 +292,7 @@ def convert(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Convert any supported dataset into the sparse, chunked training store."""
-    from e2evision.datasets import DatasetError, open_dataset
+    from e2evision.datasets import open_dataset
     from e2evision.store import TrainingStore, write_store
 
     if layout not in {"auto", "sparse", "dense"}:
@@ -294,7 +304,7 @@ def convert(
             path = write_store(ds, out, layout=layout, chunk_size=chunk_size, overwrite=overwrite,
                                progress=progress, source_checksums=checksums)
         store = TrainingStore(path)
-    except (DatasetError, FileNotFoundError, FileExistsError, TypeError) as err:
+    except (FileNotFoundError, FileExistsError, TypeError) as err:
         _fail(str(err))
     b = store.manifest["bytes"]
     typer.echo(f"wrote {path}: {store.n_samples} samples, {store.manifest['layout']} layout, "
@@ -342,7 +352,6 @@ def train(
 ) -> None:
     """K-fold cross-validated training of one config; writes a run directory."""
     from e2evision.config import load_config
-    from e2evision.datasets import DatasetError
     from e2evision.training import run_experiment
 
     if config is None:
@@ -357,15 +366,14 @@ def train(
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     run_dir = out or Path("runs") / cfg.name
-    from e2evision.training.loggers import MissingLoggerError
-    from e2evision.training.runner import RunDirError, process_rank
+    from e2evision.training.runner import process_rank
 
     main = process_rank() == 0
     if main:
         typer.echo(f"{'resuming' if resume else 'training'} {cfg.model.name} ({cfg.train.folds}-fold) -> {run_dir}")
     try:
         metrics = run_experiment(cfg, run_dir, command=" ".join(["e2evision", *sys.argv[1:]]), resume=resume)
-    except (DatasetError, MissingLoggerError, RunDirError, ValueError) as err:
+    except ValueError as err:
         _fail(str(err))
     if not metrics:  # a DDP process other than rank 0: rank 0 reports
         return
@@ -415,15 +423,13 @@ def ablation(
 ) -> None:
     """Image only / features only / both: the same split and folds, three K-fold runs and their comparison."""
     from e2evision.config import load_config
-    from e2evision.datasets import DatasetError
     from e2evision.training.ablation import run_ablation
-    from e2evision.training.runner import RunDirError
 
     sets = _overrides(overrides, data)
     try:
         cfg = load_config(config, sets)
         summary = run_ablation(cfg, out, resume=resume, command=" ".join(["e2evision", *sys.argv[1:]]))
-    except (DatasetError, RunDirError, ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     for row in summary["arms"]:
         lo, hi = row["test_ci"] or (float("nan"), float("nan"))
@@ -446,7 +452,6 @@ def tune(
 ) -> None:
     """Bayesian hyper-parameter search (Optuna TPE, median pruning); writes best_config.yaml."""
     from e2evision.config import load_config
-    from e2evision.datasets import DatasetError
     from e2evision.tuning import run_study
 
     if trials < 1:
@@ -455,7 +460,7 @@ def tune(
     try:
         cfg = load_config(config, sets)
         summary = run_study(cfg, study, trials, out_dir=out, storage=storage, worker=worker)
-    except (ValueError, FileNotFoundError, DatasetError, ImportError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:
         _fail(str(err))
     best = summary.get("best")
     typer.echo(f"study {study}: {summary['n_complete']} complete, {summary['n_pruned']} pruned of {summary['n_trials']}")
@@ -474,14 +479,13 @@ def baseline(
     """Gradient-boosted trees on expert features (shower shapes, jet observables, lens features), same split as train."""
     from e2evision.baselines import physics_baseline
     from e2evision.config import load_config
-    from e2evision.datasets import DatasetError
 
     sets = _overrides(overrides, data)
     try:
         cfg = load_config(config, sets)
         run_dir = out or Path("runs") / f"{cfg.name}_baseline"
         m = physics_baseline(cfg, run_dir, progress=True)
-    except (ValueError, FileNotFoundError, DatasetError) as err:
+    except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     if m["task"] == "regression":
         lo, hi = m["test_mae_ci"]
@@ -504,12 +508,11 @@ def ensemble(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and of gradient boosting.")] = 0,
 ) -> None:
     """Combine finished runs from their out-of-fold predictions into an ensemble run directory."""
-    from e2evision.datasets import DatasetError
     from e2evision.ensemble import build_ensemble
 
     try:
         m = build_ensemble(run_dirs, out, method=method, scalars=scalars, name=name, seed=seed)
-    except (ValueError, FileNotFoundError, DatasetError) as err:
+    except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     if m["task"] == "binary":
         lo, hi = m["test_auc_ci"]
@@ -532,19 +535,16 @@ def export_cmd(
     rtol: Annotated[float, typer.Option(help="Relative tolerance of the check against PyTorch.")] = 1e-5,
 ) -> None:
     """Export one fold (without its normaliser, plus preprocess.json) or the fold ensemble; verified against PyTorch first."""
-    from e2evision.export import ExportError, export_model
+    from e2evision.export import export_model
     from e2evision.export.ensemble import export_ensemble
 
     if ensemble and fold is not None:
         _fail("--ensemble exports every fold; drop --fold")
     paths = [str(p) for p in data] if data else None
-    try:
-        if ensemble:
-            r = export_ensemble(run_dir, format, out, data=paths, n_check=n_check, atol=atol, rtol=rtol)
-        else:
-            r = export_model(run_dir, format, out, fold=fold, data=paths, n_check=n_check, atol=atol, rtol=rtol)
-    except ExportError as err:
-        _fail(str(err))
+    if ensemble:
+        r = export_ensemble(run_dir, format, out, data=paths, n_check=n_check, atol=atol, rtol=rtol)
+    else:
+        r = export_model(run_dir, format, out, fold=fold, data=paths, n_check=n_check, atol=atol, rtol=rtol)
     typer.echo(f"chose {r.fold_reason}")
     diffs = ", ".join(f"{k} {v:.2g}" for k, v in r.max_abs_diff.items())
     typer.echo(f"verified on {r.rows} samples at batch sizes {', '.join(map(str, r.batch_sizes))}: max |Δ| vs PyTorch "
@@ -589,14 +589,12 @@ def predict(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Score new data with a run's fold ensemble, one fold, or an exported model, through the run's own preprocessing."""
-    from e2evision.datasets import DatasetError
-    from e2evision.inference import PredictError
     from e2evision.inference import predict as run_predict
 
     try:
         s = run_predict(model, data, out, fold=fold, fmt=format, batch_size=batch_size, data_format=data_format,
                         progress=progress, **_reader_options(allow_pickle, options))
-    except (PredictError, DatasetError, FileNotFoundError, ImportError, ValueError) as err:
+    except (FileNotFoundError, ImportError, ValueError) as err:  # PredictError is a ValueError
         _fail(str(err))
     typer.echo(f"scored {s.rows} samples with {s.model} ({s.task}); columns {', '.join(s.columns)}")
     typer.echo(f"wrote {s.path}")
@@ -615,14 +613,13 @@ def sample(
     options: Annotated[Optional[list[str]], typer.Option("--option", help="Reader option key=value.")] = None,
 ) -> None:
     """Write a batch of raw (un-normalised) inputs as .npy files for the C++ tool."""
-    from e2evision.datasets import DatasetError
     from e2evision.export import sample_dataset, write_sample
 
     if n < 1:
         _fail("--n must be at least 1")
     try:
         s = sample_dataset(paths, n, format=format, seed=seed, **_reader_options(allow_pickle, options))
-    except (DatasetError, FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     for p in write_sample(s, out, scalars_out, labels_out):
         typer.echo(f"wrote {p}")
@@ -652,7 +649,7 @@ def verify_cpp_cmd(
         _fail(f"cannot read the inputs: {err}")
     try:
         result = verify_cpp(model, x, s, tool=tool or ensure_built(), atol=atol, rtol=rtol, batch_size=batch_size)
-    except ExportError as err:
+    except ExportError as err:  # a failed check, not a usage error: exit 1, as a failing test
         _fail(str(err), code=1)
     diffs = ", ".join(f"{k} {v:.2g}" for k, v in result.max_abs_diff.items())
     typer.echo(f"C++ engine matches PyTorch on {result.rows} samples: max |Δ| {diffs} (tolerance {atol:g} + {rtol:g}·|ref|)")
@@ -671,7 +668,6 @@ def features(
     """Lens physics features per image (ring area, bright peaks, Einstein radius, asymmetry), stored beside the images."""
     import numpy as np
 
-    from e2evision.datasets import DatasetError
     from e2evision.features.lensing import LensFeatureParams, read_features, write_features
 
     if batch_size < 1:
@@ -680,7 +676,7 @@ def features(
         params = None if pixel_scale is None else LensFeatureParams(pixel_scale_arcsec=pixel_scale)
         path = write_features(data, out, params, format=format, reader_kwargs=_reader_options(allow_pickle, options),
                               batch_size=batch_size)
-    except (DatasetError, FileNotFoundError, TypeError, ValueError) as err:
+    except (FileNotFoundError, TypeError, ValueError) as err:
         _fail(str(err))
     table = read_features(path)
     meta = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
@@ -692,6 +688,9 @@ def features(
 
 
 def main() -> None:
+    # The command line's one process-wide setting: figures go to files, never to a window
+    # (libraries it drives, such as optuna's plots, draw through pyplot). A user's choice wins.
+    os.environ.setdefault("MPLBACKEND", "Agg")
     app()
 
 

@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from e2evision.tuning.space import TuneConfig
+from e2evision.config_files import resolve_config
+from e2evision.errors import ConfigError, ConfigNotFoundError
 
 
 class _Strict(BaseModel):
@@ -227,6 +228,43 @@ class TrainConfig(_Strict):
         return self
 
 
+class ParamSpec(BaseModel):
+    """One dimension of the search space."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} parameter needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale parameter needs low > 0")
+        return self
+
+
+class TuneConfig(BaseModel):
+    """The ``tune:`` section of an experiment config."""
+
+    model_config = ConfigDict(extra="forbid")
+    params: dict[str, ParamSpec] = Field(default_factory=dict, description="dotted config key → range")
+    # default: the run's own monitor (fold_mae_mean for regression, else fold_auc_mean: macro AUC
+    # for multi-class); the direction follows the metric. See tuning.search.objective_for.
+    metric: Literal["fold_auc_mean", "oof_auc", "fold_mae_mean", "oof_mae"] | None = None
+    direction: Literal["maximize", "minimize"] | None = None
+    pruner: Literal["median", "none"] = "median"
+    n_startup_trials: int = Field(5, ge=0, description="random trials before TPE takes over")
+    n_warmup_steps: int = Field(1, ge=0, description="epochs before a trial can be pruned")
+
+
 class ExperimentConfig(_Strict):
     name: str
     seed: int = 42
@@ -267,18 +305,18 @@ class StrictLoader(yaml.SafeLoader):
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` → (["a", "b", "c"], value parsed as YAML, so 3 → int, [1,2] → list)."""
     if "=" not in item:
-        raise ValueError(f"override {item!r} must look like key.path=value")
+        raise ConfigError(f"override {item!r} must look like key.path=value")
     key, raw = item.split("=", 1)
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
-        raise ValueError(f"override {item!r} has an empty key")
+        raise ConfigError(f"override {item!r} has an empty key")
     if not raw.strip():
         return parts, None
     try:
         return parts, yaml.load(raw, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         problem = str(err).splitlines()[0]
-        raise ValueError(f"--set {key.strip()}: the value {raw!r} is not valid YAML ({problem}); "
+        raise ConfigError(f"--set {key.strip()}: the value {raw!r} is not valid YAML ({problem}); "
                          f"quote it, e.g. --set {key.strip()}='\"...\"'") from None
 
 
@@ -289,7 +327,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {p!r} is not a section")
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
         node[parts[-1]] = value
     return data
 
@@ -300,26 +338,24 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     raw: dict[str, Any] = copy.deepcopy(dict(data or {}))  # overrides must not edit the caller's dict
     source = "<dict>"
     if path is not None:
-        from e2evision.config_files import resolve_config
-
         path = resolve_config(path)  # a file, or a packaged config's name (e2evision configs)
         source = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")
             loaded = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
         except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
+            raise ConfigNotFoundError(f"config file not found: {path}") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ValueError(f"{path}:{where}: not valid YAML: {problem}; fix the file") from None
+            raise ConfigError(f"{path}:{where}: not valid YAML: {problem}; fix the file") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config must be a YAML mapping, got {type(loaded).__name__}")
+            raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(loaded).__name__}")
         raw = {**loaded, **raw}
     raw = apply_overrides(raw, list(overrides or []))
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"{source}: invalid config: {problems}") from None
+        raise ConfigError(f"{source}: invalid config: {problems}") from None

@@ -11,6 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from e2evision.errors import ConfigNotFoundError
+
 
 def configs_dir() -> Path:
     """The folder of packaged configs (inside the installed package)."""
@@ -30,7 +32,7 @@ def resolve_config(path: str | os.PathLike[str]) -> Path:
         return p
     found = packaged_configs().get(p.name.removesuffix(".yaml").removesuffix(".yml"))
     if found is None:
-        raise FileNotFoundError(f"config file not found: {path} (neither a file nor a packaged "
+        raise ConfigNotFoundError(f"config file not found: {path} (neither a file nor a packaged "
                                 "config name; `e2evision configs` lists them)")
     return found
 

@@ -11,31 +11,23 @@ top-mass               top-mass regression Parquet ``X_jet`` + ``m``            
 deeplense              DeepLense folders ``<class>/*.npy``                           DeepLenseFolder
 store                  e2evision's sparse training store (``e2evision convert``)     TrainingStore
 =====================  ===========================================================  =========
-"""
 
-from functools import partial
+Importing a reader's module registers it, with the :class:`Sniffer` that recognises its files
+(as importing a model's module registers the model).
+"""
 
 from e2evision.datasets.base import ChannelStats, DatasetError, ImageDataset
 from e2evision.datasets.deeplense import DeepLenseFolder
 from e2evision.datasets.egamma import EgammaHDF5, HDF5Images, QuarkGluonHDF5
 from e2evision.datasets.parquet_jets import JetParquet
-from e2evision.datasets.registry import detect_format, list_formats, open_dataset, register_reader
-
-register_reader("egamma", "egamma-hdf5")(EgammaHDF5)
-register_reader("quark-gluon-hdf5", "qg-hdf5")(QuarkGluonHDF5)
-register_reader("quark-gluon", "qg")(partial(JetParquet, schema="quark-gluon"))
-register_reader("top")(partial(JetParquet, schema="top"))
-register_reader("top-mass")(partial(JetParquet, schema="top-mass"))
-register_reader("deeplense")(DeepLenseFolder)
-
-
-def _open_store(paths, **kwargs):  # imported lazily: the store module pulls in the writer too
-    from e2evision.store import TrainingStore
-
-    return TrainingStore(paths, **kwargs)
-
-
-register_reader("store")(_open_store)
+from e2evision.datasets.registry import (
+    Sniffer,
+    detect_format,
+    list_formats,
+    open_dataset,
+    register_reader,
+)
+from e2evision.datasets.store import TrainingStore
 
 __all__ = [
     "ChannelStats",
@@ -46,6 +38,8 @@ __all__ = [
     "ImageDataset",
     "JetParquet",
     "QuarkGluonHDF5",
+    "Sniffer",
+    "TrainingStore",
     "detect_format",
     "list_formats",
     "open_dataset",

@@ -8,21 +8,13 @@ file in memory. Validation problems raise :class:`DatasetError` naming the file 
 from __future__ import annotations
 
 import abc
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-
-class DatasetError(ValueError):
-    """A data file is unusable; the message names the file, the field and the problem."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+from e2evision.errors import DatasetError  # defined with its family; importable here as before
 
 
 @dataclass

@@ -27,6 +27,7 @@ import numpy as np
 
 from e2evision.datasets.base import DatasetError, ImageDataset, check_finite
 from e2evision.datasets.paths import PathArg, as_list
+from e2evision.datasets.registry import Sniffer, register_reader
 from e2evision.safety import refuse_duplicates, require_regular_file
 
 PICKLE_HINT = ("it holds a pickled object array (the DeepLense axion format); unpickling can run "
@@ -171,3 +172,9 @@ class DeepLenseFolder(ImageDataset):
 def looks_like_deeplense(path: Path) -> bool:
     """A directory whose sub-directories hold ``.npy`` files."""
     return path.is_dir() and any(d.is_dir() and any(d.glob("*.npy")) for d in path.iterdir())
+
+
+register_reader("deeplense", sniffer=Sniffer(
+    lambda path: "deeplense" if looks_like_deeplense(path) else None,
+    "class folders of .npy files", folder=True,
+))(DeepLenseFolder)

@@ -21,8 +21,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from e2evision.datasets.base import ColumnsInMemory, DatasetError, ImageDataset, check_finite, select_channels
+from e2evision.datasets.base import (
+    ColumnsInMemory,
+    DatasetError,
+    ImageDataset,
+    check_finite,
+    select_channels,
+)
 from e2evision.datasets.paths import expand_paths
+from e2evision.datasets.registry import Sniffer, register_reader
 
 CHANNELS = ["ecal_energy", "ecal_time"]
 IMAGE_KEY = "X"
@@ -250,3 +257,23 @@ def expand_egamma_paths(
     """Files from paths, directories or patterns; in a directory photon files sort first."""
     return expand_paths(paths, (".h5", ".hdf5"), kind="electron/photon HDF5",
                         sort_key=lambda q: (0 if "photon" in q.name.lower() else 1, q.name))
+
+
+def sniff_hdf5(path: Path) -> str:
+    """``egamma`` (keys ``X`` + ``y``) or ``quark-gluon-hdf5`` (``X_jets`` + ``y``); else an error."""
+    try:
+        with h5py.File(path, "r") as h5:
+            keys = set(h5.keys())
+    except OSError as err:
+        raise DatasetError(path, f"cannot open as HDF5 (truncated or not an HDF5 file): {err}") from err
+    if {"X", "y"} <= keys:
+        return "egamma"
+    if {"X_jets", "y"} <= keys:
+        return "quark-gluon-hdf5"
+    raise DatasetError(path, f"HDF5 keys {sorted(keys)} match no known schema (electron/photon needs 'X' "
+                             "and 'y'; quark/gluon needs 'X_jets' and 'y')")
+
+
+_HDF5 = Sniffer(sniff_hdf5, ".h5/.hdf5 files", suffixes=(".h5", ".hdf5"))
+register_reader("egamma", "egamma-hdf5", sniffer=_HDF5)(EgammaHDF5)
+register_reader("quark-gluon-hdf5", "qg-hdf5", sniffer=_HDF5)(QuarkGluonHDF5)

@@ -10,6 +10,7 @@ a feature silently attached to the wrong image would be a wrong answer, not a cr
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,9 +18,45 @@ from pathlib import Path
 import numpy as np
 
 from e2evision.datasets.base import DatasetError, ImageDataset
+from e2evision.datasets.registry import open_dataset
 
 #: columns of a features table that are keys or labels, not features
 KEY_COLUMNS = ("file", "index", "label", "class")
+#: key columns that hold text (the others hold numbers)
+TEXT_COLUMNS = ("file", "class")
+#: the entry of a ``.npz`` table that embeds its JSON sidecar (metadata, not a column)
+SIDECAR_ENTRY = "params_json"
+
+
+def read_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Columns of a features table (``.csv`` or ``.npz``), whatever features it holds.
+
+    In a CSV the key columns ``file`` and ``class`` are text; a column whose every value is an
+    integer literal (``index``, counts such as ``n_peaks``) is int64, any other float64 (floats are
+    written with their ``repr``, so ``1.0`` stays a float). A ``.npz`` keeps its stored dtypes.
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files if k != SIDECAR_ENTRY}
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise ValueError(f"{path}: empty features file")
+    header, body = rows[0], rows[1:]
+    out: dict[str, np.ndarray] = {}
+    for i, name in enumerate(header):
+        values = [r[i] for r in body]
+        out[name] = np.array(values, dtype=str) if name in TEXT_COLUMNS else _numbers(values)
+    return out
+
+
+def _numbers(values: list[str]) -> np.ndarray:
+    """int64 when every value is an integer literal (``3``, not ``3.0``), else float64."""
+    try:
+        return np.array([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        return np.array(values, dtype=np.float64)
 
 
 def default_table_path(reader: ImageDataset) -> Path:
@@ -35,14 +72,12 @@ class WithFeatureTable(ImageDataset):
     """``reader`` with the numeric columns of a features table appended to its scalars."""
 
     def __init__(self, reader: ImageDataset, table: str | os.PathLike[str]) -> None:
-        from e2evision.features.lensing import read_features
-
         self.reader = reader
         self.table_path = Path(table)
         if not self.table_path.is_file():
             raise DatasetError(self.table_path, "features table not found (write it with `e2evision features DATA`)")
         try:
-            columns = read_features(self.table_path)
+            columns = read_table(self.table_path)
         except (ValueError, KeyError, IndexError) as err:
             raise DatasetError(self.table_path, f"cannot read the features table: {err}") from err
         names = [k for k in columns if k not in KEY_COLUMNS]
@@ -140,7 +175,7 @@ def scalar_columns(reader: ImageDataset, wanted: Sequence[str]) -> list[int]:
     for name in wanted:
         if name not in available:
             raise DatasetError(reader.paths[0], f"data.scalars: no scalar named {name!r}; this data has "
-                                                f"{available or 'none'} (lens features come from data.features)")
+                                                f"{available or 'none'} (features computed beside the data, such as the lens features, come from data.features)")
         out.append(available.index(name))
     if len(set(out)) != len(out):
         raise ValueError(f"data.scalars lists a name twice: {list(wanted)}")
@@ -149,8 +184,6 @@ def scalar_columns(reader: ImageDataset, wanted: Sequence[str]) -> list[int]:
 
 def open_with_features(paths: object, format: str | None, features: str | None, **kwargs: object) -> ImageDataset:
     """``open_dataset`` plus, when ``features`` is set, its table (``"auto"``: ``DATA/features.csv``)."""
-    from e2evision.datasets.registry import open_dataset
-
     reader = open_dataset(paths, format, **kwargs)  # type: ignore[arg-type]
     if not features:
         return reader

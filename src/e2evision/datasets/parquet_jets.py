@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from e2evision.datasets.base import ColumnsInMemory, DatasetError, ImageDataset, check_finite, select_channels
+from e2evision.datasets.base import (
+    ColumnsInMemory,
+    DatasetError,
+    ImageDataset,
+    check_finite,
+    select_channels,
+)
 from e2evision.datasets.paths import PathArg, expand_paths
+from e2evision.datasets.registry import Sniffer, register_reader
 
 JET_CHANNELS_QG = ["tracks", "ecal", "hcal"]
 JET_CHANNELS_TOP = ["track_pt", "track_d0", "track_dz", "ecal", "hcal", "bpix1", "bpix2", "bpix3"]
@@ -352,3 +360,18 @@ def parquet_schema_guess(path: Path) -> str | None:
         n_channels = pc.list_value_length(first).to_numpy(zero_copy_only=False)[0]
         return {3: "quark-gluon", 8: "top"}.get(int(n_channels))
     return None
+
+
+def sniff_parquet(path: Path) -> str:
+    """The jet-image format of a Parquet file (:func:`parquet_schema_guess`), or an error."""
+    guess = parquet_schema_guess(path)
+    if guess is None:
+        raise DatasetError(path, "Parquet columns match no known schema (quark-gluon/top: X_jets + y; "
+                                 "top-mass: X_jet + m); pass --format")
+    return guess
+
+
+_PARQUET = Sniffer(sniff_parquet, ".parquet", suffixes=(".parquet", ".pq"))
+register_reader("quark-gluon", "qg", sniffer=_PARQUET)(partial(JetParquet, schema="quark-gluon"))
+register_reader("top", sniffer=_PARQUET)(partial(JetParquet, schema="top"))
+register_reader("top-mass", sniffer=_PARQUET)(partial(JetParquet, schema="top-mass"))

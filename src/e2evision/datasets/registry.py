@@ -1,21 +1,57 @@
-"""Choose a reader by dataset name or from the files themselves."""
+"""Choose a reader by dataset name or from the files themselves.
+
+Readers register themselves (``@register_reader("name", sniffer=Sniffer(...))``, as models do with
+``register_model``); :func:`detect_format` asks the registered sniffers and knows no format itself.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from e2evision.datasets.base import DatasetError, ImageDataset
+from e2evision.datasets.paths import as_list, expand_paths
+from e2evision.safety import require_regular_file
 
 PathLike = str | os.PathLike[str]
 _READERS: dict[str, Callable[..., ImageDataset]] = {}
 
 
-def register_reader(*names: str) -> Callable[[Callable[..., ImageDataset]], Callable[..., ImageDataset]]:
+@dataclass(frozen=True)
+class Sniffer:
+    """How :func:`detect_format` recognises a reader's data when no format is named."""
+
+    detect: Callable[[Path], str | None]
+    """Given a file with one of ``suffixes`` (a folder, with ``folder=True``): the format name, or
+    None when it is not this reader's data. A file sniffer that recognises the file type but not
+    its content raises :class:`DatasetError` saying what it found."""
+    describe: str
+    """What it looks for, as the message for a folder that holds nothing known words it."""
+    suffixes: tuple[str, ...] = ()
+    """Lower-case file-name endings this sniffer reads (``.snappy.parquet`` ends in ``.parquet``)."""
+    folder: bool = False
+    """Called with the folder itself, before any file inside it is looked at."""
+    priority: int = 0
+    """Folder sniffers run highest first (a store's manifest beats class folders of ``.npy``)."""
+    authoritative: bool = False
+    """A match wins over the format a config names (a converted store is read as a store)."""
+
+
+_SNIFFERS: list[Sniffer] = []
+
+
+def register_reader(
+    *names: str, sniffer: Sniffer | None = None
+) -> Callable[[Callable[..., ImageDataset]], Callable[..., ImageDataset]]:
+    """Register ``factory(paths, **kwargs)`` under ``names``, and how to recognise its data."""
+
     def deco(factory: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
         for name in names:
             _READERS[name] = factory
+        if sniffer is not None and sniffer not in _SNIFFERS:
+            _SNIFFERS.append(sniffer)
         return factory
 
     return deco
@@ -30,10 +66,10 @@ def open_dataset(
 ) -> ImageDataset:
     """Open ``paths`` with the reader for ``format``, or detect it from the files.
 
-    Detection looks at extensions and, for HDF5, at the keys: ``X`` + ``y`` is the electron/photon
-    schema.
+    Detection asks each registered reader's :class:`Sniffer` (extensions, folder layout and, for
+    HDF5 and Parquet, the keys or columns).
     """
-    if format in (None, "auto") or _is_store(paths):
+    if format in (None, "auto") or _claimed(paths):
         # A converted store is read as such whatever format the config names (it was made from it).
         format = detect_format(paths)
     try:
@@ -44,60 +80,52 @@ def open_dataset(
 
 
 def detect_format(paths: PathLike | Sequence[PathLike]) -> str:
-    """The format of a file, folder or pattern: store manifest, DeepLense folders, Parquet or HDF5 schema."""
-    from e2evision.datasets.paths import as_list, expand_paths
-    from e2evision.safety import require_regular_file
-
+    """The format of a file, folder or pattern, by the registered sniffers."""
     items = as_list(paths)
     if not items:
         raise ValueError("no dataset paths given")
     first = Path(items[0])
     if any(ch in str(first) for ch in "*?[") and not first.exists():
-        first = expand_paths([first], (".parquet", ".h5", ".hdf5", ".npy"), kind="data")[0]
+        first = expand_paths([first], _file_suffixes(), kind="data")[0]
     if not first.exists():
         raise DatasetError(first, "file or directory not found")
     if first.is_dir():
-        from e2evision.datasets.deeplense import looks_like_deeplense
-
-        if (first / "manifest.json").exists():
-            return "store"
-        if looks_like_deeplense(first):
-            return "deeplense"
-        files = sorted(q for q in first.iterdir() if q.is_file() and q.name.lower().endswith(_KNOWN_SUFFIXES))
+        for sniffer in _folder_sniffers():
+            found = sniffer.detect(first)
+            if found is not None:
+                return found
+        suffixes = _file_suffixes()
+        files = sorted(q for q in first.iterdir() if q.is_file() and q.name.lower().endswith(suffixes))
         if not files:
-            raise DatasetError(first, "directory holds no .parquet, .h5/.hdf5 files, class folders of .npy "
-                                      "files, or store manifest")
+            raise DatasetError(first, f"directory holds no {_known_contents()}")
         first = files[0]
     require_regular_file(first)  # before any open: a FIFO named x.hdf5 would block forever
     name = first.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        from e2evision.datasets.parquet_jets import parquet_schema_guess
-
-        guess = parquet_schema_guess(first)
-        if guess is None:
-            raise DatasetError(first, "Parquet columns match no known schema (quark-gluon/top: X_jets + y; "
-                                      "top-mass: X_jet + m); pass --format")
-        return guess
-    if name.endswith((".h5", ".hdf5")):
-        import h5py
-
-        try:
-            with h5py.File(first, "r") as h5:
-                keys = set(h5.keys())
-        except OSError as err:
-            raise DatasetError(first, f"cannot open as HDF5 (truncated or not an HDF5 file): {err}") from err
-        if {"X", "y"} <= keys:
-            return "egamma"
-        if {"X_jets", "y"} <= keys:
-            return "quark-gluon-hdf5"
-        raise DatasetError(first, f"HDF5 keys {sorted(keys)} match no known schema (electron/photon needs 'X' "
-                                  "and 'y'; quark/gluon needs 'X_jets' and 'y')")
+    for sniffer in _SNIFFERS:
+        if not sniffer.folder and name.endswith(sniffer.suffixes):
+            found = sniffer.detect(first)
+            if found is not None:
+                return found
     raise DatasetError(first, f"cannot tell the dataset format from the name {first.name!r}; pass --format")
 
 
-def _is_store(paths: PathLike | Sequence[PathLike]) -> bool:
+def _folder_sniffers() -> list[Sniffer]:
+    return sorted((s for s in _SNIFFERS if s.folder), key=lambda s: -s.priority)
+
+
+def _file_suffixes() -> tuple[str, ...]:
+    return tuple(suffix for s in _SNIFFERS if not s.folder for suffix in s.suffixes)
+
+
+def _known_contents() -> str:
+    """``.parquet, .h5/.hdf5 files, ... or store manifest``: what a data folder may hold."""
+    words = [s.describe for s in _SNIFFERS if not s.folder] + [s.describe for s in _SNIFFERS if s.folder]
+    return ", ".join(words[:-1]) + ", or " + words[-1] if len(words) > 1 else "".join(words)
+
+
+def _claimed(paths: PathLike | Sequence[PathLike]) -> bool:
+    """Whether one folder is claimed by an authoritative sniffer (it overrides a named format)."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    return len(items) == 1 and (Path(items[0]) / "manifest.json").is_file()
-
-
-_KNOWN_SUFFIXES = (".parquet", ".pq", ".h5", ".hdf5")
+    if len(items) != 1 or not Path(items[0]).is_dir():
+        return False
+    return any(s.detect(Path(items[0])) is not None for s in _folder_sniffers() if s.authoritative)

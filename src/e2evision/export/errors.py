@@ -1,7 +1,5 @@
-"""The one exception type of the export layer."""
+"""The one exception type of the export layer (defined with its family in :mod:`e2evision.errors`)."""
 
-from __future__ import annotations
+from e2evision.errors import ExportError
 
-
-class ExportError(RuntimeError):
-    """An export or a verification failed; the message names the file, field or output and the problem."""
+__all__ = ["ExportError"]

@@ -37,17 +37,17 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from e2evision.datasets.base import ImageDataset
-from e2evision.transforms.lensing import (
+from e2evision import __version__
+from e2evision.datasets import ImageDataset, open_dataset
+from e2evision.datasets.batches import iter_batches
+from e2evision.datasets.feature_table import SIDECAR_ENTRY, read_table
+from e2evision.transforms.lensing.batch import Array, as_batch, per_image
+from e2evision.transforms.lensing.light import (
     CENTRE_METHODS,
-    Array,
-    _batch,
-    _centre,
-    _pack,
-    _per_image,
-    _smooth,
-    _stats,
-    iter_batches,
+    pack_light,
+    roi_centre,
+    smooth_tensor,
+    threshold_stats,
 )
 from e2evision.utils.io import atomic_path, atomic_write_json
 
@@ -223,19 +223,19 @@ def lens_features(images: Array, params: LensFeatureParams | None = None, *,
     asymmetry 0 (and the image centre).
     """
     p = params if params is not None else LensFeatureParams()
-    b = _batch(images)
+    b = as_batch(images)
     x = b.x.detach().cpu()
-    s_t = _smooth(x, float(p.smooth_sigma))
-    bg_t, noise_t, peak_t, thr_t = _stats(s_t, float(p.nsigma), float(p.fraction))
+    s_t = smooth_tensor(x, float(p.smooth_sigma))
+    bg_t, noise_t, peak_t, thr_t = threshold_stats(s_t, float(p.nsigma), float(p.fraction))
     n, h, w = s_t.shape
     if centre_x is None and centre_y is None:
-        cx_t, cy_t, _ = _centre(_pack(s_t - thr_t[:, None, None]), p.centre_method)
+        cx_t, cy_t, _ = roi_centre(pack_light(s_t - thr_t[:, None, None]), p.centre_method)
         cx, cy = cx_t.numpy(), cy_t.numpy()
     elif centre_x is None or centre_y is None:
         raise ValueError("give both centre_x and centre_y, or neither")
     else:
-        cx = _per_image(centre_x, n, "centre_x", s_t).numpy()
-        cy = _per_image(centre_y, n, "centre_y", s_t).numpy()
+        cx = per_image(centre_x, n, "centre_x", s_t).numpy()
+        cy = per_image(centre_y, n, "centre_y", s_t).numpy()
     s = s_t.double().numpy()
     bg, noise, peak, thr = (t.double().numpy() for t in (bg_t, noise_t, peak_t, thr_t))
 
@@ -306,7 +306,7 @@ def dataset_features(dataset: ImageDataset, params: LensFeatureParams | None = N
     return out
 
 
-def _metadata_pixel_scale(paths: Sequence[Path]) -> float | None:
+def metadata_pixel_scale(paths: Sequence[Path]) -> float | None:
     """``image.pixel_scale_arcsec`` from a simulator's ``metadata*.json`` in the data folder."""
     for root in paths:
         if not Path(root).is_dir():
@@ -338,8 +338,6 @@ def write_features(
     scale comes from the simulator's ``metadata.json`` when the folder has one, else 0.05″. The
     parameters go to ``<out>.json`` beside the table; both files are written atomically.
     """
-    from e2evision.datasets import open_dataset
-
     if isinstance(data, ImageDataset):
         return _write_features(data, out, params, batch_size)
     with open_dataset(data, format, **dict(reader_kwargs or {})) as dataset:
@@ -348,8 +346,6 @@ def write_features(
 
 def _write_features(dataset: ImageDataset, out: str | os.PathLike[str] | None,
                     params: LensFeatureParams | None, batch_size: int) -> Path:
-    from e2evision import __version__
-
     roots = [Path(p) for p in dataset.paths]
     if out is None:
         if not roots or not roots[0].is_dir():
@@ -360,7 +356,7 @@ def _write_features(dataset: ImageDataset, out: str | os.PathLike[str] | None,
         raise ValueError(f"features file must end in .csv or .npz, got {out.name!r}")
     source = "given"
     if params is None:
-        scale = _metadata_pixel_scale(roots)
+        scale = metadata_pixel_scale(roots)
         source = "metadata.json" if scale is not None else "default (DeepLense Model I)"
         params = LensFeatureParams(pixel_scale_arcsec=scale or DEFAULT_PIXEL_SCALE_ARCSEC)
     table = dataset_features(dataset, params, batch_size=batch_size)
@@ -380,7 +376,7 @@ def _write_features(dataset: ImageDataset, out: str | os.PathLike[str] | None,
     atomic_write_json(out.with_name(out.name + ".json"), sidecar)
     if out.suffix == ".npz":
         arrays = {**{k: np.asarray(v) for k, v in table.items()},
-                  "params_json": np.array(json.dumps(sidecar))}
+                  SIDECAR_ENTRY: np.array(json.dumps(sidecar))}
         with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w") as zf:
             for key, value in arrays.items():  # np.savez cannot take a column named "file"
                 with zf.open(f"{key}.npy", "w") as fh:
@@ -397,27 +393,7 @@ def _write_features(dataset: ImageDataset, out: str | os.PathLike[str] | None,
     return out
 
 
-_TEXT_COLUMNS = ("file", "class")
-
-
 def read_features(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Columns of a file :func:`write_features` wrote (``.csv`` or ``.npz``)."""
-    path = Path(path)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files if k != "params_json"}
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise ValueError(f"{path}: empty features file")
-    header, body = rows[0], rows[1:]
-    out: dict[str, np.ndarray] = {}
-    for i, name in enumerate(header):
-        values = [r[i] for r in body]
-        if name in _TEXT_COLUMNS:
-            out[name] = np.array(values, dtype=str)
-        elif name in ("index", "n_peaks"):
-            out[name] = np.array(values, dtype=np.int64)
-        else:
-            out[name] = np.array(values, dtype=np.float64)
-    return out
+    """Columns of a file :func:`write_features` wrote (``.csv`` or ``.npz``; ``n_peaks`` and
+    ``index`` as int64, text keys as str, the rest float64)."""
+    return read_table(path)

@@ -38,12 +38,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from e2evision.models.heads import FusionHead, ImageModel
-from e2evision.models.registry import register_model
 from e2evision.models.padding import pad_to_multiple
+from e2evision.models.registry import register_model
 from e2evision.models.swin import (
     SwinTransformer,
-    _check_stage_config,
     build_swin_stages,
+    check_stage_config,
     drop_path_rates,
     init_linear_trunc_normal,
     stage_grids,
@@ -118,7 +118,7 @@ class HybridEffSwin(ImageModel):
     ) -> None:
         super().__init__()
         depths, num_heads = tuple(depths), tuple(num_heads)
-        dims = _check_stage_config(embed_dim, depths, num_heads)
+        dims = check_stage_config(embed_dim, depths, num_heads)
         n_stages = len(depths)
         ratio = cnn_stride // patch_size
         if cnn_stride % patch_size or ratio & (ratio - 1):

@@ -134,9 +134,11 @@ def init_linear_trunc_normal(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def _check_stage_config(
+def check_stage_config(
     embed_dim: int, depths: Sequence[int], num_heads: Sequence[int]
 ) -> list[int]:
+    """Stage widths (doubling from ``embed_dim``), after checking each divides by its heads
+    (shared by the Swin and the hybrid CNN-Swin)."""
     if len(depths) != len(num_heads):
         raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ")
     dims = [embed_dim * 2**i for i in range(len(depths))]
@@ -170,7 +172,7 @@ class SwinTransformer(ImageModel):
     ) -> None:
         super().__init__()
         depths, num_heads = tuple(depths), tuple(num_heads)
-        dims = _check_stage_config(embed_dim, depths, num_heads)
+        dims = check_stage_config(embed_dim, depths, num_heads)
         self.img_size = tuple(img_size)
         self.patch_size = patch_size
         self.pad_multiple = patch_size * 2 ** (len(depths) - 1)

@@ -39,17 +39,12 @@ from typing import Any
 import numpy as np
 
 from e2evision.datasets.base import ChannelStats, DatasetError, ImageDataset
-from e2evision.datasets.paths import PathArg, as_list
-from e2evision.store.integrity import (
+from e2evision.datasets.store import TrainingStore, decode_sparse
+from e2evision.datasets.store_manifest import (
     FORMAT_MARKER,
     MANIFEST,
-    REBUILD,
-    check_finite,
-    check_labels,
-    inside,
+    STORE_VERSION,
     manifest_digest,
-    read_manifest,
-    verify_file,
 )
 from e2evision.store.publish import (
     check_target,
@@ -62,7 +57,7 @@ from e2evision.store.publish import (
 from e2evision.utils.io import atomic_write_json
 from e2evision.utils.provenance import package_versions
 
-STORE_VERSION = 1
+__all__ = ["STORE_VERSION", "TrainingStore", "decode_sparse", "encode_sparse", "write_store"]
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -74,28 +69,6 @@ def encode_sparse(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     np.cumsum(np.bincount(rows, minlength=flat.shape[0]), out=indptr[1:])
     index_dtype = np.uint16 if flat.shape[1] <= 2**16 else np.uint32
     return indptr, cols.astype(index_dtype), flat[rows, cols].astype(np.float32)
-
-
-def decode_sparse(indptr: np.ndarray, index: np.ndarray, values: np.ndarray, rows: np.ndarray,
-                  shape: tuple[int, int, int]) -> np.ndarray:
-    """Dense ``(len(rows), *shape)`` float32 images of the given chunk rows (vectorised scatter)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    out = np.zeros((rows.size, int(np.prod(shape))), dtype=np.float32)
-    start = np.asarray(indptr[rows], dtype=np.int64)
-    lens = np.asarray(indptr[rows + 1], dtype=np.int64) - start
-    total = int(lens.sum())
-    if total:
-        first = np.cumsum(lens) - lens  # where each row's entries begin in the gathered arrays
-        src = np.repeat(start - first, lens) + np.arange(total, dtype=np.int64)
-        if np.all(np.diff(rows) == 1):  # contiguous rows: one slice instead of a gather
-            lo = int(start[0])
-            cols = np.asarray(index[lo:lo + total], dtype=np.int64)
-            vals = np.asarray(values[lo:lo + total])
-        else:
-            cols = np.asarray(index[src], dtype=np.int64)
-            vals = np.asarray(values[src])
-        out[np.repeat(np.arange(rows.size), lens), cols] = vals
-    return out.reshape(rows.size, *shape)
 
 
 def _sha256(path: Path) -> str:
@@ -170,39 +143,59 @@ def write_store(
 
 def _write_contents(reader: ImageDataset, tmp: Path, layout: str, chunk_size: int, progress: bool,
                     source_checksums: bool) -> dict[str, Any]:
-    c, h, w = reader.image_shape
+    """Write every array of the store into ``tmp``; returns the manifest (without its checksum)."""
+    chunks, stats = _write_chunks(reader, tmp, layout, chunk_size, progress)
     n = reader.n_samples
-    stats = ChannelStats(c)
-    chunks: list[dict[str, Any]] = []
-    nnz_total = 0
+    labels = reader.labels().astype(np.float32)
+    scalars = reader.read_scalars(np.arange(n)).astype(np.float32) if reader.scalar_names else np.zeros((n, 0), np.float32)
+    files = {"label_file": _save_npy(tmp / "labels.npy", labels),
+             "scalar_file": _save_npy(tmp / "scalars.npy", scalars)}
+    return _manifest(reader, chunks, stats, files, chunk_size, source_checksums)
+
+
+class _ChunkWriter:
+    """Writes chunk files in the layout chosen on the first chunk (``auto``: the smaller one)."""
+
+    def __init__(self, tmp: Path, layout: str, image_shape: tuple[int, int, int]) -> None:
+        self.tmp = tmp
+        self.layout = layout
+        self.image_size = int(np.prod(image_shape))
+        self.chunks: list[dict[str, Any]] = []
+        self.nnz_total = 0
+
+    def write(self, x: np.ndarray) -> None:
+        k = len(self.chunks)
+        if self.layout == "auto":
+            nnz = int(np.count_nonzero(x))
+            idx_bytes = 2 if self.image_size <= 2**16 else 4
+            self.layout = "sparse" if nnz * (4 + idx_bytes) + 8 * x.shape[0] < x.size * 4 else "dense"
+        entry: dict[str, Any] = {"n": int(x.shape[0])}
+        if self.layout == "sparse":
+            indptr, index, values = encode_sparse(x)
+            entry["nnz"] = int(values.size)
+            entry["files"] = [_save_npy(self.tmp / "chunks" / f"{k:06d}.{part}.npy", arr)
+                              for part, arr in (("indptr", indptr), ("index", index), ("values", values))]
+        else:
+            entry["nnz"] = int(np.count_nonzero(x))
+            entry["files"] = [_save_npy(self.tmp / "chunks" / f"{k:06d}.dense.npy", x.astype(np.float32))]
+        self.nnz_total += entry["nnz"]
+        self.chunks.append(entry)
+
+
+def _write_chunks(reader: ImageDataset, tmp: Path, layout: str, chunk_size: int, progress: bool
+                  ) -> tuple[_ChunkWriter, ChannelStats]:
+    """Stream the reader in memory-bounded batches into chunks of ``chunk_size`` samples, in order,
+    accumulating the channel statistics on the way."""
+    n = reader.n_samples
+    stats = ChannelStats(reader.image_shape[0])
+    writer = _ChunkWriter(tmp, layout, reader.image_shape)
     pending: list[np.ndarray] = []
     pending_n = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # only for a visible progress bar
 
         bar = tqdm(total=n, desc=f"converting {reader.format}", unit="img")
-
-    def flush(x: np.ndarray) -> None:
-        nonlocal layout, nnz_total
-        k = len(chunks)
-        if layout == "auto":
-            nnz = int(np.count_nonzero(x))
-            idx_bytes = 2 if c * h * w <= 2**16 else 4
-            layout = "sparse" if nnz * (4 + idx_bytes) + 8 * x.shape[0] < x.size * 4 else "dense"
-        entry: dict[str, Any] = {"n": int(x.shape[0])}
-        if layout == "sparse":
-            indptr, index, values = encode_sparse(x)
-            entry["nnz"] = int(values.size)
-            nnz_total += int(values.size)
-            entry["files"] = [_save_npy(tmp / "chunks" / f"{k:06d}.{part}.npy", arr)
-                              for part, arr in (("indptr", indptr), ("index", index), ("values", values))]
-        else:
-            entry["nnz"] = int(np.count_nonzero(x))
-            nnz_total += entry["nnz"]
-            entry["files"] = [_save_npy(tmp / "chunks" / f"{k:06d}.dense.npy", x.astype(np.float32))]
-        chunks.append(entry)
-
     batch = reader.default_batch_size()
     for start in range(0, n, batch):
         x, _ = reader.read(np.arange(start, min(start + batch, n)))
@@ -211,21 +204,24 @@ def _write_contents(reader: ImageDataset, tmp: Path, layout: str, chunk_size: in
         pending_n += x.shape[0]
         while pending_n >= chunk_size:
             block = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            flush(block[:chunk_size])
+            writer.write(block[:chunk_size])
             rest = block[chunk_size:]
             pending, pending_n = ([rest] if rest.shape[0] else []), rest.shape[0]
         if bar is not None:
             bar.update(x.shape[0])
     if pending_n:
-        flush(np.concatenate(pending) if len(pending) > 1 else pending[0])
+        writer.write(np.concatenate(pending) if len(pending) > 1 else pending[0])
     if bar is not None:
         bar.close()
+    return writer, stats
 
-    labels = reader.labels().astype(np.float32)
-    scalars = reader.read_scalars(np.arange(n)).astype(np.float32) if reader.scalar_names else np.zeros((n, 0), np.float32)
-    label_file = _save_npy(tmp / "labels.npy", labels)
-    scalar_file = _save_npy(tmp / "scalars.npy", scalars)
-    data_bytes = sum(f["bytes"] for ch in chunks for f in ch["files"])
+
+def _manifest(reader: ImageDataset, written: _ChunkWriter, stats: ChannelStats,
+              files: dict[str, dict[str, Any]], chunk_size: int, source_checksums: bool) -> dict[str, Any]:
+    """What the store holds, where it came from and the checksums of every file."""
+    c, h, w = reader.image_shape
+    n = reader.n_samples
+    data_bytes = sum(f["bytes"] for ch in written.chunks for f in ch["files"])
     sources = [{"path": str(p), "bytes": _size(p), **({"sha256": _tree_sha256(p)} if source_checksums else {})}
                for p in reader.paths]
     return {
@@ -239,16 +235,15 @@ def _write_contents(reader: ImageDataset, tmp: Path, layout: str, chunk_size: in
         "channels": reader.channel_names,
         "class_names": reader.class_names,
         "scalars": reader.scalar_names,
-        "layout": layout if layout != "auto" else "dense",
+        "layout": written.layout if written.layout != "auto" else "dense",
         "chunk_size": int(chunk_size),
         "dtype": "float32",
-        "nnz": int(nnz_total),
+        "nnz": int(written.nnz_total),
         "bytes": {"images": int(data_bytes), "dense_float32": int(n) * c * h * w * 4},
         "labels": reader.label_summary(),
-        "label_file": label_file,
-        "scalar_file": scalar_file,
+        **files,
         "channel_stats": _stats_dict(stats, reader.channel_names),
-        "chunks": chunks,
+        "chunks": written.chunks,
         "versions": package_versions(),
     }
 
@@ -276,171 +271,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-# --------------------------------------------------------------------------------------- reading
-class TrainingStore(ImageDataset):
-    """Read a store written by :func:`write_store` through the common reader interface.
-
-    Opening checks the manifest and that every file has the recorded size (a truncated or
-    half-copied store fails here, naming the file); :meth:`verify` also checks the SHA-256 sums.
-    """
-
-    format = "store"
-
-    def __init__(self, paths: PathArg, **unused: object) -> None:
-        items = as_list(paths)
-        if len(items) != 1:
-            raise ValueError("a training store is one directory; pass exactly one path")
-        if unused:
-            raise TypeError(f"{items[0]}: reader options {sorted(unused)} apply when converting; a store "
-                            "already holds their result (remove them, e.g. data.kwargs, when reading a store)")
-        self.root = Path(items[0])
-        if not self.root.is_dir():
-            raise DatasetError(self.root, "store directory not found")
-        self.manifest = m = read_manifest(self.root)
-        self.task = m.get("task", "binary")
-        self._shape = tuple(int(v) for v in m["image_shape"])
-        self._chunk_size = int(m["chunk_size"])
-        self._chunks: dict[int, list[np.ndarray]] = {}
-        for entry in [m["label_file"], m["scalar_file"], *(f for ch in m["chunks"] for f in ch["files"])]:
-            p = inside(self.root, self._file_path(entry["file"]))
-            if not p.is_file():
-                raise DatasetError(p, f"file listed in the manifest is missing; {REBUILD}")
-            if p.stat().st_size != entry["bytes"]:
-                raise DatasetError(p, f"size {p.stat().st_size} bytes, the manifest says "
-                                      f"{entry['bytes']} (truncated?); {REBUILD}")
-        for entry in (m["label_file"], m["scalar_file"]):  # small: verified at once
-            verify_file(self.root, self._file_path(entry["file"]), entry)
-        self._labels = self._load(m["label_file"]["file"]).astype(np.float32)
-        self._scalars = self._load(m["scalar_file"]["file"])
-        label_path = self._file_path(m["label_file"]["file"])
-        if self._labels.shape != (m["n_samples"],):
-            raise DatasetError(label_path, f"shape {self._labels.shape}, expected "
-                                           f"({m['n_samples']},); {REBUILD}")
-        check_labels(self._labels, self.task, len(m.get("class_names", [])), label_path)
-        scalar_path = self._file_path(m["scalar_file"]["file"])
-        want = (m["n_samples"], len(m.get("scalars", [])))
-        if self._scalars.shape != want:
-            raise DatasetError(scalar_path, f"shape {self._scalars.shape}, expected {want}; {REBUILD}")
-        check_finite(np.asarray(self._scalars), scalar_path)
-
-    # ----------------------------------------------------------------------------- interface
-    @property
-    def paths(self) -> list[Path]:
-        return [self.root]
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.manifest["n_samples"])
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self._shape  # type: ignore[return-value]
-
-    @property
-    def channel_names(self) -> list[str]:
-        return list(self.manifest["channels"])
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.manifest.get("class_names", []))
-
-    @property
-    def scalar_names(self) -> list[str]:
-        return list(self.manifest.get("scalars", []))
-
-    @property
-    def source_format(self) -> str:
-        return str(self.manifest["source"]["format"])
-
-    def labels(self) -> np.ndarray:
-        return np.array(self._labels)
-
-    def read_scalars(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        return np.asarray(self._scalars[self.checked_indices(indices)], dtype=np.float32)
-
-    def read(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = self.checked_indices(indices)
-        out = np.empty((idx.size, *self._shape), dtype=np.float32)
-        chunk_of = idx // self._chunk_size
-        order = np.argsort(idx, kind="stable")
-        sorted_chunks = chunk_of[order]
-        bounds = np.flatnonzero(np.diff(sorted_chunks)) + 1
-        for part in np.split(order, bounds):
-            if part.size == 0:
-                continue
-            k = int(chunk_of[part[0]])
-            rows = idx[part] - k * self._chunk_size
-            arrays = self._chunk(k)
-            if self.manifest["layout"] == "sparse":
-                out[part] = decode_sparse(*arrays, rows, self._shape)
-            else:
-                out[part] = arrays[0][rows]
-        return out, self._labels[idx]
-
-    def channel_stats(self, batch_size: int | None = None, progress: bool = False) -> ChannelStats:
-        """The whole store's statistics from the manifest (computed once, at conversion)."""
-        raw = self.manifest["channel_stats"]["raw"]
-        stats = ChannelStats(self._shape[0])
-        for key, value in raw.items():
-            setattr(stats, key, np.asarray(value, dtype=np.float64))
-        return stats
-
-    def verify(self) -> None:
-        """Check every file's SHA-256 against the manifest (a full read of the store)."""
-        m = self.manifest
-        for entry in [m["label_file"], m["scalar_file"], *(f for ch in m["chunks"] for f in ch["files"])]:
-            verify_file(self.root, self._file_path(entry["file"]), entry)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_chunks"] = {}  # memory maps are reopened in each worker
-        return state
-
-    # ----------------------------------------------------------------------------- internals
-    def _file_path(self, name: str) -> Path:
-        return self.root / name if name in ("labels.npy", "scalars.npy") else self.root / "chunks" / name
-
-    def _load(self, name: str) -> np.ndarray:
-        path = self._file_path(name)
-        try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise DatasetError(path, f"cannot read store array: {err}") from err
-
-    def _chunk(self, k: int) -> list[np.ndarray]:
-        """Chunk ``k``'s arrays, verified (SHA-256, structure, finite values) the first time they
-        are mapped in this process; later reads cost nothing extra."""
-        if k not in self._chunks:
-            entry = self.manifest["chunks"][k]
-            for f in entry["files"]:
-                verify_file(self.root, self._file_path(f["file"]), f)
-            arrays = [self._load(f["file"]) for f in entry["files"]]
-            self._check_chunk(k, entry, arrays)
-            self._chunks[k] = arrays
-        return self._chunks[k]
-
-    def _check_chunk(self, k: int, entry: dict, arrays: list[np.ndarray]) -> None:
-        """Shapes and index bounds of a chunk, so no read can land outside an image."""
-        n = int(entry["n"])
-        where = self._file_path(entry["files"][0]["file"])
-        if self.manifest["layout"] == "dense":
-            if arrays[0].shape != (n, *self._shape) or arrays[0].dtype != np.float32:
-                raise DatasetError(where, f"shape {arrays[0].shape} {arrays[0].dtype}, expected "
-                                          f"{(n, *self._shape)} float32; {REBUILD}")
-            check_finite(arrays[0], where)
-            return
-        indptr, index, values = arrays
-        size = int(np.prod(self._shape))
-        if (indptr.shape != (n + 1,) or index.ndim != 1 or values.shape != index.shape
-                or int(indptr[0]) != 0 or int(indptr[-1]) != values.size
-                or np.any(np.diff(indptr) < 0)):
-            raise DatasetError(where, f"sparse arrays of chunk {k} are inconsistent (indptr "
-                                      f"{indptr.shape}, index {index.shape}, values {values.shape}); "
-                                      f"{REBUILD}")
-        if index.size and int(index.max()) >= size:
-            raise DatasetError(self._file_path(entry["files"][1]["file"]),
-                               f"pixel index {int(index.max())} outside an image of {size} pixels; "
-                               f"{REBUILD}")
-        check_finite(values, self._file_path(entry["files"][2]["file"]))

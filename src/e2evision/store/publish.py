@@ -3,7 +3,7 @@
 Weeks of grid time sit in the folders users point ``convert`` at, so:
 
 * ``--overwrite`` replaces only a directory that provably is an e2evision store (a valid manifest
-  and nothing but store files, see :func:`~e2evision.store.integrity.is_store_dir`), never a file,
+  and nothing but store files, see :func:`~e2evision.datasets.store_manifest.is_store_dir`), never a file,
   a link, any other folder, or a folder that holds one of the conversion's inputs;
 * one writer per store at a time: an exclusive ``flock`` on ``.NAME.lock`` beside the store is
   held from the first check to the final rename, so a second conversion to the same ``--out``
@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from e2evision.datasets.base import DatasetError
-from e2evision.store.integrity import FORMAT_MARKER, MANIFEST, is_store_dir
+from e2evision.datasets.store_manifest import FORMAT_MARKER, MANIFEST, is_store_dir
 
 
 def lock_path(final: Path) -> Path:

@@ -23,8 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from matplotlib.figure import Figure
+from scipy.stats import norm
 
 from e2evision.config import ExperimentConfig, load_config
+from e2evision.metrics import bootstrap_metric, one_vs_rest_auc, roc_auc
+from e2evision.training.artifacts import load_fold_module, open_experiment_data
+from e2evision.training.runner import run_experiment
 from e2evision.utils import atomic_write_json
 
 ARMS: tuple[str, ...] = ("image", "features", "both")
@@ -53,8 +59,6 @@ def arm_configs(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
 def run_ablation(cfg: ExperimentConfig, out: str | os.PathLike[str], *, resume: bool = False,
                  command: str | None = None, n_boot: int = 1000) -> dict[str, Any]:
     """Train the three arms (finished ones are reused) and write the comparison; returns it."""
-    from e2evision.training.runner import run_experiment
-
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     configs = arm_configs(cfg)
@@ -69,8 +73,6 @@ def run_ablation(cfg: ExperimentConfig, out: str | os.PathLike[str], *, resume: 
 
 
 def _score_fn(task: str):
-    from e2evision.metrics import one_vs_rest_auc, roc_auc
-
     if task == "multiclass":
         return lambda y, s: one_vs_rest_auc(y, s)["macro"]
     if task == "binary":
@@ -81,8 +83,6 @@ def _score_fn(task: str):
 def summarize(out_dir: Path, cfg: ExperimentConfig, metrics: dict[str, dict[str, Any]],
               n_boot: int = 1000) -> dict[str, Any]:
     """Per-arm scores and paired bootstrap differences ``both − image`` and ``both − features``."""
-    from e2evision.metrics import bootstrap_metric
-
     preds = {}
     for arm in ARMS:
         with np.load(out_dir / arm / "predictions.npz", allow_pickle=False) as npz:
@@ -111,8 +111,6 @@ def summarize(out_dir: Path, cfg: ExperimentConfig, metrics: dict[str, dict[str,
         boot = bootstrap_metric(lambda yy, sa, sb: score(yy, sa) - score(yy, sb), y, a, b, n_boot=n_boot,
                                 seed=cfg.seed, stratify=strat)
         z = boot["value"] / boot["std"] if boot["std"] > 0 else np.inf
-        from scipy.stats import norm
-
         diffs[f"both_minus_{other}"] = {"value": boot["value"], "low": boot["low"], "high": boot["high"],
                                         "std": boot["std"], "p_value": float(2 * norm.sf(abs(z)))}
     better = "lower" if task == "regression" else "higher"
@@ -124,15 +122,11 @@ def summarize(out_dir: Path, cfg: ExperimentConfig, metrics: dict[str, dict[str,
 
 
 def write_figures(cfg: ExperimentConfig, out_dir: Path, per_class: int = 3) -> list[str]:
-    """Example crops per class (raw and as the fused model sees them) and scalar distributions."""
-    import matplotlib
+    """Example crops per class (raw and as the fused model sees them) and scalar distributions.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from e2evision.training.artifacts import load_fold_module, open_experiment_data
-
+    Drawn on :class:`matplotlib.figure.Figure` objects (Agg canvas, no pyplot state), so that
+    nothing about the process's plotting changes.
+    """
     info = json.loads((out_dir / "both" / "run.json").read_text(encoding="utf-8"))
     reader = open_experiment_data(cfg, info["data"]["paths"])
     labels = reader.labels()
@@ -141,8 +135,8 @@ def write_figures(cfg: ExperimentConfig, out_dir: Path, per_class: int = 3) -> l
 
     module = load_fold_module(out_dir / "both", 0)
     picks = [np.flatnonzero(labels == k)[:per_class] for k in range(len(names))]
-    fig, axes = plt.subplots(len(names), 2 * per_class, figsize=(2.1 * 2 * per_class, 2.2 * len(names)),
-                             squeeze=False)
+    fig = Figure(figsize=(2.1 * 2 * per_class, 2.2 * len(names)))
+    axes = fig.subplots(len(names), 2 * per_class, squeeze=False)
     for k, idx in enumerate(picks):
         if idx.size == 0:
             continue
@@ -162,14 +156,14 @@ def write_figures(cfg: ExperimentConfig, out_dir: Path, per_class: int = 3) -> l
     fig.tight_layout()
     path = out_dir / CROPS_FIGURE
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     written.append(str(path))
 
     scalars = np.asarray(reader.read_scalars(np.arange(reader.n_samples)), np.float64)
     cols = [reader.scalar_names.index(s) for s in cfg.data.scalars]
     n = len(cols)
     ncols = min(3, n)
-    fig, axes = plt.subplots(-(-n // ncols), ncols, figsize=(4.2 * ncols, 3.1 * -(-n // ncols)), squeeze=False)
+    fig = Figure(figsize=(4.2 * ncols, 3.1 * -(-n // ncols)))
+    axes = fig.subplots(-(-n // ncols), ncols, squeeze=False)
     for ax, c, sname in zip(axes.flat, cols, cfg.data.scalars):
         values = scalars[:, c]
         bins = np.histogram_bin_edges(values, bins=30)
@@ -187,6 +181,5 @@ def write_figures(cfg: ExperimentConfig, out_dir: Path, per_class: int = 3) -> l
     fig.tight_layout()
     path = out_dir / FEATURES_FIGURE
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     written.append(str(path))
     return written

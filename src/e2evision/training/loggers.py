@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from e2evision.errors import MissingDependencyError
+
 #: logger name -> (importable modules, any of which is enough; what to install)
 REQUIREMENTS: dict[str, tuple[tuple[str, ...], str]] = {
     "csv": ((), ""),
@@ -20,8 +22,8 @@ REQUIREMENTS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-class MissingLoggerError(ImportError):
-    """A logger was asked for in the config but its package is not installed."""
+MissingLoggerError = MissingDependencyError
+"""A logger was asked for in the config but its package is not installed (the old name)."""
 
 
 def check_loggers(names: list[str]) -> None:

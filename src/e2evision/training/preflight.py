@@ -20,14 +20,7 @@ from typing import Any
 import numpy as np
 
 from e2evision.datasets.base import DatasetError
-
-
-class PreflightError(ValueError):
-    """A run cannot start with this config; the message names the field and the fix."""
-
-
-class RunDirError(RuntimeError):
-    """The run directory holds something this run must not mix with or load (names the file)."""
+from e2evision.errors import PreflightError, RunDirError  # defined with their family
 
 
 def check_training_labels(

@@ -26,8 +26,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from e2evision.config import ExperimentConfig, load_config
 from e2evision.tuning.space import ParamSpec, TuneConfig
 from e2evision.utils import atomic_write_json, atomic_write_text
+from e2evision.utils.extras import require
 
 
 def suggest(trial: Any, params: dict[str, ParamSpec]) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def objective_for(tune: TuneConfig, task: str) -> tuple[str, str, str]:
 
 def data_task(cfg: Any) -> str:
     """The task of the config's data (binary, multiclass, regression), from the files' metadata."""
-    from e2evision.training.artifacts import open_experiment_data
+    from e2evision.training.artifacts import open_experiment_data  # deferred: torch and Lightning
 
     if not cfg.data.paths:
         raise ValueError("no data: set data.paths in the config or pass --data")
@@ -131,11 +133,8 @@ def run_study(
     Returns a summary of the whole study (all workers' trials so far) and writes
     ``best_config.yaml``, ``trials.json`` and the history / importance plots into the study folder.
     """
-    from e2evision.utils.extras import require
-
     optuna = require("optuna", "tune")
-    from e2evision.config import ExperimentConfig, load_config
-    from e2evision.training import run_experiment
+    from e2evision.training import run_experiment  # deferred: torch and Lightning
 
     tune: TuneConfig | None = cfg.tune
     if tune is None or not tune.params:
@@ -234,8 +233,6 @@ def summarize(study: Any, cfg: Any, study_dir: Path, url: str,
         best = study.best_trial
         summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
                            "run_dir": best.user_attrs.get("run_dir")}
-        from e2evision.config import load_config
-
         best_cfg = load_config(data={**cfg.model_dump(mode="json"), "name": f"{study.study_name}_best", "tune": None},
                                overrides=[f"{k}={json.dumps(v)}" for k, v in best.params.items()])
         atomic_write_text(study_dir / "best_config.yaml",
@@ -248,16 +245,20 @@ def summarize(study: Any, cfg: Any, study_dir: Path, url: str,
 
 
 def _plots(study: Any, study_dir: Path, n_done: int) -> list[str]:
-    """Optimisation history and (with ≥ 2 finished trials) parameter importances, as PNGs."""
+    """Optimisation history and (with ≥ 2 finished trials) parameter importances, as PNGs.
+
+    optuna draws through pyplot and sets its own style: the style is undone on return and only
+    the figures made here are closed (the backend is the caller's; the CLI picks Agg).
+    """
     import warnings
 
-    import matplotlib
-
-    matplotlib.use("Agg")
+    import matplotlib  # deferred: plotting libraries load only when a study has finished trials
+    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
     out = []
-    with warnings.catch_warnings():
+    before = set(plt.get_fignums())
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
         ax = ovm.plot_optimization_history(study)
         path = study_dir / "history.png"
@@ -271,9 +272,8 @@ def _plots(study: Any, study_dir: Path, n_done: int) -> list[str]:
                 out.append(str(path))
             except (ValueError, RuntimeError):  # e.g. all trials share one value
                 pass
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
+    for number in set(plt.get_fignums()) - before:
+        plt.close(number)
     return out
 
 

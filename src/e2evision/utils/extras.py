@@ -9,13 +9,15 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from e2evision.errors import MissingDependencyError
+
 #: extra -> what it is for, as the message words it
 EXTRAS = {"export": "ONNX export", "tune": "Hyper-parameter search (`e2evision tune`)",
           "root": "ROOT output", "sim": "The jet and lensing simulators"}
 
 
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message says which extra provides it."""
+MissingExtraError = MissingDependencyError
+"""An optional dependency is not installed; the message says which extra provides it (the old name)."""
 
 
 def missing_extra(what: str, extra: str, err: BaseException | None = None) -> MissingExtraError:
