@@ -22,7 +22,8 @@ the clock covers the whole ``fit`` (every epoch, its validation and checkpoints)
 and the same epochs plus validation forwards for the bare loop. Before the timed rounds each
 contender trains a few batches untimed (kernel selection, allocator warm-up). The contenders then
 alternate, ``--rounds`` times, and the median round counts: on a machine shared with other jobs a
-busy spell falls on both. Geometries are ``CxS`` (channels × side), e.g. ``2x32`` (e/γ), ``3x125``
+busy spell falls on both. The CPU-time ratio is printed beside the wall-time one: with one thread
+(``OMP_NUM_THREADS=1``) it barely moves when other jobs share the cores, while wall times do. Geometries are ``CxS`` (channels × side), e.g. ``2x32`` (e/γ), ``3x125``
 (quark/gluon). On a GPU pass ``--device cuda``.
 """
 
@@ -60,8 +61,8 @@ def sparse_images(n: int, c: int, s: int, seed: int) -> tuple[torch.Tensor, torc
 
 # ------------------------------------------------------------------------------------ bare loop
 def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, batch: int, epochs: int,
-              device: str, channels_last: bool, max_batches: int | None = None) -> float:
-    """Seconds for ``epochs`` epochs of a plain loop (train, then a forward pass over ``xv``)."""
+              device: str, channels_last: bool, max_batches: int | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds for ``epochs`` epochs of a plain loop (train, then a forward pass over ``xv``)."""
     model.to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -70,7 +71,7 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tens
     loss_fn = nn.BCEWithLogitsLoss()
     loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True)
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         model.train()
         for i, (xb, yb) in enumerate(loader):
@@ -87,14 +88,14 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tens
                 xb = xv[start:start + max(256, batch)].to(device).contiguous(memory_format=fmt)
                 torch.sigmoid(model(xb)).cpu()
     _sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 # ------------------------------------------------------------------------------------ e2evision
 def e2evision_trainer(model_name: str, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
                       batch: int, epochs: int, device: str, workdir: Path, progress: bool,
-                      max_batches: int | None = None) -> tuple[float, dict[str, Any]]:
-    """Seconds of ``trainer.fit`` for ``epochs`` epochs, set up as the runner sets up a fold, and
+                      max_batches: int | None = None) -> tuple[float, float, dict[str, Any]]:
+    """Wall and CPU seconds of ``trainer.fit`` for ``epochs`` epochs, set up as the runner sets up a fold, and
     what the trainer recorded (history rows, checkpoints saved, loader wait)."""
     import lightning.pytorch as pl
 
@@ -130,11 +131,11 @@ def e2evision_trainer(model_name: str, x: torch.Tensor, y: torch.Tensor, xv: tor
     data = FoldData(TensorDataset(x, y), TensorDataset(xv, yv), batch_size=batch, seed=0,
                     num_workers=cfg.train.num_workers, val_batch_size=max(256, batch))
     _sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit(module, datamodule=data)
     _sync(device)
-    seconds = time.perf_counter() - t0
-    return seconds, {"history": hist.rows, "checkpoints": ckpt.saves, "loader_wait": wait.rows}
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return seconds, cpu, {"history": hist.rows, "checkpoints": ckpt.saves, "loader_wait": wait.rows}
 
 
 def trainer_config(model_name: str, batch: int, epochs: int, progress: bool) -> Any:
@@ -225,7 +226,7 @@ def measure(name: str, geo: str, n: int, args: argparse.Namespace) -> dict[str, 
     from e2evision.training.artifacts import build_module
 
     cl = performance(cfg, build_module(cfg, (c, s, s), "binary"), (c, s, s), args.device).channels_last
-    bare_t, e2e_t, extra = [], [], {}
+    bare_t, e2e_t, bare_c, e2e_c, extra = [], [], [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         # untimed warm-up of both (oneDNN primitives, allocator, Lightning imports)
         bare_loop(fresh(), x, y, xv[:8], args.batch, 1, args.device, cl, max_batches=3)
@@ -235,16 +236,21 @@ def measure(name: str, geo: str, n: int, args: argparse.Namespace) -> dict[str, 
             order = ("bare", "e2e") if r % 2 == 0 else ("e2e", "bare")
             for who in order:
                 if who == "bare":
-                    bare_t.append(bare_loop(fresh(), x, y, xv, args.batch, args.epochs, args.device, cl))
+                    wall, cpu = bare_loop(fresh(), x, y, xv, args.batch, args.epochs, args.device, cl)
+                    bare_t.append(wall)
+                    bare_c.append(cpu)
                 else:
-                    secs, extra = e2evision_trainer(name, x, y, xv, yv, args.batch, args.epochs, args.device,
-                                                    Path(tmp) / f"round{r}", args.progress)
-                    e2e_t.append(secs)
+                    wall, cpu, extra = e2evision_trainer(name, x, y, xv, yv, args.batch, args.epochs, args.device,
+                                                         Path(tmp) / f"round{r}", args.progress)
+                    e2e_t.append(wall)
+                    e2e_c.append(cpu)
             print(f"  round {r + 1}: bare {n * args.epochs / bare_t[-1]:.1f} img/s, "
-                  f"e2evision {n * args.epochs / e2e_t[-1]:.1f} img/s, ratio {bare_t[-1] / e2e_t[-1]:.3f}",
+                  f"e2evision {n * args.epochs / e2e_t[-1]:.1f} img/s, ratio {bare_t[-1] / e2e_t[-1]:.3f} "
+                  f"(CPU time {bare_c[-1] / e2e_c[-1]:.3f})",
                   flush=True)
     images = n * args.epochs
     ratios = [b / e for b, e in zip(bare_t, e2e_t)]
+    cpu_ratios = [b / e for b, e in zip(bare_c, e2e_c)]  # one thread: robust to other jobs
     seed = (seed_pipeline(fresh(), x, y, args.batch, args.epochs, args.device)
             if args.png and c <= 4 else float("nan"))
     waits = [row["loader_wait_fraction"] for row in extra.get("loader_wait", [])]
@@ -252,6 +258,7 @@ def measure(name: str, geo: str, n: int, args: argparse.Namespace) -> dict[str, 
             "params": count_parameters(fresh()), "channels_last": cl,
             "plain": images / statistics.median(bare_t), "e2evision": images / statistics.median(e2e_t),
             "ratio_median": statistics.median(ratios), "ratios": ratios,
+            "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratios": cpu_ratios,
             "plain_rounds": [images / t for t in bare_t], "e2evision_rounds": [images / t for t in e2e_t],
             "loader_wait_fraction": waits, "checkpoints": extra.get("checkpoints"), "seed_png": seed}
 
@@ -288,10 +295,11 @@ def main() -> None:
             print(f"{name} {geo} × {n:,}", flush=True)
             rows.append(measure(name, geo, n, args))
     print(f"\n{'model':<12}{'input':>7}{'images':>8}{'bare img/s':>12}{'e2evision':>11}{'e2e/bare':>10}"
-          f"{'ratio range':>15}{'PNG seed':>10}")
+          f"{'ratio range':>15}{'CPU-time ratio':>16}{'PNG seed':>10}")
     for r in rows:
         print(f"{r['model']:<12}{r['input']:>7}{r['n']:>8,}{r['plain']:>12.1f}{r['e2evision']:>11.1f}"
-              f"{r['ratio_median']:>10.3f}{min(r['ratios']):>8.3f}–{max(r['ratios']):.3f}{r['seed_png']:>10.1f}")
+              f"{r['ratio_median']:>10.3f}{min(r['ratios']):>8.3f}–{max(r['ratios']):.3f}{r['cpu_ratio_median']:>16.3f}"
+              f"{r['seed_png']:>10.1f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

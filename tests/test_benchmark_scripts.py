@@ -65,6 +65,7 @@ def test_training_throughput_smoke_times_whole_epochs_of_both(tmp_path):
     assert row["model"] == "resnet15" and row["input"] == "2x16" and row["n"] == 96
     assert len(row["ratios"]) == 2 and row["plain"] > 0 and row["e2evision"] > 0
     assert row["ratio_median"] == pytest.approx(float(np.median(row["ratios"])))
+    assert len(row["cpu_ratios"]) == 2 and all(r > 0 for r in row["cpu_ratios"])
     # the trainer ran as the runner runs a fold: one epoch of 6 batches, checkpointed at its end
     (wait,) = row["loader_wait_fraction"]
     assert 0.0 <= wait <= 1.0 and row["checkpoints"] == 1
