@@ -52,3 +52,49 @@ def test_gpu_suite_smoke_runs_every_part_and_summarises(tmp_path):
     for row in curve["rows"]:
         assert f"{row['test_auc']:.4f}" in page
     assert "<td>120</td>" in page and "<td>240</td>" in page
+
+
+@pytest.mark.slow
+def test_training_throughput_smoke_times_whole_epochs_of_both(tmp_path):
+    out = tmp_path / "trainer.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/training_throughput.py"), "--geometries", "2x16",
+                           "--n", "96", "--val", "16", "--batch", "16", "--rounds", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    (row,) = json.loads(out.read_text())
+    assert row["model"] == "resnet15" and row["input"] == "2x16" and row["n"] == 96
+    assert len(row["ratios"]) == 2 and row["plain"] > 0 and row["e2evision"] > 0
+    assert row["ratio_median"] == pytest.approx(float(np.median(row["ratios"])))
+    assert len(row["cpu_ratios"]) == 2 and all(r > 0 for r in row["cpu_ratios"])
+    # the trainer ran as the runner runs a fold: one epoch of 6 batches, checkpointed at its end
+    (wait,) = row["loader_wait_fraction"]
+    assert 0.0 <= wait <= 1.0 and row["checkpoints"] == 1
+    assert "e2e/bare" in proc.stdout
+
+
+@pytest.mark.slow
+def test_scale_smoke_synthesises_converts_and_trains_streaming(tmp_path):
+    out, work = tmp_path / "scale.json", tmp_path / "work"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/scale.py"), "--n", "300", "--rows-per-file", "128",
+                           "--steps", "3", "--batch", "8", "--loader-batches", "4", "--workdir", str(work),
+                           "--json", str(out), "--keep"],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    r = json.loads(out.read_text())
+    assert r["files"] == 3 and r["n_samples"] == 300 and r["image_shape"] == [3, 125, 125]
+    assert r["steps"] == 3 and len(r["step_s"]) == len(r["wait_s"]) == 3 and r["store_layout"] == "sparse"
+    assert 0 < r["convert_peak_rss_bytes"] < 4e9 and 0 < r["train_peak_rss_bytes"] < 4e9
+    assert r["loader_alone"]["images"] == 4 * 8 and r["loader_alone"]["images_per_s"] > 0
+    # the synthetic files are in the public layout: the quark/gluon reader reads them as such
+    from e2evision.datasets import open_dataset
+
+    with open_dataset(sorted((work / "parquet").glob("*.parquet")), "auto") as ds:
+        assert ds.format == "quark-gluon" and ds.n_samples == 300 and ds.scalar_names == ["pt", "m0"]
+        x, y = ds.read(np.arange(0, 300, 37))
+        assert x.shape[1:] == (3, 125, 125) and set(np.unique(y)) <= {0.0, 1.0}
+        assert 0 < np.count_nonzero(x) < x.size // 20  # sparse, like jet images
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(sorted((work / "parquet").glob("*.parquet"))[0]).metadata
+    assert meta.num_rows == meta.num_row_groups == 128  # one row per row group
+    assert pq.ParquetFile(sorted((work / "parquet").glob("*.parquet"))[0]).schema_arrow.names == ["X_jets", "pt", "m0", "y"]

@@ -180,3 +180,126 @@ def test_gpu_benchmark_script_runs_on_cpu(tmp_path):
         assert r["images_per_s"] > 0
         assert r["mfu"] == pytest.approx(r["flops_per_step"] * r["steps_per_s"] / 0.5e12)
     assert "pick what helps" in proc.stdout
+
+
+# ------------------------------------------------------------------- the trainer's per-step work
+def test_in_memory_folds_are_views_of_one_copy(egamma_pair):
+    """Held in memory, the data is loaded once; folds, splits and prediction sets index into it."""
+    from e2evision.datasets import EgammaHDF5
+    from e2evision.training.data import SampleSource, TensorRows, batch_view, load_in_memory, make_loader
+
+    p, e, *_ = egamma_pair
+    reader = EgammaHDF5([p, e])
+    order = np.random.default_rng(1).permutation(reader.n_samples)[:90]  # unsorted on purpose
+    x, y = load_in_memory(reader, order, batch_size=16)  # several partial batches, filled in place
+    want_x, want_y = reader.read(order)
+    np.testing.assert_array_equal(x.numpy(), want_x)
+    np.testing.assert_array_equal(y.numpy(), want_y)
+
+    source = SampleSource(reader, order, limit_gb=1.0)
+    rows = np.array([5, 3, 80, 0, 41])
+    subset = source.subset(rows)
+    assert isinstance(subset, TensorRows) and len(subset) == rows.size
+    assert subset.tensors[0].data_ptr() == source._x.data_ptr()  # no copy of the images
+    xb, yb = batch_view(subset)[[4, 0, 2]]
+    np.testing.assert_array_equal(xb.numpy(), want_x[rows[[4, 0, 2]]])
+    np.testing.assert_array_equal(yb.numpy(), want_y[rows[[4, 0, 2]]])
+    streamed = SampleSource(reader, order, limit_gb=0.0).subset(rows)  # the same samples from the files
+    for a, b in zip(make_loader(subset, 2, shuffle=False, seed=0), make_loader(streamed, 2, shuffle=False, seed=0)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(IndexError, match="rows outside"):
+        TensorRows((x, y), [90])
+
+
+def test_history_sums_losses_on_the_device_like_a_python_float():
+    """The epoch's loss sum never leaves the device per step, and is bit-identical to the float sum."""
+    from types import SimpleNamespace
+
+    from e2evision.training.callbacks import History
+
+    hist = History(0)
+    hist.on_train_epoch_start(None, None)
+    losses = torch.rand(50, dtype=torch.float32) * 3
+    sizes = [7 if i % 5 else 3 for i in range(50)]
+    want = 0.0
+    for i, (loss, n) in enumerate(zip(losses, sizes)):
+        hist.on_train_batch_end(None, None, {"loss": loss}, (torch.zeros(n, 1), torch.zeros(n)), i)
+        want += float(loss) * n
+        if i == 20:  # a checkpoint mid-epoch reads the sum; accumulation continues after it
+            state = hist.state_dict()
+            assert state["loss_sum"] == want and state["count"] == sum(sizes[:21])
+    assert hist.loss_sum == want and hist._count == sum(sizes)
+    resumed = History(0)
+    resumed.load_state_dict({"rows": [], "loss_sum": 1.5, "count": 4})
+    resumed.on_train_batch_end(SimpleNamespace(), None, torch.tensor(0.25), (torch.zeros(2), torch.zeros(2)), 0)
+    assert resumed.loss_sum == 1.5 + 0.25 * 2 and resumed._count == 6
+
+
+class _SlowRows(torch.utils.data.Dataset):
+    """In-memory rows whose batches take ``delay`` seconds to arrive (a slow disk or decoder)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, delay: float) -> None:
+        self.x, self.y, self.delay = x, y, delay
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        import time
+
+        time.sleep(self.delay)
+        idx = torch.as_tensor(items)
+        return self.x[idx], self.y[idx]
+
+
+def _fit_with_loader_delay(tmp_path: Path, delay: float, monkeypatch) -> tuple[list, list]:
+    """Two epochs of a tiny model whose training batches each take ``delay`` s to arrive."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    from e2evision.training import data as data_mod
+    from e2evision.training.callbacks import History, LoaderWait
+    from e2evision.training.data import FoldData
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((48, 1, 8, 8), dtype=np.float32))
+    y = torch.from_numpy((np.arange(48) % 2).astype(np.float32))
+    cfg = TrainConfig(batch_size=8, max_epochs=2, early_stopping_patience=None, progress=False)
+    module = ImageModule(create_model("simple_cnn", in_chans=1, img_size=8, num_outputs=1),
+                         ChannelNormalizer(1, "none"), cfg)
+    monkeypatch.setattr(data_mod, "batch_view", lambda ds: _SlowRows(*ds.tensors, delay))
+    data = FoldData(torch.utils.data.TensorDataset(x, y), torch.utils.data.TensorDataset(x[:8], y[:8]),
+                    batch_size=8, seed=0)
+    wait, hist = LoaderWait(), History(0)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=CSVLogger(tmp_path, name="logs", version=""),
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[wait, hist], num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=data)
+    return wait.rows, hist.rows
+
+
+def test_loader_wait_is_measured_per_epoch_and_logged(tmp_path, monkeypatch):
+    import csv
+
+    from e2evision.training.callbacks import LoaderWait
+
+    fast, _ = _fit_with_loader_delay(tmp_path / "fast", 0.0, monkeypatch)
+    slow, hist = _fit_with_loader_delay(tmp_path / "slow", 0.05, monkeypatch)
+    for rows in (fast, slow):
+        assert [r["epoch"] for r in rows] == [0, 1] and all(r["steps"] == 6 for r in rows)
+        for r in rows:
+            assert 0.0 <= r["loader_wait_fraction"] <= 1.0 and r["loader_wait_s"] <= r["train_s"]
+    for f, s in zip(fast, slow):  # six batches of 50 ms each: at least 0.3 s of waiting per epoch
+        assert s["loader_wait_s"] >= 6 * 0.05  # (the fraction depends on the machine's load: its definition)
+        assert s["loader_wait_fraction"] == pytest.approx(s["loader_wait_s"] / s["train_s"], rel=1e-3, abs=1e-6)
+        assert s["loader_wait_s"] - f["loader_wait_s"] >= 6 * 0.05 * 0.9
+    restored = LoaderWait()
+    restored.load_state_dict(LoaderWait.state_dict(type("W", (), {"rows": slow})()))
+    assert restored.rows == slow
+    # both figures reach the run's loggers once per epoch; the logged train loss is History's
+    with open(tmp_path / "slow" / "logs" / "metrics.csv") as fh:
+        logged = [row for row in csv.DictReader(fh) if row.get("train_loss")]
+    assert [int(r["epoch"]) for r in logged] == [0, 1]
+    for row, h, w in zip(logged, hist, slow):
+        assert float(row["train_loss"]) == pytest.approx(h["train_loss"], rel=1e-6)
+        assert float(row["loader_wait_fraction"]) == pytest.approx(w["loader_wait_fraction"], rel=1e-5)

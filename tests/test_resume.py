@@ -34,7 +34,7 @@ SETS = ["train.folds=2", "train.max_epochs=2", "train.batch_size=8", "train.chec
 # widths 16: the trainer's CPU default for this CNN is then channels-last (no oneDNN hazard), so
 # resuming is checked on the memory format real runs use
 #: metrics that legitimately differ between an interrupted and an uninterrupted run
-_TIMING = {"train_time_s", "wall_time_s", "resumed_folds"}
+_TIMING = {"train_time_s", "wall_time_s", "resumed_folds", "loader_wait_fraction"}
 
 
 @pytest.fixture

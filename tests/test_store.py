@@ -206,3 +206,28 @@ def test_streaming_loader_is_deterministic_by_seed_with_or_without_workers(tmp_p
         sorted(float(v) for v in cols["X_jets"][rows].astype(np.float32).sum(axis=(1, 2, 3))), rel=1e-6)
     ordered = list(make_loader(ds, 16, shuffle=False, seed=0))
     np.testing.assert_array_equal(torch.cat([x for x, _ in ordered]).numpy(), cols["X_jets"][rows].astype(np.float32))
+
+
+def test_mapped_chunks_stay_within_the_budget_and_are_verified_once(tmp_path, qg_file, monkeypatch):
+    """A read over the whole store never keeps more chunk maps than the budget allows (resident
+    memory stays bounded whatever the store's size), and closing and re-mapping a chunk neither
+    changes the images nor checks its SHA-256 again."""
+    from e2evision.datasets import store as fmt
+
+    path, cols = qg_file
+    store_path = write_store(JetParquet(path), tmp_path / "qg.store", chunk_size=4)  # 8 chunks
+    calls: list[str] = []
+    real = fmt.verify_file
+    monkeypatch.setattr(fmt, "verify_file", lambda root, p, entry: calls.append(Path(p).name) or real(root, p, entry))
+    st = TrainingStore(store_path)
+    calls.clear()  # labels and scalars are verified at open
+    sizes = [sum(f["bytes"] for f in ch["files"]) for ch in st.manifest["chunks"]]
+    st.map_budget_bytes = 2 * max(sizes)  # room for two chunks
+    order = np.random.default_rng(3).permutation(30)
+    for rep in range(2):
+        for start in range(0, 30, 3):
+            x, _ = st.read(order[start:start + 3])
+            np.testing.assert_array_equal(x, cols["X_jets"][order[start:start + 3]].astype(np.float32))
+            assert 1 <= len(st._chunks) <= 2
+            assert sum(sizes[k] for k in st._chunks) <= st.map_budget_bytes
+    assert sorted(calls) == sorted(f["file"] for ch in st.manifest["chunks"] for f in ch["files"])  # once each

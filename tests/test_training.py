@@ -114,6 +114,11 @@ def test_run_directory_is_complete_and_reproducible(egamma_pair, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(m))
     assert len(metrics["fold_auc"]) == 2 and 0.0 <= metrics["test_auc"] <= 1.0
+    # per fold and epoch, the share of training-step time spent waiting for batches (fold.json too)
+    waits = metrics["loader_wait_fraction"]
+    assert [len(w) for w in waits] == [2, 2] and all(0.0 <= v <= 1.0 for w in waits for v in w)
+    fold0 = json.loads((out / "fold_0" / "fold.json").read_text())
+    assert [r["loader_wait_fraction"] for r in fold0["loader_wait"]] == waits[0]
     lo, hi = metrics["test_auc_ci"]
     assert lo <= metrics["test_auc"] <= hi
     lo, hi = metrics["test_auc_delong_ci"]

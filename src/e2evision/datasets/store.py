@@ -82,7 +82,8 @@ class TrainingStore(ImageDataset):
         self.task = m.get("task", "binary")
         self._shape = tuple(int(v) for v in m["image_shape"])
         self._chunk_size = int(m["chunk_size"])
-        self._chunks: dict[int, list[np.ndarray]] = {}
+        self._chunks: dict[int, list[np.ndarray]] = {}  # mapped chunks, least recently used first
+        self._checked: set[int] = set()  # chunks whose checksums and structure were verified
         for entry in [m["label_file"], m["scalar_file"], *(f for ch in m["chunks"] for f in ch["files"])]:
             p = inside(self.root, self._file_path(entry["file"]))
             if not p.is_file():
@@ -189,17 +190,38 @@ class TrainingStore(ImageDataset):
         except (ValueError, OSError) as err:
             raise DatasetError(path, f"cannot read store array: {err}") from err
 
+    #: bytes of chunk files kept memory-mapped at once: pages of a mapped file that a read touched
+    #: count in the process's resident memory until the map is closed, so without a bound an epoch
+    #: over a store larger than RAM would show the whole store as resident (reclaimable, but it is
+    #: what ``ru_maxrss`` and schedulers see); beyond it the least recently used chunks are closed
+    map_budget_bytes: int = 512 * 2**20
+
     def _chunk(self, k: int) -> list[np.ndarray]:
         """Chunk ``k``'s arrays, verified (SHA-256, structure, finite values) the first time they
-        are mapped in this process; later reads cost nothing extra."""
-        if k not in self._chunks:
+        are mapped in this process; later reads cost nothing extra, nor does mapping it again
+        after it was closed to stay within :attr:`map_budget_bytes`."""
+        arrays = self._chunks.pop(k, None)
+        if arrays is None:
             entry = self.manifest["chunks"][k]
-            for f in entry["files"]:
-                verify_file(self.root, self._file_path(f["file"]), f)
+            if k not in self._checked:
+                for f in entry["files"]:
+                    verify_file(self.root, self._file_path(f["file"]), f)
             arrays = [self._load(f["file"]) for f in entry["files"]]
-            self._check_chunk(k, entry, arrays)
-            self._chunks[k] = arrays
-        return self._chunks[k]
+            if k not in self._checked:
+                self._check_chunk(k, entry, arrays)
+                self._checked.add(k)
+            self._release_maps(keep=sum(int(f["bytes"]) for f in entry["files"]))
+        self._chunks[k] = arrays  # (re)inserted last: the most recently used
+        return arrays
+
+    def _release_maps(self, keep: int) -> None:
+        """Close the least recently used maps until ``keep`` more bytes fit the budget."""
+        chunks = self.manifest["chunks"]
+        mapped = sum(int(f["bytes"]) for j in self._chunks for f in chunks[j]["files"])
+        while self._chunks and mapped + keep > self.map_budget_bytes:
+            j = next(iter(self._chunks))
+            mapped -= sum(int(f["bytes"]) for f in chunks[j]["files"])
+            del self._chunks[j]  # the memmaps close when no array refers to them (reads copy out)
 
     def _check_chunk(self, k: int, entry: dict, arrays: list[np.ndarray]) -> None:
         """Shapes and index bounds of a chunk, so no read can land outside an image."""

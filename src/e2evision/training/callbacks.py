@@ -8,9 +8,11 @@ numbers as a run that was never interrupted.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
+
+log = logging.getLogger(__name__)
 
 
 class BestWeights(pl.Callback):
@@ -62,7 +66,10 @@ class History(pl.Callback):
 
     The epoch-mean training loss is accumulated here, weighted by batch size and summed over the
     DDP processes, and checkpointed with the partial sums: Lightning's own logged mean restarts
-    from zero when a run resumes mid-epoch, this one does not.
+    from zero when a run resumes mid-epoch, this one does not. It is also what the run's loggers
+    and progress bar get as ``train_loss`` (logged once per epoch, from here). The sum stays on the
+    loss's device during the epoch (float64, the same additions in the same order as a Python
+    float), so no step waits for the device to report its loss.
     """
 
     def __init__(self, fold: int, monitor: str = "val_auc") -> None:
@@ -71,41 +78,114 @@ class History(pl.Callback):
         self.rows: list[dict[str, Any]] = []
         self._loss_sum = 0.0
         self._count = 0
+        self._device_sum: torch.Tensor | None = None  # the running sum while an epoch runs
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._loss_sum, self._count = 0.0, 0
+        self._loss_sum, self._count, self._device_sum = 0.0, 0, None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        n = int(batch[1].shape[0])
-        self._loss_sum += float(loss.detach().float()) * n
+        n = int(batch[-1].shape[0])
+        value = loss.detach()
+        if value.device.type == "mps":  # no float64 there: add on the host
+            self._loss_sum = self.loss_sum + float(value.float()) * n
+            self._device_sum = None
+        else:
+            if self._device_sum is None:
+                self._device_sum = torch.tensor(self._loss_sum, dtype=torch.float64, device=value.device)
+            self._device_sum += value.float().double() * n
         self._count += n
+
+    @property
+    def loss_sum(self) -> float:
+        """The epoch's summed training loss so far (one device-to-host copy)."""
+        if self._device_sum is not None:
+            self._loss_sum = float(self._device_sum)
+        return self._loss_sum
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning runs the epoch's validation before this hook, so the validation numbers
         # belong to the same epoch as the training loss.
-        total = torch.tensor([self._loss_sum, float(self._count)], dtype=torch.float64, device=pl_module.device)
+        total = torch.tensor([self.loss_sum, float(self._count)], dtype=torch.float64, device=pl_module.device)
         if trainer.world_size > 1:
             total = trainer.strategy.reduce(total, reduce_op="sum")
         m = trainer.callback_metrics
         row: dict[str, Any] = {"fold": self.fold, "epoch": int(trainer.current_epoch)}
         if total[1] > 0:
             row["train_loss"] = float(total[0] / total[1])
+            # already summed over the processes: the same value on each, sync_dist only keeps
+            # Lightning from warning about an unsynchronised epoch-level value
+            pl_module.log("train_loss", row["train_loss"], on_step=False, on_epoch=True, prog_bar=True,
+                          sync_dist=True)
         for key in ("val_loss", self.monitor):
             if key in m:
                 row[key] = float(m[key])
         self.rows.append(copy.deepcopy(row))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": copy.deepcopy(self.rows), "loss_sum": self._loss_sum, "count": self._count}
+        return {"rows": copy.deepcopy(self.rows), "loss_sum": self.loss_sum, "count": self._count}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = copy.deepcopy(state_dict["rows"])
         self._loss_sum = float(state_dict["loss_sum"])
         self._count = int(state_dict["count"])
+        self._device_sum = None
+
+
+class LoaderWait(pl.Callback):
+    """Per epoch, the share of the training loop's time spent waiting for the next batch.
+
+    The wait is what :class:`~e2evision.training.data.ResumableLoader` timed inside ``next()``
+    (reading, decoding, a worker's batch arriving); the step time runs from the epoch's start to
+    its last ``on_train_batch_end``, so validation and checkpoints are not in it. Two clock reads
+    per step: cheap enough to be always on. Each epoch adds a row to :attr:`rows` (checkpointed,
+    so a resumed run keeps the epochs before the interruption), logs ``loader_wait_fraction`` to
+    the run's loggers and says it in the Python log. Not part of the history rows: a timing, it
+    differs between otherwise identical runs.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._start: float | None = None
+        self._last = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = None  # a mid-epoch resume starts timing at its first batch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self._last = time.perf_counter()
+        if self._start is None:  # resumed mid-epoch: no epoch start was seen
+            self._start = self._last
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loaders = trainer.train_dataloader
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        timed = [dl for dl in loaders if hasattr(dl, "wait_s")]
+        if not timed or self._start is None:
+            return
+        wait = sum(float(dl.wait_s) for dl in timed)
+        total = max(self._last - self._start, 1e-12)
+        row = {"epoch": int(trainer.current_epoch), "steps": int(sum(dl.waits for dl in timed)),
+               "loader_wait_s": round(wait, 6), "train_s": round(total, 6),
+               "loader_wait_fraction": round(min(1.0, wait / total), 6)}
+        self.rows.append(row)
+        pl_module.log("loader_wait_fraction", row["loader_wait_fraction"], on_step=False, on_epoch=True,
+                      sync_dist=True)  # the mean over the processes
+        log.info("epoch %d: waited for data %.1f %% of %.1f s of training steps", row["epoch"],
+                 100 * row["loader_wait_fraction"], total)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": copy.deepcopy(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = copy.deepcopy(state_dict["rows"])
 
 
 def rng_state() -> dict[str, Any]:

@@ -8,6 +8,7 @@ with exactly the batches it would have seen.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -55,18 +56,58 @@ class ReaderDataset(Dataset):
 
 def load_in_memory(reader: ImageDataset, indices: np.ndarray, batch_size: int = 4096,
                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read ``indices`` (in that order) into two tensors, batch by batch."""
-    xs, ys = [], []
+    """Read ``indices`` (in that order) into two tensors, batch by batch.
+
+    The tensors are allocated once at their final size and filled in place: collecting the
+    batches and concatenating them would hold the data twice at the end of the load.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    x = torch.empty((indices.size, *reader.image_shape), dtype=torch.float32)
+    y: torch.Tensor | None = None
     chunks = range(0, len(indices), batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc="loading", unit="batch")
     for start in chunks:
-        x, y = reader.read(indices[start:start + batch_size])
-        xs.append(torch.from_numpy(x))
-        ys.append(torch.from_numpy(y))
-    return torch.cat(xs), torch.cat(ys)
+        xb, yb = reader.read(indices[start:start + batch_size])
+        x[start:start + xb.shape[0]] = torch.from_numpy(xb)
+        if y is None:
+            y = torch.empty(indices.size, dtype=torch.from_numpy(yb).dtype)
+        y[start:start + yb.shape[0]] = torch.from_numpy(yb)
+    if y is None:  # no samples
+        y = torch.from_numpy(reader.read(indices)[1])
+    return x, y
+
+
+class TensorRows(Dataset):
+    """Rows ``rows`` of in-memory tensors, without copying them (a fold is a list of positions).
+
+    Indexing gathers from the shared tensors, so the training, validation and test splits of
+    every fold cost their index arrays only, not a copy of their images each.
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], rows: Sequence[int] | np.ndarray | torch.Tensor) -> None:
+        self.tensors = tuple(tensors)
+        self.rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        n = int(self.tensors[0].shape[0])
+        if self.rows.numel() and (int(self.rows.min()) < 0 or int(self.rows.max()) >= n):
+            raise IndexError(f"rows outside [0, {n}) of the in-memory samples")
+
+    def __len__(self) -> int:
+        return int(self.rows.numel())
+
+    def read_batch(self, positions: Sequence[int] | np.ndarray | torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The stacked batch of the given positions (into ``rows``)."""
+        idx = self.rows[torch.as_tensor(positions, dtype=torch.long)]
+        return tuple(t[idx] for t in self.tensors)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        r = int(self.rows[i])
+        return tuple(t[r] for t in self.tensors)
+
+    def __getitems__(self, items: list[int]) -> list[tuple[torch.Tensor, ...]]:
+        return list(zip(*self.read_batch(items)))
 
 
 class SampleSource:
@@ -94,6 +135,7 @@ class SampleSource:
                 names = [reader.scalar_names[i] for i in cols]
                 raise ValueError(f"{reader.paths[0]}: scalar inputs {names} are not finite for sample "
                                  f"{int(self.indices[np.argmax(bad)])} ({int(bad.sum())} sample(s))")
+        self._scalars_t = None if self.scalars is None else torch.from_numpy(self.scalars)
         if self.in_memory:
             self._x, self._y = load_in_memory(reader, self.indices, progress=progress)
 
@@ -102,13 +144,12 @@ class SampleSource:
 
     def subset(self, rows: np.ndarray) -> Dataset:
         """A dataset of the given positions (into ``self.indices``)."""
-        scalars = None if self.scalars is None else self.scalars[rows]
-        if self.in_memory:
+        if self.in_memory:  # a view: no copy of the images per fold or split
             assert self._x is not None and self._y is not None
-            rows_t = torch.as_tensor(rows)
-            if scalars is None:
-                return TensorDataset(self._x[rows_t], self._y[rows_t])
-            return TensorDataset(self._x[rows_t], torch.from_numpy(scalars), self._y[rows_t])
+            if self._scalars_t is None:
+                return TensorRows((self._x, self._y), rows)
+            return TensorRows((self._x, self._scalars_t, self._y), rows)
+        scalars = None if self.scalars is None else self.scalars[rows]
         return ReaderDataset(self.reader, self.indices[rows], scalars)
 
     def channel_stats(self, rows: np.ndarray, batch_size: int | None = None,
@@ -119,7 +160,9 @@ class SampleSource:
         factors come before the fitted affine map).
         """
         c, h, w = self.reader.image_shape
-        batch_size = batch_size or max(1, min(4096, (64 << 20) // (c * h * w * 4)))
+        # 8 MB of float32 per batch: the statistics work in float64 with a few temporaries, and
+        # with the images in memory a larger batch would be a visible share of the peak
+        batch_size = batch_size or max(1, min(4096, (8 << 20) // (c * h * w * 4)))
         stats = ChannelStats(c)
         for start in range(0, len(rows), batch_size):
             part = np.sort(rows[start:start + batch_size])
@@ -146,10 +189,10 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
     generator.manual_seed(seed)
     workers = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
                    prefetch_factor=prefetch_factor if num_workers > 0 else None)
-    if isinstance(dataset, ReaderDataset):
+    if isinstance(dataset, (ReaderDataset, TensorRows)):
         base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
-        return DataLoader(_BatchView(dataset), batch_size=None, sampler=sampler, **workers)
+        return DataLoader(batch_view(dataset), batch_size=None, sampler=sampler, **workers)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=False,
                       **workers)
 
@@ -157,7 +200,7 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
 class _BatchView(Dataset):
     """Index with a list of positions, get the stacked batch (for ``batch_size=None`` loaders)."""
 
-    def __init__(self, dataset: ReaderDataset) -> None:
+    def __init__(self, dataset: ReaderDataset | TensorRows) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -241,13 +284,24 @@ class ResumableLoader(DataLoader):
                          persistent_workers=num_workers > 0, generator=generator,
                          prefetch_factor=prefetch_factor if num_workers > 0 else None)
         self.batches_done = 0
+        #: seconds this epoch's training loop waited inside ``next()`` for a batch (read by
+        #: :class:`~e2evision.training.callbacks.LoaderWait`), and how many batches it waited for
+        self.wait_s = 0.0
+        self.waits = 0
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         sampler: EpochBatchSampler = self.sampler  # type: ignore[assignment]
         self.batches_done = sampler.skip_batches
-        for batch in super().__iter__():
+        self.wait_s, self.waits = 0.0, 0
+        clock = time.perf_counter
+        start = clock()  # creating the iterator (starting workers) is waiting too
+        it = super().__iter__()
+        for batch in it:
+            self.wait_s += clock() - start
+            self.waits += 1
             self.batches_done += 1
             yield batch
+            start = clock()
 
     def state_dict(self) -> dict[str, int]:
         s: EpochBatchSampler = self.sampler  # type: ignore[assignment]
@@ -288,7 +342,7 @@ def batch_view(dataset: Dataset) -> Dataset:
     """A dataset indexed by lists of positions (what ``batch_size=None`` loaders hand out)."""
     if isinstance(dataset, TensorDataset):
         return _TensorBatches(*dataset.tensors)
-    if isinstance(dataset, ReaderDataset):
+    if isinstance(dataset, (ReaderDataset, TensorRows)):
         return _BatchView(dataset)
     raise TypeError(f"no batch view for {type(dataset).__name__}")
 

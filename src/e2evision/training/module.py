@@ -226,10 +226,10 @@ class ImageModule(pl.LightningModule):
     # -------------------------------------------------------------------------------- training
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x, s, y = split_batch(batch)
-        loss = self._loss(self.raw(self.augment(x), s), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=y.shape[0],
-                 sync_dist=True)
-        return loss
+        # the epoch's mean training loss is accumulated and logged by callbacks.History: a
+        # self.log here cost ~0.3 ms of Python per step (Lightning moves its result object to the
+        # loss's device on every call) and its mean restarted from zero after a mid-epoch resume
+        return self._loss(self.raw(self.augment(x), s), y)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         x, s, y = split_batch(batch)

@@ -72,7 +72,7 @@ from e2evision.training.artifacts import (
     pick_examples,
     write_saliency,
 )
-from e2evision.training.callbacks import BestWeights, History, RunCheckpoint, StagedEarlyStopping
+from e2evision.training.callbacks import BestWeights, History, LoaderWait, RunCheckpoint, StagedEarlyStopping
 from e2evision.training.data import FoldData, SampleSource, make_loader
 from e2evision.training.health import diagnose
 from e2evision.training.loggers import build_loggers, check_loggers
@@ -322,7 +322,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     oof = np.full((trainval.size, *score_shape), np.nan, dtype=np.float64)
     oof_fold = np.full(trainval.size, -1, dtype=np.int64)
     test_fold_scores = np.zeros((cfg.train.folds, test.size, *score_shape), dtype=np.float64)
-    epochs, history, best_epochs, resumed_folds = [], [], [], []
+    epochs, history, best_epochs, resumed_folds, loader_wait = [], [], [], [], []
     train_time, n_params = 0.0, 0
     first_module: ImageModule | None = None
 
@@ -360,6 +360,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         epochs.append(int(done["epochs"]))
         best_epochs.append(int(done["best_epoch"]))
         history.extend(done["history"])
+        loader_wait.append([r["loader_wait_fraction"] for r in done.get("loader_wait", [])])
         train_time += float(done["fit_seconds"])
         if done.get("resumed_from_step") is not None:
             resumed_folds.append(k)
@@ -388,6 +389,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
         "epochs": epochs,
         "best_epochs": best_epochs,
         "resumed_folds": resumed_folds,
+        "loader_wait_fraction": loader_wait,  # per fold, per epoch: a timing
         "history": history,
         "warnings": health,
     }
@@ -441,7 +443,8 @@ def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: Samp
     checkpoint = RunCheckpoint(ckpt_dir, cfg.train.checkpoint_every_n_steps)
     loggers = build_loggers(list(cfg.train.loggers), fold_dir, run_name=cfg.name, fold=k, run_dir=run_dir)
     apply_performance(module, perf)
-    trainer = _trainer(cfg, fold_dir, [best, hist, checkpoint, *extra_callbacks], loggers, perf.precision)
+    wait = LoaderWait()  # the share of step time spent waiting for data, per epoch
+    trainer = _trainer(cfg, fold_dir, [best, hist, checkpoint, wait, *extra_callbacks], loggers, perf.precision)
     data = FoldData(source.subset(tr), source.subset(va), batch_size=cfg.train.batch_size, seed=cfg.seed + k,
                     num_workers=cfg.train.num_workers, val_batch_size=max(256, cfg.train.batch_size))
     from_step = _checkpoint_step(ckpt_path) if ckpt_path else None
@@ -458,7 +461,7 @@ def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: Samp
     done = {"fold": k, "config_sha256": cfg_hash, "fit_seconds": fit_s, "epochs": trainer.current_epoch,
             "best_epoch": best.best_epoch, "best_score": best.best_score, "monitor": best.monitor,
             "resumed_from_step": from_step, "world_size": int(trainer.world_size), "history": hist.rows, "train_rows": tr.tolist(), "val_rows": va.tolist(),
-            "data_fingerprint": data_fp}
+            "data_fingerprint": data_fp, "loader_wait": wait.rows}
     if main:
         with atomic_path(fold_dir / "model.safetensors") as tmp:
             save_file({kk: v.contiguous() for kk, v in module.state_dict().items()}, str(tmp))
