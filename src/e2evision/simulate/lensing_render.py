@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from e2evision.simulate.common import check_seed
-from e2evision.simulate.lensing_config import CLASSES, LABELS, LensClass, LensingConfig, _require_sim
+from e2evision.simulate.lensing_config import (
+    CLASSES,
+    LABELS,
+    LensClass,
+    LensingConfig,
+    _require_sim,
+)
 
 __all__ = ["LensSample", "einstein_radius_arcsec", "simulate_lens", "vortex_half_length_arcsec"]
 
