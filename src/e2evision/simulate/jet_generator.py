@@ -24,7 +24,7 @@ from e2evision.simulate.jet_datasets import (
     _pythia_seed,
     pythia_settings,
 )
-from e2evision.simulate.jet_images import block_images
+from e2evision.simulate.jet_images import _wrap, block_images
 from e2evision.simulate.pixelate import crystal_eta, crystal_phi
 from e2evision.simulate.pythia_records import event_record, layout_numpy, list_layout
 from e2evision.simulate.response import jet_streams, pileup_pool
@@ -310,10 +310,6 @@ def _matched_top(
         best_m[t_jet[pick]] = rec["m"][top][pick]
         best_spread[t_jet[pick]] = spread[pick]
     return best_m, best_dr, best_spread
-
-
-def _wrap(dphi: np.ndarray) -> np.ndarray:
-    return np.mod(dphi + np.pi, 2.0 * np.pi) - np.pi
 
 
 _WORKER_CACHE: dict[tuple[str, str, int], _ClassGenerator] = {}

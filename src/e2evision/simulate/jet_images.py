@@ -244,6 +244,7 @@ def block_images(
 
 
 def _wrap(dphi: np.ndarray) -> np.ndarray:
+    """Azimuthal differences wrapped into [-pi, pi)."""
     return np.mod(dphi + math.pi, 2.0 * math.pi) - math.pi
 
 
