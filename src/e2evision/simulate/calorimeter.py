@@ -42,7 +42,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from e2evision.simulate.calorimeter_config import CalorimeterConfig, Particle
+from e2evision.simulate.calorimeter_config import (
+    DEFAULT_CALORIMETER_CONFIG,
+    CalorimeterConfig,
+    Particle,
+)
 from e2evision.simulate.calorimeter_plots import egamma_validation_plots, shower_widths
 from e2evision.simulate.calorimeter_showers import (
     _check_particle,
@@ -82,7 +86,7 @@ _FILE_STEM = {"photon": "SinglePhoton", "electron": "SingleElectron"}
 def egamma_file_name(
     particle: Particle,
     n_events: int,
-    config: CalorimeterConfig = CalorimeterConfig(),
+    config: CalorimeterConfig = DEFAULT_CALORIMETER_CONFIG,
     shard: int = 0,
     num_shards: int = 1,
 ) -> str:
@@ -145,7 +149,7 @@ def write_egamma(
     out_dir: str | os.PathLike[str],
     n: int,
     seed: int = 0,
-    config: CalorimeterConfig = CalorimeterConfig(),
+    config: CalorimeterConfig = DEFAULT_CALORIMETER_CONFIG,
     progress: bool = True,
     chunk: int = 1000,
     *,

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["CalorimeterConfig", "Particle"]
+__all__ = ["DEFAULT_CALORIMETER_CONFIG", "CalorimeterConfig", "Particle"]
 
 Particle = Literal["electron", "photon"]
 
@@ -194,3 +194,8 @@ class CalorimeterConfig:
             raise ValueError(f"unknown CalorimeterConfig fields in JSON: {unknown}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
+
+
+DEFAULT_CALORIMETER_CONFIG = CalorimeterConfig()
+"""The defaults (CMS barrel ECAL, Run 1), shared as the default argument of the simulator's
+functions (a frozen dataclass, so one instance serves them all)."""

@@ -10,7 +10,11 @@ import math
 
 import numpy as np
 
-from e2evision.simulate.calorimeter_config import CalorimeterConfig, Particle
+from e2evision.simulate.calorimeter_config import (
+    DEFAULT_CALORIMETER_CONFIG,
+    CalorimeterConfig,
+    Particle,
+)
 from e2evision.simulate.calorimeter_tracker import (
     _Component,
     _material_x0,
@@ -293,7 +297,7 @@ def simulate_showers(
     n: int,
     particle: Particle,
     seed: int | np.random.SeedSequence,
-    config: CalorimeterConfig = CalorimeterConfig(),
+    config: CalorimeterConfig = DEFAULT_CALORIMETER_CONFIG,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Simulate ``n`` single-particle crops in memory.
 

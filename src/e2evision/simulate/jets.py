@@ -44,8 +44,7 @@ from typing import Any
 import numpy as np
 
 from e2evision.simulate.common import check_int, check_seed, check_shard, shard_suffix
-from e2evision.simulate.jet_config import JET_DATASETS, JetSimConfig, jet_config
-from e2evision.simulate.jet_config import JetDataset as JetDataset  # re-exported
+from e2evision.simulate.jet_config import JET_DATASETS, JetDataset, JetSimConfig, jet_config
 from e2evision.simulate.jet_datasets import (
     _CHANNELS,
     _CLASSES,
@@ -56,15 +55,16 @@ from e2evision.simulate.jet_datasets import (
     jet_class_names,
     pythia_settings,
 )
-from e2evision.simulate.jet_generator import INSTALL_HINT as INSTALL_HINT  # re-exported
-from e2evision.simulate.jet_generator import MissingSimulatorError, require_simulators
+from e2evision.simulate.jet_generator import INSTALL_HINT, MissingSimulatorError, require_simulators
 from e2evision.simulate.jet_rows import _iter_row_blocks, _shard_blocks
 from e2evision.simulate.response import response_metadata
 from e2evision.utils.io import atomic_path
 from e2evision.utils.provenance import package_versions
 
 __all__ = [
+    "INSTALL_HINT",
     "JET_DATASETS",
+    "JetDataset",
     "JetSimConfig",
     "JetSample",
     "JetWriteResult",

@@ -54,6 +54,7 @@ from e2evision.simulate.common import (
 )
 from e2evision.simulate.lensing_config import (
     CLASSES,
+    DEFAULT_LENSING_CONFIG,
     LABELS,
     LensClass,
     LensingConfig,
@@ -232,7 +233,7 @@ def write_lensing(
     out_dir: str | os.PathLike[str],
     n: int,
     seed: int = 0,
-    config: LensingConfig = LensingConfig(),
+    config: LensingConfig = DEFAULT_LENSING_CONFIG,
     *,
     shard: int = 0,
     num_shards: int = 1,

@@ -14,7 +14,14 @@ from typing import Literal
 
 from e2evision.utils.extras import MissingExtraError as _MissingExtraError
 
-__all__ = ["CLASSES", "LABELS", "LensClass", "LensingConfig", "MissingExtraError"]
+__all__ = [
+    "CLASSES",
+    "DEFAULT_LENSING_CONFIG",
+    "LABELS",
+    "LensClass",
+    "LensingConfig",
+    "MissingExtraError",
+]
 
 LensClass = Literal["axion", "cdm", "no_sub"]
 CLASSES: tuple[LensClass, ...] = ("axion", "cdm", "no_sub")
@@ -182,3 +189,8 @@ class LensingConfig:
             raise ValueError(f"unknown LensingConfig fields in JSON: {unknown}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
+
+
+DEFAULT_LENSING_CONFIG = LensingConfig()
+"""The DeepLense Model I defaults, shared as the default argument of the simulator's functions
+(a frozen dataclass, so one instance serves them all)."""

@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from e2evision.simulate.lensing_config import CLASSES, LABELS, LensingConfig
+from e2evision.simulate.lensing_config import (
+    CLASSES,
+    DEFAULT_LENSING_CONFIG,
+    LABELS,
+    LensingConfig,
+)
 from e2evision.simulate.lensing_render import LensSample, einstein_radius_arcsec, simulate_lens
 from e2evision.utils.io import atomic_path
 
@@ -172,7 +177,7 @@ def lensing_validation_plots(
     out_dir: str | os.PathLike[str],
     *,
     seed: int = 0,
-    config: LensingConfig = LensingConfig(),
+    config: LensingConfig = DEFAULT_LENSING_CONFIG,
     n_examples: int = 5,
     twin_index: int = 0,
 ) -> list[Path]:

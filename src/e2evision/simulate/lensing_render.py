@@ -17,6 +17,7 @@ import numpy as np
 from e2evision.simulate.common import check_seed
 from e2evision.simulate.lensing_config import (
     CLASSES,
+    DEFAULT_LENSING_CONFIG,
     LABELS,
     LensClass,
     LensingConfig,
@@ -64,7 +65,7 @@ def _distances(config: LensingConfig) -> dict[str, float]:
 
 
 def einstein_radius_arcsec(
-    mass_msun: float | np.ndarray, config: LensingConfig = LensingConfig()
+    mass_msun: float | np.ndarray, config: LensingConfig = DEFAULT_LENSING_CONFIG
 ) -> float | np.ndarray:
     """Einstein radius [arcsec] of a lens with ``mass_msun`` inside it, at the config's redshifts.
 
@@ -80,7 +81,7 @@ def einstein_radius_arcsec(
 
 
 def vortex_half_length_arcsec(
-    axion_mass_ev: float, config: LensingConfig = LensingConfig()
+    axion_mass_ev: float, config: LensingConfig = DEFAULT_LENSING_CONFIG
 ) -> float:
     """Half-length of the vortex line: the de Broglie scale hbar / (m_a v) at the lens distance."""
     if not (math.isfinite(axion_mass_ev) and axion_mass_ev > 0):
@@ -238,7 +239,7 @@ def simulate_lens(
     klass: LensClass,
     index: int,
     seed: int = 0,
-    config: LensingConfig = LensingConfig(),
+    config: LensingConfig = DEFAULT_LENSING_CONFIG,
     *,
     paired: bool = False,
 ) -> LensSample:
