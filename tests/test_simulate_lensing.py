@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2evision.simulate import lensing
+from e2evision.simulate import lensing, lensing_render
 from e2evision.simulate.lensing import (
     CLASSES,
     LensingConfig,
@@ -395,7 +395,7 @@ def test_substructure_draws_follow_the_recipe() -> None:
     rng = np.random.default_rng(0)
     counts, masses, radii = [], [], []
     for _ in range(400):
-        pm, info = lensing._draw_substructure(rng, "cdm", cfg)
+        pm, info = lensing_render._draw_substructure(rng, "cdm", cfg)
         counts.append(len(pm))
         masses.append(pm[:, 2])
         radii.append(np.hypot(pm[:, 0], pm[:, 1]))
@@ -413,7 +413,7 @@ def test_substructure_draws_follow_the_recipe() -> None:
     assert grid[np.argmax(loglik)] == pytest.approx(-0.9, abs=0.04)
 
     for _ in range(20):
-        pm, info = lensing._draw_substructure(rng, "axion", cfg)
+        pm, info = lensing_render._draw_substructure(rng, "axion", cfg)
         assert len(pm) == 100 and pm[:, 2].sum() == pytest.approx(3e10)
         assert 1e-24 <= info["axion_mass_ev"] <= 1e-22
         # a straight line through the lens centre, of half-length hbar / (m_a v)
@@ -423,12 +423,12 @@ def test_substructure_draws_follow_the_recipe() -> None:
         assert np.abs(across).max() < 1e-12
         assert along.max() == pytest.approx(vortex_half_length_arcsec(info["axion_mass_ev"]))
         assert along.min() == pytest.approx(-along.max())
-    pm, info = lensing._draw_substructure(rng, "no_sub", cfg)
+    pm, info = lensing_render._draw_substructure(rng, "no_sub", cfg)
     assert pm.shape == (0, 3) and info["n_point_masses"] == 0
 
 
 def test_log_uniform_option() -> None:
-    m = lensing._sample_power_law(np.random.default_rng(1), 20000, 1e6, 1e10, -1.0)
+    m = lensing_render._sample_power_law(np.random.default_rng(1), 20000, 1e6, 1e10, -1.0)
     hist, _ = np.histogram(np.log10(m), bins=4, range=(6, 10))
     assert np.all(np.abs(hist / 5000 - 1) < 0.05)
 

@@ -9,6 +9,7 @@ overlaid first and the calorimeters get lateral shower spread and a per-cell rea
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,16 +49,26 @@ def _smear_energy(e: np.ndarray, resolution: tuple[float, float], normal: np.nda
     return np.clip(e * (1.0 + sigma * normal), 0.0, None)
 
 
-def block_images(
-    jets: Any, cfg: Any, rng: np.random.Generator, n_channels: int,
-    streams: list[np.random.Generator] | None = None, pool: PileupPool | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pixelate all jets of a block at once: ``(m, C, S, S)`` float64 and pile-up counts ``(m,)``.
+@dataclass
+class _Particles:
+    """The block's particles (pile-up included) with what every channel reads of them."""
 
-    ``jets`` has ``eta``, ``phi`` (axes), ``part`` (particle columns) and ``part_jet``; ``cfg``
-    is a ``JetSimConfig``. Every channel's entries (jet, channel, crystal, weight) are summed by
-    one bincount. ``streams`` (one per jet) and ``pool`` are needed when ``cfg.response`` is set.
-    """
+    part: dict[str, np.ndarray]
+    jet: np.ndarray
+    """Index of the jet (image) each particle belongs to."""
+    pt: np.ndarray
+    eta: np.ndarray
+    phi: np.ndarray
+    cosh: np.ndarray
+    normals: np.ndarray
+    """One row of standard normals per particle: ECAL, HCAL, d0, dz smearing."""
+
+
+def _overlay(
+    jets: Any, cfg: Any, streams: list[np.random.Generator] | None, pool: PileupPool | None
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The jets' particles with pile-up overlaid (with the response): particles, jet index,
+    pile-up interactions per jet."""
     resp = cfg.response
     m = len(jets.eta)
     p, j = jets.part, jets.part_jet
@@ -70,108 +81,170 @@ def block_images(
                 raise ValueError("pile-up needs a minimum-bias pool")
             window = (cfg.image_size // 2 + 8) * CRYSTAL_DETA
             p, j, n_pileup = overlay_pileup(p, j, jets.eta, pool, streams, resp, window)
-    pid, charge = p["id"], p["charge"]
-    px, py, pz, e = p["px"], p["py"], p["pz"], p["e"]
-    pt = np.hypot(px, py)
-    eta = np.arcsinh(pz / np.where(pt > 0, pt, 1.0))
-    phi = np.arctan2(py, px)
-    cosh = np.cosh(eta)
-    aid = np.abs(pid)
-    is_em = (aid == 11) | (aid == 22)
-    is_had = ~is_em & (aid != 13)
-    charged = charge != 0
-    v_r = np.hypot(p["vx"], p["vy"])
-    # One row of normals per particle (ECAL, HCAL, d0, dz), drawn in particle order: particles
-    # are grouped by jet, so jet i's detector effects do not depend on how many jets follow it.
-    normals = rng.standard_normal((pid.size, 4)) if cfg.smear else np.zeros((pid.size, 4))
-    calo_smear = cfg.smear and resp is None  # the response smears per cell instead
-    qg = cfg.dataset == "quark-gluon"
-    ch_track, ch_ecal, ch_hcal = (0, 1, 2) if qg else (0, 3, 4)
-    entries: list[_Entry] = []
+    return p, j, n_pileup
 
-    def add(
-        channel: int, sel: np.ndarray, eta_: np.ndarray, phi_: np.ndarray, w: np.ndarray
-    ) -> None:
-        entries.append((channel, j[sel], crystal_eta(eta_), crystal_phi(phi_), w))
 
-    # Tracks: charged particles at their direction at production.
-    trk = np.flatnonzero(charged & (pt >= cfg.track_pt_min_gev)
-                         & (v_r < cfg.track_max_vertex_radius_mm))
-    add(ch_track, trk, eta[trk], phi[trk], pt[trk])
+def _kinematics(
+    p: dict[str, np.ndarray], j: np.ndarray, rng: np.random.Generator, smear: bool
+) -> _Particles:
+    """Direction and pT of every particle, and its smearing normals.
 
-    # ECAL: photons and electrons; electrons bend before the calorimeter face.
-    em = np.flatnonzero(is_em)
-    em_e = _smear_energy(e[em], cfg.ecal_resolution, normals[em, 0]) if calo_smear else e[em]
-    r_ecal = calorimeter_radius_mm(eta[em], cfg.ecal_radius_mm, cfg.ecal_endcap_z_mm)
-    em_phi, em_reach = bend_phi(phi[em], charge[em], pt[em], r_ecal, cfg.b_field_t)
+    The normals are drawn in particle order: particles are grouped by jet, so jet i's detector
+    effects do not depend on how many jets follow it.
+    """
+    pt = np.hypot(p["px"], p["py"])
+    eta = np.arcsinh(p["pz"] / np.where(pt > 0, pt, 1.0))
+    phi = np.arctan2(p["py"], p["px"])
+    n = p["id"].size
+    normals = rng.standard_normal((n, 4)) if smear else np.zeros((n, 4))
+    return _Particles(p, j, pt, eta, phi, np.cosh(eta), normals)
+
+
+def _entry(
+    channel: int, q: _Particles, sel: np.ndarray, eta: np.ndarray, phi: np.ndarray, w: np.ndarray
+) -> _Entry:
+    """Pixel entries of particles ``sel`` landing at (eta, phi) with weights ``w``."""
+    return (channel, q.jet[sel], crystal_eta(eta), crystal_phi(phi), w)
+
+
+def _track_indices(q: _Particles, cfg: Any) -> np.ndarray:
+    """Charged particles that leave a track (pT cut, produced inside the tracker)."""
+    v_r = np.hypot(q.part["vx"], q.part["vy"])
+    return np.flatnonzero((q.part["charge"] != 0) & (q.pt >= cfg.track_pt_min_gev)
+                          & (v_r < cfg.track_max_vertex_radius_mm))
+
+
+def _em_mask(q: _Particles) -> np.ndarray:
+    aid = np.abs(q.part["id"])
+    return (aid == 11) | (aid == 22)
+
+
+def _ecal_entry(q: _Particles, cfg: Any, jet_phi: np.ndarray, channel: int) -> _Entry:
+    """ECAL: photons and electrons, electrons bent before the calorimeter face; one crystal
+    each at generator level, spread laterally with the response."""
+    resp, charge, e = cfg.response, q.part["charge"], q.part["e"]
+    em = np.flatnonzero(_em_mask(q))
+    smear = cfg.smear and resp is None  # the response smears per cell instead
+    em_e = _smear_energy(e[em], cfg.ecal_resolution, q.normals[em, 0]) if smear else e[em]
+    r_ecal = calorimeter_radius_mm(q.eta[em], cfg.ecal_radius_mm, cfg.ecal_endcap_z_mm)
+    em_phi, em_reach = bend_phi(q.phi[em], charge[em], q.pt[em], r_ecal, cfg.b_field_t)
     if resp is None:
-        add(ch_ecal, em[em_reach], eta[em][em_reach], em_phi[em_reach], (em_e / cosh[em])[em_reach])
-    else:
-        jj = j[em]
-        half_width = (cfg.image_size // 2 + 5) * CRYSTAL_DPHI
-        near = em_reach & (np.abs(_wrap(em_phi - jets.phi[jj])) < half_width)
-        sj, se, sp, sw = spread_ecal(jj[near], eta[em][near], em_phi[near], em_e[near],
-                                     (em_e / cosh[em])[near], ecal_lateral_table(resp))
-        entries.append((ch_ecal, sj, se, sp, sw))
+        return _entry(channel, q, em[em_reach], q.eta[em][em_reach], em_phi[em_reach],
+                      (em_e / q.cosh[em])[em_reach])
+    jj = q.jet[em]
+    half_width = (cfg.image_size // 2 + 5) * CRYSTAL_DPHI
+    near = em_reach & (np.abs(_wrap(em_phi - jet_phi[jj])) < half_width)
+    sj, se, sp, sw = spread_ecal(jj[near], q.eta[em][near], em_phi[near], em_e[near],
+                                 (em_e / q.cosh[em])[near], ecal_lateral_table(resp))
+    return (channel, sj, se, sp, sw)
 
-    # HCAL: hadrons, bent to the HCAL face, summed in towers spread over their crystals.
-    had = np.flatnonzero(is_had)
-    had_e = _smear_energy(e[had], cfg.hcal_resolution, normals[had, 1]) if calo_smear else e[had]
-    r_hcal = calorimeter_radius_mm(eta[had], cfg.hcal_radius_mm, cfg.hcal_endcap_z_mm)
-    had_phi, had_reach = bend_phi(phi[had], charge[had], pt[had], r_hcal, cfg.b_field_t)
-    reach = had[had_reach]
-    had_et = (had_e / cosh[had])[had_reach]
-    if resp is None:
-        tj, te, tp, tw = spread_towers(j[reach], crystal_eta(eta[reach]),
-                                       crystal_phi(had_phi[had_reach]), had_et, cfg.hcal_tower)
-        entries.append((ch_hcal, tj, te, tp, tw))
 
-    if not qg:
-        d0, dz = impact_parameters(p["vx"][trk], p["vy"][trk], p["vz"][trk], px[trk], py[trk],
-                                   pz[trk])
-        if cfg.smear:
-            inv_pt = 1.0 / np.maximum(pt[trk], 1e-3)
-            a, b = cfg.d0_resolution_mm
-            d0 = d0 + np.hypot(a, b * inv_pt) * normals[trk, 2]
-            a, b = cfg.dz_resolution_mm
-            dz = dz + np.hypot(a, b * inv_pt) * normals[trk, 3]
-        add(1, trk, eta[trk], phi[trk], d0)
-        add(2, trk, eta[trk], phi[trk], dz)
-        for layer, radius in enumerate(cfg.pixel_layer_radii_mm):
-            hit, h_eta, h_phi = layer_crossings(p["vx"], p["vy"], p["vz"], px, py, pz, charge,
-                                                radius, cfg.pixel_half_length_mm, cfg.b_field_t)
-            idx = np.flatnonzero(hit)
-            add(5 + layer, idx, h_eta[idx], h_phi[idx], np.ones(idx.size))
+def _hcal_hits(q: _Particles, cfg: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hadrons reaching the HCAL face: (particle index, bent phi, E_T)."""
+    had = np.flatnonzero(~_em_mask(q) & (np.abs(q.part["id"]) != 13))
+    e = q.part["e"]
+    smear = cfg.smear and cfg.response is None  # the response smears per cell instead
+    had_e = _smear_energy(e[had], cfg.hcal_resolution, q.normals[had, 1]) if smear else e[had]
+    r_hcal = calorimeter_radius_mm(q.eta[had], cfg.hcal_radius_mm, cfg.hcal_endcap_z_mm)
+    had_phi, had_reach = bend_phi(q.phi[had], q.part["charge"][had], q.pt[had], r_hcal,
+                                  cfg.b_field_t)
+    return had[had_reach], had_phi[had_reach], (had_e / q.cosh[had])[had_reach]
 
-    c_eta, c_phi = crystal_eta(jets.eta), crystal_phi(jets.phi)
-    images = pixelate(
+
+def _tracker_entries(q: _Particles, cfg: Any, trk: np.ndarray) -> list[_Entry]:
+    """The 8-channel data sets' extra channels: track d0 and dz (1, 2), pixel layers (5-7)."""
+    p = q.part
+    px, py, pz = p["px"], p["py"], p["pz"]
+    d0, dz = impact_parameters(p["vx"][trk], p["vy"][trk], p["vz"][trk], px[trk], py[trk],
+                               pz[trk])
+    if cfg.smear:
+        inv_pt = 1.0 / np.maximum(q.pt[trk], 1e-3)
+        a, b = cfg.d0_resolution_mm
+        d0 = d0 + np.hypot(a, b * inv_pt) * q.normals[trk, 2]
+        a, b = cfg.dz_resolution_mm
+        dz = dz + np.hypot(a, b * inv_pt) * q.normals[trk, 3]
+    entries = [_entry(1, q, trk, q.eta[trk], q.phi[trk], d0),
+               _entry(2, q, trk, q.eta[trk], q.phi[trk], dz)]
+    for layer, radius in enumerate(cfg.pixel_layer_radii_mm):
+        hit, h_eta, h_phi = layer_crossings(p["vx"], p["vy"], p["vz"], px, py, pz, p["charge"],
+                                            radius, cfg.pixel_half_length_mm, cfg.b_field_t)
+        idx = np.flatnonzero(hit)
+        entries.append(_entry(5 + layer, q, idx, h_eta[idx], h_phi[idx], np.ones(idx.size)))
+    return entries
+
+
+def _pixelate_entries(
+    entries: list[_Entry], c_eta: np.ndarray, c_phi: np.ndarray, size: int, n_channels: int
+) -> np.ndarray:
+    """Sum every channel's entries into ``(m, C, S, S)`` images with one bincount."""
+    return pixelate(
         np.concatenate([en[1] for en in entries]),
         np.concatenate([en[2] for en in entries]),
         np.concatenate([en[3] for en in entries]),
         np.concatenate([en[4] for en in entries]),
-        c_eta, c_phi, cfg.image_size,
+        c_eta, c_phi, size,
         channel=np.concatenate([np.full(en[1].size, en[0]) for en in entries]),
         n_channels=n_channels,
     )
-    if resp is None:
-        ecal = images[:, ch_ecal]
-        ecal[ecal < cfg.ecal_threshold_gev] = 0.0
-        hcal = images[:, ch_hcal]
-        hcal[hcal < cfg.hcal_threshold_gev / cfg.hcal_tower**2] = 0.0
-        return images, n_pileup
 
+
+def _cell_response(
+    images: np.ndarray, q: _Particles, hcal: tuple[np.ndarray, np.ndarray, np.ndarray],
+    c_eta: np.ndarray, c_phi: np.ndarray, cfg: Any, streams: list[np.random.Generator],
+    channels: tuple[int, int],
+) -> None:
+    """Read the ECAL crystals out and fill the HCAL towers (laterally spread) in place."""
+    resp, (ch_ecal, ch_hcal) = cfg.response, channels
     half = cfg.image_size // 2
     row_eta = (c_eta[:, None] - half + np.arange(cfg.image_size)[None, :] + 0.5) * CRYSTAL_DETA
     images[:, ch_ecal] = cell_readout(images[:, ch_ecal], np.cosh(row_eta)[:, :, None], streams,
                                       resp.ecal_stochastic, resp.ecal_constant,
                                       resp.ecal_noise_gev, resp.ecal_zs_sigma)
+    reach, had_phi, had_et = hcal
     table = hcal_lateral_table(resp, cfg.hcal_tower, cfg.hcal_radius_mm)
-    deposits = spread_hcal(j[reach], eta[reach], had_phi[had_reach], had_et, table, cfg.hcal_tower)
+    deposits = spread_hcal(q.jet[reach], q.eta[reach], had_phi, had_et, table, cfg.hcal_tower)
     images[:, ch_hcal] = _hcal_towers(deposits, c_eta, c_phi, cfg, streams)
+
+
+def block_images(
+    jets: Any, cfg: Any, rng: np.random.Generator, n_channels: int,
+    streams: list[np.random.Generator] | None = None, pool: PileupPool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixelate all jets of a block at once: ``(m, C, S, S)`` float64 and pile-up counts ``(m,)``.
+
+    ``jets`` has ``eta``, ``phi`` (axes), ``part`` (particle columns) and ``part_jet``; ``cfg``
+    is a ``JetSimConfig``. Every channel's entries (jet, channel, crystal, weight) are summed by
+    one bincount. ``streams`` (one per jet) and ``pool`` are needed when ``cfg.response`` is set.
+    """
+    p, j, n_pileup = _overlay(jets, cfg, streams, pool)
+    q = _kinematics(p, j, rng, cfg.smear)
+    qg = cfg.dataset == "quark-gluon"
+    ch_track, ch_ecal, ch_hcal = (0, 1, 2) if qg else (0, 3, 4)
+    trk = _track_indices(q, cfg)
+    entries = [_entry(ch_track, q, trk, q.eta[trk], q.phi[trk], q.pt[trk]),
+               _ecal_entry(q, cfg, jets.phi, ch_ecal)]
+    hcal = _hcal_hits(q, cfg)
+    if cfg.response is None:  # towers spread evenly over their crystals
+        reach, had_phi, had_et = hcal
+        entries.append((ch_hcal, *spread_towers(q.jet[reach], crystal_eta(q.eta[reach]),
+                                                crystal_phi(had_phi), had_et, cfg.hcal_tower)))
+    if not qg:
+        entries += _tracker_entries(q, cfg, trk)
+    c_eta, c_phi = crystal_eta(jets.eta), crystal_phi(jets.phi)
+    images = _pixelate_entries(entries, c_eta, c_phi, cfg.image_size, n_channels)
+    if cfg.response is None:  # zero suppression at fixed E_T thresholds
+        ecal = images[:, ch_ecal]
+        ecal[ecal < cfg.ecal_threshold_gev] = 0.0
+        hcal_img = images[:, ch_hcal]
+        hcal_img[hcal_img < cfg.hcal_threshold_gev / cfg.hcal_tower**2] = 0.0
+        return images, n_pileup
+    assert streams is not None  # checked by _overlay
+    _cell_response(images, q, hcal, c_eta, c_phi, cfg, streams, (ch_ecal, ch_hcal))
     return images, n_pileup
 
 
 def _wrap(dphi: np.ndarray) -> np.ndarray:
+    """Azimuthal differences wrapped into [-pi, pi)."""
     return np.mod(dphi + math.pi, 2.0 * math.pi) - math.pi
 
 

@@ -23,37 +23,48 @@ same rows however the work is split over workers or shards (tested).
 
 Pythia and FastJet are an optional extra: this module imports them only inside functions, and a
 missing one raises :class:`MissingSimulatorError` naming ``e2evision[sim]``.
+
+This module holds the public API (in memory and to Parquet); the parts live beside it: the
+configuration (:mod:`~e2evision.simulate.jet_config`), the data sets' classes, channels and seeds
+(:mod:`~e2evision.simulate.jet_datasets`), the generation of one block
+(:mod:`~e2evision.simulate.jet_generator`) and the work layout over blocks, shards and workers
+(:mod:`~e2evision.simulate.jet_rows`). Their public names are importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from e2evision.simulate.jet_images import block_images
-from e2evision.simulate.pixelate import crystal_eta, crystal_phi
-from e2evision.simulate.pythia_records import event_record, layout_numpy, list_layout
-from e2evision.simulate.response import (
-    ResponseConfig,
-    jet_streams,
-    pileup_pool,
-    response_metadata,
+from e2evision.simulate.common import check_int, check_seed, check_shard, shard_suffix
+from e2evision.simulate.jet_config import JET_DATASETS, JetDataset, JetSimConfig, jet_config
+from e2evision.simulate.jet_datasets import (
+    _CHANNELS,
+    _CLASSES,
+    _COLUMNS,
+    _check_dataset,
+    _pythia_seed,
+    jet_channels,
+    jet_class_names,
+    pythia_settings,
 )
-from e2evision.utils.extras import MissingExtraError
+from e2evision.simulate.jet_generator import INSTALL_HINT, MissingSimulatorError, require_simulators
+from e2evision.simulate.jet_rows import _iter_row_blocks, _shard_blocks
+from e2evision.simulate.response import response_metadata
 from e2evision.utils.io import atomic_path
 from e2evision.utils.provenance import package_versions
 
 __all__ = [
+    "INSTALL_HINT",
     "JET_DATASETS",
+    "JetDataset",
     "JetSimConfig",
     "JetSample",
     "JetWriteResult",
@@ -69,739 +80,8 @@ __all__ = [
     "read_metadata",
 ]
 
-JetDataset = Literal["quark-gluon", "top", "top-mass"]
-JET_DATASETS: tuple[str, ...] = ("quark-gluon", "top", "top-mass")
 GENERATOR_NAME = "e2evision.simulate.jets"
 METADATA_KEY = "e2evision"
-INSTALL_HINT = "install the simulators with: pip install 'e2evision[sim]'"
-_PYTHIA_SEED_SPAN = 899_999_999  # Pythia accepts 0 < seed < 900,000,000
-_NEUTRINOS = (12, 14, 16)
-
-
-class MissingSimulatorError(MissingExtraError):
-    """Pythia 8 (``pythia8mc``), FastJet or awkward is not installed: the ``[sim]`` extra."""
-
-
-def require_simulators() -> tuple[Any, Any, Any]:
-    """Import and return ``(pythia8mc, fastjet, awkward)``, or say which extra to install."""
-    missing = []
-    modules = []
-    for name in ("pythia8mc", "fastjet", "awkward"):
-        try:
-            modules.append(__import__(name))
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise MissingSimulatorError(
-            f"the jet simulators need {', '.join(missing)}, which is not installed; {INSTALL_HINT}"
-        )
-    return modules[0], modules[1], modules[2]
-
-
-# ------------------------------------------------------------------------------------------------
-# configuration
-
-
-@dataclass(frozen=True)
-class JetSimConfig:
-    """Every number the jet simulation uses; stored as JSON in each file's metadata.
-
-    Build it with :func:`jet_config` to get the defaults of a dataset. ``block_size`` fixes how
-    random streams are assigned to jets, so it changes the generated rows like any physics knob.
-    """
-
-    dataset: str = "quark-gluon"
-    # --- event generation ----------------------------------------------------------------------
-    ecm_gev: float = 13000.0
-    pthat_min_gev: float = 70.0
-    pthat_max_gev: float = 100.0
-    """Upper end of the pT-hat window; <= 0 means no upper limit."""
-    mpi: bool = True
-    """Multiparton interactions (the underlying event). Off is ~10x faster but unrealistic."""
-    top_mass_range_gev: tuple[float, float] = (120.0, 230.0)
-    """top-mass only: the top mass is spread over this range (Pythia's 6:mMin / 6:mMax)."""
-    top_mass_width_gev: float = 1000.0
-    """top-mass only: forced Breit-Wigner width of the top. Far wider than the range, so the mass
-    is nearly flat in it before PDFs and phase space; the target is each top's generated mass."""
-    extra_pythia: tuple[str, ...] = ()
-    """Further ``readString`` lines, applied last (e.g. a tune)."""
-    # --- jets ----------------------------------------------------------------------------------
-    jet_radius: float = 0.4
-    particle_eta_max: float = 2.5
-    """Visible final-state particles beyond this |eta| (the tracker acceptance) are dropped."""
-    jet_eta_max: float = 2.1
-    """Leading jet must have |eta| below this (default 2.5 - R: the whole cone in acceptance)."""
-    jet_pt_min_gev: float = 20.0
-    top_match_dr: float = 0.6
-    """top / top-mass: a top jet must lie within this Delta R of a top quark (<= 0: no check)."""
-    top_contained: bool = True
-    """top / top-mass: the matched top's decay quarks (b, q, q') must all lie within jet_radius
-    of the jet axis, so that the jet holds the whole top decay (and its mass tracks the top's)."""
-    image_particles: str = "constituents"
-    """``constituents``: the leading jet's constituents; ``window``: every visible particle of
-    the event that lands in the image (underlying event and neighbours included)."""
-    # --- image and detector ----------------------------------------------------------------------
-    image_size: int = 125
-    b_field_t: float = 3.8
-    """Solenoid field: bends charged particles before the calorimeters and pixel layers."""
-    ecal_radius_mm: float = 1290.0
-    ecal_endcap_z_mm: float = 3150.0
-    hcal_radius_mm: float = 1800.0
-    hcal_endcap_z_mm: float = 3900.0
-    hcal_tower: int = 5
-    """HCAL towers are this many crystals square; 1 keeps HCAL at crystal granularity."""
-    smear: bool = True
-    """Calorimeter energy (per particle, without ``response``) and track impact-parameter
-    resolution."""
-    ecal_resolution: tuple[float, float] = (0.03, 0.005)
-    """(stochastic a, constant c): sigma/E = a / sqrt(E/GeV) (+) c, per particle."""
-    hcal_resolution: tuple[float, float] = (1.0, 0.05)
-    ecal_threshold_gev: float = 0.1
-    """Zero suppression without ``response``: ECAL pixels with E_T below this are 0."""
-    hcal_threshold_gev: float = 0.5
-    """Zero suppression without ``response``: HCAL towers with E_T below this are 0."""
-    track_pt_min_gev: float = 0.0
-    track_max_vertex_radius_mm: float = 300.0
-    """Charged particles produced further out than this (late V0 decays) leave no track."""
-    d0_resolution_mm: tuple[float, float] = (0.02, 0.08)
-    """sigma(d0) = a (+) b / (pT/GeV), mm."""
-    dz_resolution_mm: tuple[float, float] = (0.03, 0.12)
-    pixel_layer_radii_mm: tuple[float, ...] = (44.0, 73.0, 102.0)
-    """BPIX1-3 radii (CMS Run 1 barrel pixels)."""
-    pixel_half_length_mm: float = 265.0
-    response: ResponseConfig | None = field(default_factory=ResponseConfig)
-    """Detector response (pile-up, shower spread, per-cell resolution, noise and zero
-    suppression; :mod:`e2evision.simulate.response`). It replaces the per-particle calorimeter
-    smearing and the two thresholds above. ``None``: the generator-level images."""
-    # --- bookkeeping ---------------------------------------------------------------------------
-    block_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.dataset not in JET_DATASETS:
-            raise ValueError(f"JetSimConfig.dataset must be one of {JET_DATASETS}, got {self.dataset!r}")
-        positive = ("ecm_gev", "pthat_min_gev", "jet_radius", "particle_eta_max", "jet_eta_max",
-                    "ecal_radius_mm", "ecal_endcap_z_mm", "hcal_radius_mm", "hcal_endcap_z_mm",
-                    "top_mass_width_gev", "pixel_half_length_mm", "track_max_vertex_radius_mm")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and value > 0
-            ):
-                raise ValueError(f"JetSimConfig.{name} must be a finite number > 0, got {value!r}")
-        non_negative = ("jet_pt_min_gev", "b_field_t", "ecal_threshold_gev", "hcal_threshold_gev",
-                        "track_pt_min_gev")
-        for name in non_negative:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and value >= 0
-            ):
-                raise ValueError(f"JetSimConfig.{name} must be a finite number >= 0, got {value!r}")
-        for name in ("image_size", "hcal_tower", "block_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"JetSimConfig.{name} must be an integer >= 1, got {value!r}")
-        if self.image_size % 2 == 0:
-            raise ValueError(
-                f"JetSimConfig.image_size must be odd (centred on the jet), got {self.image_size}"
-            )
-        if 360 % self.hcal_tower:
-            raise ValueError(f"JetSimConfig.hcal_tower must divide 360, got {self.hcal_tower}")
-        if self.pthat_max_gev > 0 and self.pthat_max_gev <= self.pthat_min_gev:
-            raise ValueError(
-                f"JetSimConfig.pthat_max_gev ({self.pthat_max_gev}) must exceed pthat_min_gev "
-                f"({self.pthat_min_gev}), or be <= 0 for no upper limit"
-            )
-        lo, hi = self.top_mass_range_gev
-        if not 85.0 <= lo < hi:
-            raise ValueError(
-                "JetSimConfig.top_mass_range_gev must be (lo, hi) with 85 <= lo < hi "
-                f"(below m_W + m_b ~ 85 GeV t -> W b is closed), got {self.top_mass_range_gev}"
-            )
-        if self.image_particles not in ("constituents", "window"):
-            raise ValueError(
-                "JetSimConfig.image_particles must be 'constituents' or 'window', "
-                f"got {self.image_particles!r}"
-            )
-        for name in ("ecal_resolution", "hcal_resolution", "d0_resolution_mm", "dz_resolution_mm"):
-            value = getattr(self, name)
-            if len(value) != 2 or any(not (math.isfinite(v) and v >= 0) for v in value):
-                raise ValueError(f"JetSimConfig.{name} must be two finite numbers >= 0, got {value!r}")
-        if not self.pixel_layer_radii_mm or any(r <= 0 for r in self.pixel_layer_radii_mm):
-            raise ValueError(
-                f"JetSimConfig.pixel_layer_radii_mm must be radii > 0, got {self.pixel_layer_radii_mm}"
-            )
-        if any(not isinstance(s, str) for s in self.extra_pythia):
-            raise ValueError("JetSimConfig.extra_pythia must be a tuple of strings")
-        if self.response is not None and not isinstance(self.response, ResponseConfig):
-            raise ValueError("JetSimConfig.response must be a ResponseConfig or None, "
-                             f"got {type(self.response).__name__}")
-
-    def to_json(self) -> str:
-        """Every field as JSON, stored in the files so that a data set documents its recipe."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> JetSimConfig:
-        """Rebuild a config recorded in a file (JSON lists come back as tuples)."""
-        raw = json.loads(text)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - names)
-        if unknown:
-            raise ValueError(f"unknown JetSimConfig fields in JSON: {unknown}")
-        if isinstance(raw.get("response"), dict):
-            raw["response"] = ResponseConfig.from_dict(raw["response"])
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-
-
-_DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "quark-gluon": dict(pthat_min_gev=70.0, pthat_max_gev=100.0, jet_radius=0.4, jet_eta_max=2.1,
-                        jet_pt_min_gev=20.0),
-    "top": dict(pthat_min_gev=400.0, pthat_max_gev=-1.0, jet_radius=0.8, jet_eta_max=1.7,
-                jet_pt_min_gev=200.0),
-    "top-mass": dict(pthat_min_gev=400.0, pthat_max_gev=-1.0, jet_radius=0.8, jet_eta_max=1.7,
-                     jet_pt_min_gev=200.0),
-}
-
-
-def jet_config(dataset: str, **overrides: Any) -> JetSimConfig:
-    """The default configuration of ``dataset``, with ``overrides`` (any JetSimConfig field)."""
-    if dataset not in JET_DATASETS:
-        raise ValueError(f"dataset must be one of {JET_DATASETS}, got {dataset!r}")
-    return JetSimConfig(**{"dataset": dataset, **_DATASET_DEFAULTS[dataset], **overrides})
-
-
-# ------------------------------------------------------------------------------------------------
-# datasets: classes, channels, columns
-
-
-@dataclass(frozen=True)
-class _JetClass:
-    name: str
-    label: float
-    key: int  # spawn key of the random streams (stable: never renumber)
-    process: tuple[str, ...]
-
-
-_Z_TO_NUNU = ("23:onMode = off", "23:onIfAny = 12 14 16", "WeakZ0:gmZmode = 2")
-_TTBAR_HADRONIC = ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "24:onMode = off",
-                   "24:onIfAny = 1 2 3 4 5")
-_CLASSES: dict[str, tuple[_JetClass, ...]] = {
-    "quark-gluon": (
-        _JetClass("quark", 0.0, 1, ("WeakBosonAndParton:qg2gmZq = on", *_Z_TO_NUNU)),
-        _JetClass("gluon", 1.0, 21, ("WeakBosonAndParton:qqbar2gmZg = on", *_Z_TO_NUNU)),
-    ),
-    "top": (
-        _JetClass("qcd", 0.0, 2, ("HardQCD:all = on",)),
-        _JetClass("top", 1.0, 6, _TTBAR_HADRONIC),
-    ),
-    "top-mass": (_JetClass("top", math.nan, 60, _TTBAR_HADRONIC),),
-}
-_CHANNELS = {
-    "quark-gluon": ("tracks", "ecal", "hcal"),
-    "top": ("track_pt", "track_d0", "track_dz", "ecal", "hcal", "bpix1", "bpix2", "bpix3"),
-    "top-mass": ("track_pt", "track_d0", "track_dz", "ecal", "hcal", "bpix1", "bpix2", "bpix3"),
-}
-# Public column order of each schema (datasets.md); the image column comes first.
-_COLUMNS = {
-    "quark-gluon": ("X_jets", "pt", "m0", "y"),
-    "top": ("X_jets", "m0", "pt", "y"),
-    "top-mass": ("X_jet", "m", "iphi", "pt", "ieta"),
-}
-
-
-def jet_channels(dataset: str) -> tuple[str, ...]:
-    """Channel names of ``dataset`` in file order (channels-first images)."""
-    _check_dataset(dataset)
-    return _CHANNELS[dataset]
-
-
-def jet_class_names(dataset: str) -> tuple[str, ...]:
-    """Class names of ``dataset`` by class index (row i holds class i % len(names))."""
-    _check_dataset(dataset)
-    return tuple(c.name for c in _CLASSES[dataset])
-
-
-def _check_dataset(dataset: str) -> None:
-    if dataset not in JET_DATASETS:
-        raise ValueError(f"dataset must be one of {JET_DATASETS}, got {dataset!r}")
-
-
-def pythia_settings(config: JetSimConfig, class_name: str, seed: int) -> list[str]:
-    """The ``readString`` lines of one class's Pythia instance, in order (stored in the files).
-
-    Speed: all lines that do not change the events are about printing. What makes a difference
-    is physics (MPI ~10x, see docs/simulation.md); the only "free" choices are the decay modes
-    that the recipe fixes anyway (Z -> nu nu, W -> hadrons) and the pure-Z mode (gamma* does
-    not couple to neutrinos).
-    """
-    cls = {c.name: c for c in _CLASSES[config.dataset]}[class_name]
-    lines = [
-        f"Beams:eCM = {config.ecm_gev:g}",
-        "Random:setSeed = on",
-        f"Random:seed = {int(seed)}",
-        "Print:quiet = on",
-        "Next:numberCount = 0",
-        f"PartonLevel:MPI = {'on' if config.mpi else 'off'}",
-        f"PhaseSpace:pTHatMin = {config.pthat_min_gev:g}",
-        f"PhaseSpace:pTHatMax = {config.pthat_max_gev:g}",
-        *cls.process,
-    ]
-    if config.dataset == "top-mass":
-        lo, hi = config.top_mass_range_gev
-        lines += [
-            f"6:m0 = {0.5 * (lo + hi):g}",
-            f"6:mWidth = {config.top_mass_width_gev:g}",
-            "6:doForceWidth = on",
-            f"6:mMin = {lo:g}",
-            f"6:mMax = {hi:g}",
-        ]
-    return lines + list(config.extra_pythia)
-
-
-# ------------------------------------------------------------------------------------------------
-# seeding
-
-
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0 (it is stored in the files), got {seed!r}")
-    return int(seed)
-
-
-def _pythia_seed(seed: int, class_key: int, block: int) -> int:
-    """Pythia seed of a block: consecutive per class from a SeedSequence-drawn start.
-
-    Pythia takes seeds in [1, 9e8). Consecutive seeds are independent sequences by design, and a
-    per-(seed, class) random start keeps blocks of one run collision-free (hashing every block
-    into 9e8 values would repeat some after ~30,000 blocks). Block -1 seeds the initialisation.
-    """
-    start = np.random.SeedSequence(entropy=seed, spawn_key=(class_key, 2**32 - 1))
-    base = int(start.generate_state(1, np.uint64)[0] % _PYTHIA_SEED_SPAN)
-    return 1 + (base + block + 1) % _PYTHIA_SEED_SPAN
-
-
-def _block_rng(seed: int, class_key: int, block: int) -> np.random.Generator:
-    """NumPy stream for the detector effects of one block, keyed by (seed, class, block)."""
-    child = np.random.SeedSequence(entropy=seed, spawn_key=(class_key, int(block)))
-    return np.random.Generator(np.random.PCG64(child))
-
-
-# ------------------------------------------------------------------------------------------------
-# generation of one block (runs in worker processes)
-
-
-@dataclass
-class _Jets:
-    """Accepted leading jets and their particles (flat, with ``part_jet`` the jet index)."""
-
-    pt: np.ndarray
-    eta: np.ndarray
-    phi: np.ndarray
-    mass: np.ndarray
-    n_const: np.ndarray
-    girth: np.ndarray
-    top_mass: np.ndarray
-    part_jet: np.ndarray
-    part: dict[str, np.ndarray]
-
-    @staticmethod
-    def concat(items: Sequence[_Jets]) -> _Jets:
-        offsets = np.cumsum([0] + [len(it.pt) for it in items])
-        return _Jets(
-            *(np.concatenate([getattr(it, f) for it in items]) for f in
-              ("pt", "eta", "phi", "mass", "n_const", "girth", "top_mass")),
-            part_jet=np.concatenate([it.part_jet + o for it, o in zip(items, offsets)]),
-            part={k: np.concatenate([it.part[k] for it in items]) for k in items[0].part},
-        )
-
-    def head(self, m: int) -> _Jets:
-        keep = self.part_jet < m
-        return _Jets(self.pt[:m], self.eta[:m], self.phi[:m], self.mass[:m], self.n_const[:m],
-                     self.girth[:m], self.top_mass[:m], self.part_jet[keep],
-                     {k: v[keep] for k, v in self.part.items()})
-
-
-class _ClassGenerator:
-    """One initialised Pythia instance + jet definition for one class of one configuration."""
-
-    def __init__(self, config: JetSimConfig, cls: _JetClass, seed: int) -> None:
-        pythia8mc, fastjet, ak = require_simulators()
-        self.config = config
-        self.cls = cls
-        self.ak = ak
-        self.fastjet = fastjet
-        try:  # FastJet prints a banner on stdout at the first clustering; keep job logs clean
-            fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)
-        except Exception:  # pragma: no cover - cosmetic only
-            pass
-        self.pythia = pythia8mc.Pythia("", False)
-        self.settings = pythia_settings(config, cls.name, _pythia_seed(seed, cls.key, -1))
-        for line in self.settings:
-            if not self.pythia.readString(line):
-                raise ValueError(f"Pythia rejected the setting {line!r} ({config.dataset}/{cls.name})")
-        if not self.pythia.init():
-            raise RuntimeError(f"Pythia failed to initialise for {config.dataset}/{cls.name}; "
-                               f"settings: {self.settings}")
-        self.jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, config.jet_radius)
-        self._charges: dict[int, float] = {}
-
-    def _charge(self, pid: np.ndarray) -> np.ndarray:
-        uniq, inverse = np.unique(pid, return_inverse=True)
-        for u in uniq:
-            if int(u) not in self._charges:
-                self._charges[int(u)] = float(self.pythia.particleData.charge(int(u)))
-        return np.array([self._charges[int(u)] for u in uniq])[inverse]
-
-    def generate(self, pythia_seed: int, m: int) -> tuple[_Jets, int]:
-        """The first ``m`` accepted jets of the stream ``pythia_seed`` and the events it took."""
-        self.pythia.rndm.init(int(pythia_seed))
-        found: list[_Jets] = []
-        n_acc = n_events = 0
-        while n_acc < m:
-            # Batch size from counts only (deterministic); results do not depend on it anyway,
-            # events being generated one after the other from the same stream.
-            # Ask for what the acceptance so far says is missing, never more than needed if all
-            # pass: a surplus event costs a full Pythia event, a further batch only milliseconds.
-            rate = (n_acc + 1) / (n_events + 1)
-            n_batch = int(min(256, math.ceil((m - n_acc) / rate)))
-            batch = self.pythia.nextBatch(n_batch)
-            n_events += n_batch
-            jets = self._select(batch)
-            if len(jets.pt):
-                found.append(jets)
-                n_acc += len(jets.pt)
-            if n_events > 2000 + 1000 * m:
-                raise RuntimeError(
-                    f"{self.config.dataset}/{self.cls.name}: only {n_acc} of {n_events} events "
-                    "pass the jet selection; loosen jet_eta_max / jet_pt_min_gev / top_match_dr"
-                )
-        return _Jets.concat(found).head(m), n_events
-
-    def _select(self, batch: Any) -> _Jets:
-        """Cluster each event of a Pythia batch and keep its leading jet if it passes the cuts."""
-        cfg = self.config
-        rec = event_record(self.ak, batch)
-        n_ev = rec["offsets"].size - 1
-        event_all = np.repeat(np.arange(n_ev), np.diff(rec["offsets"]))
-        px, py, pz = rec["px"], rec["py"], rec["pz"]
-        pt = np.hypot(px, py)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            eta = np.arcsinh(np.where(pt > 0, pz / np.where(pt > 0, pt, 1.0), 0.0))
-        aid = np.abs(rec["id"])
-        visible = ((rec["status"] > 0) & (pt > 0) & (np.abs(eta) < cfg.particle_eta_max)
-                   & ~np.isin(aid, _NEUTRINOS))
-        vis = np.flatnonzero(visible)  # record positions of the visible final state, event-ordered
-        event = event_all[vis]
-        vis_counts = np.bincount(event, minlength=n_ev)
-        vis_start = np.concatenate([[0], np.cumsum(vis_counts)[:-1]])
-
-        jets, cidx = self._cluster(px[vis], py[vis], pz[vis], rec["e"][vis], vis_counts)
-        j_offsets, jpx, jpy, jpz, je = jets
-        c_offsets, c_local_all = cidx
-        j_counts = np.diff(j_offsets)
-        jpt = np.hypot(jpx, jpy)
-        has_jet = j_counts > 0
-        ev_with = np.flatnonzero(has_jet)
-        j_event = np.repeat(np.arange(n_ev), j_counts)
-        # leading jet of each event: largest pT (first one on ties), vectorised over events
-        order = np.lexsort((-jpt, j_event))
-        first = np.r_[True, j_event[order][1:] != j_event[order][:-1]] if order.size else order
-        lead = order[first] if order.size else np.zeros(0, dtype=np.int64)
-        l_pt = jpt[lead]
-        l_eta = np.arcsinh(jpz[lead] / np.where(l_pt > 0, l_pt, 1.0))
-        l_phi = np.arctan2(jpy[lead], jpx[lead])
-        l_mass = np.sqrt(np.clip(je[lead] ** 2 - jpx[lead] ** 2 - jpy[lead] ** 2 - jpz[lead] ** 2,
-                                 0.0, None))
-        ok = (l_pt >= cfg.jet_pt_min_gev) & (np.abs(l_eta) < cfg.jet_eta_max)
-        l_top = np.full(ev_with.size, np.nan)
-        if np.isnan(self.cls.label) or self.cls.name == "top":
-            l_top, dr, spread = _matched_top(rec, event_all, ev_with, l_eta, l_phi)
-            if cfg.top_match_dr > 0:
-                ok &= dr < cfg.top_match_dr
-            if cfg.top_contained:
-                ok &= spread < cfg.jet_radius
-        sel_ev = ev_with[ok]
-        sel_lead = lead[ok]
-        n_sel = sel_ev.size
-
-        # constituents of the selected leading jets, as positions in the visible arrays
-        c_counts = c_offsets[sel_lead + 1] - c_offsets[sel_lead]
-        c_jet = np.repeat(np.arange(n_sel), c_counts)
-        within = np.arange(c_jet.size) - np.repeat(np.cumsum(c_counts) - c_counts, c_counts)
-        c_local = c_local_all[c_offsets[sel_lead][c_jet] + within]
-        c_vis = vis_start[sel_ev][c_jet] + c_local
-
-        s_pt, s_eta, s_phi = l_pt[ok], l_eta[ok], l_phi[ok]
-        c_pos = vis[c_vis]
-        dphi = _wrap(np.arctan2(py[c_pos], px[c_pos]) - s_phi[c_jet])
-        dr_const = np.hypot(eta[c_pos] - s_eta[c_jet], dphi)
-        girth = np.bincount(c_jet, weights=pt[c_pos] * dr_const, minlength=n_sel) / np.where(
-            s_pt > 0, s_pt, 1.0)
-
-        if cfg.image_particles == "window":
-            jet_of_event = np.full(n_ev, -1, dtype=np.int64)
-            jet_of_event[sel_ev] = np.arange(n_sel)
-            p_jet = jet_of_event[event]
-            p_pos = vis[p_jet >= 0]
-            p_jet = p_jet[p_jet >= 0]
-        else:
-            p_pos, p_jet = c_pos, c_jet
-        part = {key: rec[key][p_pos] for key in ("id", "px", "py", "pz", "e", "vx", "vy", "vz")}
-        part["charge"] = self._charge(part["id"])
-        return _Jets(s_pt, s_eta, s_phi, l_mass[ok], c_counts, girth, l_top[ok], p_jet, part)
-
-    def _cluster(
-        self, px: np.ndarray, py: np.ndarray, pz: np.ndarray, e: np.ndarray, counts: np.ndarray
-    ) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, np.ndarray]]:
-        """Anti-kT over all events at once (FastJet's awkward interface).
-
-        Returns the jets as (offsets per event, px, py, pz, E) and their constituents as
-        (offsets per jet, index of each constituent within its event's input particles).
-        """
-        ak = self.ak
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        record = ak.contents.RecordArray(
-            [ak.contents.NumpyArray(np.ascontiguousarray(a)) for a in (px, py, pz, e)],
-            ["px", "py", "pz", "E"],
-        )
-        events = ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), record))
-        cs = self.fastjet.ClusterSequence(events, self.jet_def)
-        jet_min = 0.5 * self.config.jet_pt_min_gev
-        jets = list_layout(cs.inclusive_jets(min_pt=jet_min).layout)
-        j_offsets = np.asarray(jets.offsets.data, dtype=np.int64)
-        fields = tuple(layout_numpy(jets.content.content(f))[: j_offsets[-1]] for f in ("px", "py", "pz", "E"))
-        per_event = list_layout(cs.constituent_index(min_pt=jet_min).layout)
-        per_jet = list_layout(per_event.content)
-        e_off = np.asarray(per_event.offsets.data, dtype=np.int64)
-        if not np.array_equal(e_off, j_offsets):
-            raise RuntimeError("FastJet returned constituents for a different set of jets than "
-                               "inclusive_jets; cannot attach constituents to jets")
-        c_offsets = np.asarray(per_jet.offsets.data, dtype=np.int64)
-        c_local = layout_numpy(per_jet.content).astype(np.int64)
-        return (j_offsets, *fields), (c_offsets, c_local)
-
-
-def _matched_top(
-    rec: dict[str, np.ndarray], event_all: np.ndarray, ev_with: np.ndarray, jet_eta: np.ndarray,
-    jet_phi: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each jet: the closest top quark's mass, its Delta R, and the largest Delta R between
-    the jet axis and that top's decay quarks (b and the W's two quarks). inf / NaN if no top.
-
-    The top is taken at its last copy in the record (the one that decays to W b), whose mass is
-    the Breit-Wigner mass Pythia generated for it; the decay quarks are taken before showering.
-    """
-    offsets = rec["offsets"]
-    ids = rec["id"]
-    base = offsets[event_all]
-    d1 = np.where(rec["daughter1"] > 0, rec["daughter1"] + base, -1)  # global index, -1: none
-    d2 = np.where(rec["daughter2"] > 0, rec["daughter2"] + base, -1)
-
-    def last_copy(idx: np.ndarray) -> np.ndarray:
-        for _ in range(100):  # follow the chain of recoil copies (same id, one daughter)
-            nxt = d1[idx]
-            same = (nxt >= 0) & (ids[np.maximum(nxt, 0)] == ids[idx])
-            if not same.any():
-                break
-            idx = np.where(same, nxt, idx)
-        return idx
-
-    top = np.flatnonzero(np.abs(ids) == 6)
-    top = top[(d1[top] >= 0) & (np.abs(ids[np.maximum(d1[top], 0)]) != 6)]  # decaying copies
-    jet_of_event = np.full(offsets.size - 1, -1, dtype=np.int64)
-    jet_of_event[ev_with] = np.arange(ev_with.size)
-    t_jet = jet_of_event[event_all[top]]
-    top = top[t_jet >= 0]
-    t_jet = t_jet[t_jet >= 0]
-
-    def eta_phi(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pt = np.hypot(rec["px"][idx], rec["py"][idx])
-        return (np.arcsinh(rec["pz"][idx] / np.where(pt > 0, pt, 1.0)),
-                np.arctan2(rec["py"][idx], rec["px"][idx]))
-
-    def dr_to_jet(idx: np.ndarray) -> np.ndarray:
-        eta, phi = eta_phi(idx)
-        return np.hypot(eta - jet_eta[t_jet], _wrap(phi - jet_phi[t_jet]))
-
-    dr = dr_to_jet(top)
-    # decay quarks: t -> W b (two daughters, either order), W -> q qbar' after its copies
-    first, second = d1[top], np.where(d2[top] >= 0, d2[top], d1[top])
-    w_first = np.abs(ids[first]) == 24
-    w = last_copy(np.where(w_first, first, second))
-    b = np.where(w_first, second, first)
-    q1 = d1[w]
-    q2 = np.where(d2[w] >= 0, d2[w], q1)
-    valid = (np.abs(ids[w]) == 24) & (q1 >= 0)
-    spread = np.maximum.reduce([dr_to_jet(b), dr_to_jet(np.maximum(q1, 0)), dr_to_jet(np.maximum(q2, 0))])
-    spread = np.where(valid, spread, np.inf)
-    best_dr = np.full(ev_with.size, np.inf)
-    best_m = np.full(ev_with.size, np.nan)
-    best_spread = np.full(ev_with.size, np.inf)
-    if top.size:
-        order = np.lexsort((dr, t_jet))
-        pick = order[np.r_[True, t_jet[order][1:] != t_jet[order][:-1]]]
-        best_dr[t_jet[pick]] = dr[pick]
-        best_m[t_jet[pick]] = rec["m"][top][pick]
-        best_spread[t_jet[pick]] = spread[pick]
-    return best_m, best_dr, best_spread
-
-
-def _wrap(dphi: np.ndarray) -> np.ndarray:
-    return np.mod(dphi + np.pi, 2.0 * np.pi) - np.pi
-
-
-_WORKER_CACHE: dict[tuple[str, str, int], _ClassGenerator] = {}
-_WORKER_CACHE_SIZE = 4  # initialised Pythia instances kept per process (~0.6 s each to rebuild)
-
-
-def _run_task(task: tuple[JetSimConfig, int, int, int, int]) -> dict[str, np.ndarray]:
-    """Generate ``m`` jets of class index ``c``, block ``b`` (a worker's unit of work)."""
-    cfg, seed, c, block, m = task
-    cpu0 = time.process_time()
-    cls = _CLASSES[cfg.dataset][c]
-    key = (cfg.to_json(), cls.name, seed)
-    gen = _WORKER_CACHE.get(key)
-    if gen is None:
-        while len(_WORKER_CACHE) >= _WORKER_CACHE_SIZE:  # drop the oldest (insertion order)
-            del _WORKER_CACHE[next(iter(_WORKER_CACHE))]
-        gen = _WORKER_CACHE[key] = _ClassGenerator(cfg, cls, seed)
-    jets, n_events = gen.generate(_pythia_seed(seed, cls.key, block), m)
-    rng = _block_rng(seed, cls.key, block)
-    streams = pool = None
-    if cfg.response is not None:
-        streams = jet_streams(seed, cls.key, block, m)
-        if cfg.response.pileup_mean > 0:
-            pool = pileup_pool(cfg.response, seed, cfg.ecm_gev, cfg.particle_eta_max)
-    images, n_pileup = block_images(jets, cfg, rng, len(_CHANNELS[cfg.dataset]), streams, pool)
-    c_eta = crystal_eta(jets.eta).astype(np.float64)
-    c_phi = crystal_phi(jets.phi).astype(np.float64)
-    flat = images.reshape(-1)
-    nonzero = np.flatnonzero(flat)
-    return {
-        # images travel sparse (index, value): >95 % of pixels are 0, and a dense block of 32
-        # top jets is 32 MB to pickle through a pipe
-        "image_index": nonzero,
-        "image_value": flat[nonzero],
-        "image_count": np.array([m]),
-        "pt": jets.pt, "m0": jets.mass, "eta": jets.eta, "phi": jets.phi,
-        "ieta": c_eta, "iphi": c_phi, "n_const": jets.n_const.astype(np.int64),
-        "girth": jets.girth, "top_mass": jets.top_mass, "n_pileup": n_pileup,
-        "y": np.full(m, cls.label), "class_index": np.full(m, c, dtype=np.int64),
-        "n_events": np.array([n_events]),
-        "cpu_seconds": np.array([time.process_time() - cpu0]),
-    }
-
-
-# ------------------------------------------------------------------------------------------------
-# work layout: rows, classes, blocks, shards
-
-
-def _class_counts(n: int, k: int) -> list[int]:
-    """Row i holds class i % k, so class c has ceil((n - c) / k) rows."""
-    return [max(0, -(-(n - c) // k)) for c in range(k)]
-
-
-def _shard_blocks(n: int, dataset: str, block_size: int, shard: int, num_shards: int) -> range:
-    n_first = _class_counts(n, len(_CLASSES[dataset]))[0]
-    n_blocks = -(-n_first // block_size)
-    return range(shard * n_blocks // num_shards, (shard + 1) * n_blocks // num_shards)
-
-
-def _check_common(n: object, shard: object, num_shards: object, workers: object) -> None:
-    for name, value in (("n", n), ("num_shards", num_shards), ("workers", workers)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    bad_type = isinstance(shard, bool) or not isinstance(shard, (int, np.integer))
-    if bad_type or not 0 <= int(shard) < int(num_shards):  # type: ignore[call-overload]
-        raise ValueError(f"shard must be an integer in [0, num_shards={num_shards}), got {shard!r}")
-
-
-def _iter_row_blocks(
-    n: int, seed: int, cfg: JetSimConfig, blocks: range, workers: int
-) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """Yield (first row, columns in row order) for each row block, generating in ``workers``."""
-    classes = _CLASSES[cfg.dataset]
-    k = len(classes)
-    counts = _class_counts(n, k)
-    bs = cfg.block_size
-    tasks = [(cfg, seed, c, b, min(bs, counts[c] - b * bs))
-             for b in blocks for c in range(k) if counts[c] - b * bs > 0]
-    per_block = [sum(1 for t in tasks if t[3] == b) for b in blocks]
-    results = _ordered_results(tasks, workers)
-    try:
-        for b, n_tasks in zip(blocks, per_block):
-            parts = [next(results) for _ in range(n_tasks)]
-            images = _dense_images(parts, len(_CHANNELS[cfg.dataset]), cfg.image_size)
-            sparse = ("image_index", "image_value", "image_count")
-            merged = {key: np.concatenate([p[key] for p in parts])
-                      for key in parts[0] if key not in sparse}
-            merged["images"] = images
-            # rows of this block: event j of class c is row (b * bs + j) * k + c
-            local = np.concatenate([np.arange(len(p["pt"])) for p in parts])
-            rows = (b * bs + local) * k + merged["class_index"]
-            order = np.argsort(rows, kind="stable")
-            n_events = int(merged.pop("n_events").sum())
-            cpu = float(merged.pop("cpu_seconds").sum())
-            out = {key: v[order] for key, v in merged.items()}
-            out["n_events"] = np.array([n_events])
-            out["cpu_seconds"] = np.array([cpu])
-            yield int(rows[order][0]), out
-    finally:
-        results.close()
-
-
-def _dense_images(parts: list[dict[str, np.ndarray]], n_channels: int, size: int) -> np.ndarray:
-    """Rebuild the block's dense ``(rows, C, S, S)`` images from the tasks' sparse pixels."""
-    per_image = n_channels * size * size
-    counts = [int(p["image_count"][0]) for p in parts]
-    out = np.zeros(sum(counts) * per_image, dtype=np.float64)
-    start = 0
-    for p, count in zip(parts, counts):
-        out[start + p["image_index"]] = p["image_value"]
-        start += count * per_image
-    return out.reshape(sum(counts), n_channels, size, size)
-
-
-def _ordered_results(
-    tasks: list[tuple[JetSimConfig, int, int, int, int]], workers: int
-) -> Iterator[dict[str, np.ndarray]]:
-    """Run the tasks (in ``workers`` spawned processes if > 1) and yield results in task order.
-
-    At most ``2 * workers`` tasks are in flight, so memory stays bounded when the consumer
-    (the Parquet writer) is slower than the workers. A worker that dies raises
-    ``BrokenProcessPool`` instead of hanging (as ``multiprocessing.Pool`` would).
-    """
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield _run_task(task)
-        return
-    import multiprocessing as mp
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn: fork would copy a parent's Pythia instance and threads; spawn is safe everywhere
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
-                             mp_context=mp.get_context("spawn")) as pool:
-        pending: deque[Any] = deque()
-        queue = iter(tasks)
-        try:
-            for task in queue:
-                pending.append(pool.submit(_run_task, task))
-                if len(pending) >= 2 * workers:
-                    break
-            while pending:
-                result = pending.popleft().result()
-                for task in queue:
-                    pending.append(pool.submit(_run_task, task))
-                    break
-                yield result
-        finally:
-            for fut in pending:
-                fut.cancel()
-
-
-# ------------------------------------------------------------------------------------------------
-# public API: in memory and to Parquet
 
 
 @dataclass
@@ -835,6 +115,20 @@ _TRUTH_KEYS = ("eta", "phi", "n_const", "girth", "top_mass", "class_index", "m0"
                "n_pileup")
 
 
+def _checked_args(
+    dataset: str, config: JetSimConfig | None, n: object, seed: object, shard: object,
+    num_shards: object, workers: object,
+) -> tuple[JetSimConfig, int]:
+    """Reject bad arguments before any work (or file); the config to use and the seed."""
+    _check_dataset(dataset)
+    cfg = config if config is not None else jet_config(dataset)
+    _check_config(cfg, dataset)
+    for name, value in (("n", n), ("num_shards", num_shards), ("workers", workers)):
+        check_int(name, value, 1)
+    check_shard(shard, num_shards)
+    return cfg, check_seed(seed)
+
+
 def simulate_jets(
     dataset: str,
     n: int,
@@ -848,11 +142,7 @@ def simulate_jets(
     Memory is n x C x 125 x 125 doubles (0.4 MB per quark/gluon row, 1 MB per top row): meant for
     tests and small studies; :func:`write_jets` streams to disk block by block.
     """
-    _check_dataset(dataset)
-    cfg = config if config is not None else jet_config(dataset)
-    _check_config(cfg, dataset)
-    _check_common(n, 0, 1, workers)
-    seed = _check_seed(seed)
+    cfg, seed = _checked_args(dataset, config, n, seed, 0, 1, workers)
     require_simulators()
     blocks = _shard_blocks(int(n), dataset, cfg.block_size, 0, 1)
     chunks = list(_iter_row_blocks(int(n), seed, cfg, blocks, int(workers)))
@@ -884,7 +174,7 @@ def jet_file_name(dataset: str, n: int, shard: int = 0, num_shards: int = 1) -> 
     """
     _check_dataset(dataset)
     if dataset == "quark-gluon":
-        suffix = f"_shard{shard}of{num_shards}" if num_shards > 1 else ""
+        suffix = shard_suffix(shard, num_shards)
         return f"QCDToGGQQ_IMGjet_RH1all_jet0_run0_n{n}_sim{suffix}.snappy.parquet"
     if dataset == "top":
         return f"BoostedTop_x1_fixed_{shard}_sim.snappy.parquet"
@@ -937,6 +227,80 @@ def _arrow_schema(dataset: str, metadata: dict[str, Any]) -> Any:
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
 
 
+def _file_metadata(
+    dataset: str, cfg: JetSimConfig, seed: int, shard: int, num_shards: int, n: int,
+    row_start: int, row_stop: int,
+) -> dict[str, Any]:
+    """The ``e2evision`` JSON of a file: generator, seed, shard and rows, recipe, versions."""
+    classes = _CLASSES[dataset]
+    k = len(classes)
+    return {
+        "generator": GENERATOR_NAME,
+        "dataset": dataset,
+        "seed": seed,
+        "shard": shard,
+        "num_shards": num_shards,
+        "n_total": n,
+        "row_start": row_start,
+        "row_stop": row_stop,
+        "columns": list(_COLUMNS[dataset]),
+        "channels": list(_CHANNELS[dataset]),
+        "classes": [{"name": c.name, "label": None if math.isnan(c.label) else c.label,
+                     "row_rule": f"row % {k} == {i}",
+                     "pythia": pythia_settings(cfg, c.name, _pythia_seed(seed, c.key, -1))}
+                    for i, c in enumerate(classes)],
+        "config": json.loads(cfg.to_json()),
+        "response": response_metadata(cfg.response),
+        "versions": package_versions(),
+        "units": "images: transverse momentum/energy in GeV (tracks, ECAL, HCAL), impact "
+                 "parameters in mm (summed per pixel), pixel-layer hit counts; pt, m0, m in GeV; "
+                 "ieta, iphi: absolute crystal index of the jet axis (0.0174 x 2pi/360)",
+    }
+
+
+def _write_block(writer: Any, schema: Any, dataset: str, rows: dict[str, np.ndarray]) -> None:
+    """Append one row block to the Parquet file, one row per row group, in the public schema."""
+    import pyarrow as pa
+
+    cols = _public_columns(dataset, rows)
+    arrays = [_nested_image_array(rows["images"])]
+    arrays += [pa.array(cols[name]) for name in _COLUMNS[dataset][1:]]
+    writer.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=1)
+
+
+@dataclass
+class _Tally:
+    """What :func:`write_jets` gathers beside the file: truth, per-class image sums, counts."""
+
+    dataset: str
+    truth_parts: list[dict[str, np.ndarray]] = field(default_factory=list)
+    sums: dict[str, np.ndarray] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    n_events: int = 0
+    gen_cpu: float = 0.0
+    """CPU seconds the tasks report (their own process's time: the workers' when workers > 1)."""
+
+    def add(self, rows: dict[str, np.ndarray]) -> None:
+        images = rows["images"]
+        for c_idx, cls in enumerate(_CLASSES[self.dataset]):
+            sel = rows["class_index"] == c_idx
+            if sel.any():
+                key = cls.name
+                self.sums[key] = self.sums.get(key, 0.0) + images[sel].sum(axis=0)
+                self.counts[key] = self.counts.get(key, 0) + int(sel.sum())
+        self.truth_parts.append({key: rows[key] for key in _TRUTH_KEYS})
+        self.n_events += int(rows["n_events"].sum())
+        self.gen_cpu += float(rows["cpu_seconds"].sum())
+
+    def truth(self) -> dict[str, np.ndarray]:
+        if not self.truth_parts:
+            return {key: np.zeros(0) for key in _TRUTH_KEYS}
+        return {key: np.concatenate([t[key] for t in self.truth_parts]) for key in _TRUTH_KEYS}
+
+    def mean_images(self) -> dict[str, np.ndarray]:
+        return {key: self.sums[key] / self.counts[key] for key in self.sums}
+
+
 def write_jets(
     dataset: str,
     out_dir: str | os.PathLike[str],
@@ -959,52 +323,21 @@ def write_jets(
     Shards split the data set into disjoint block-aligned row ranges whose union is the
     unsharded file's rows. Written atomically: a crash leaves no partial file.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    _check_dataset(dataset)
-    cfg = config if config is not None else jet_config(dataset)
-    _check_config(cfg, dataset)
-    _check_common(n, shard, num_shards, workers)
-    seed = _check_seed(seed)
+    cfg, seed = _checked_args(dataset, config, n, seed, shard, num_shards, workers)
     n, shard, num_shards = int(n), int(shard), int(num_shards)
     require_simulators()
     blocks = _shard_blocks(n, dataset, cfg.block_size, shard, num_shards)
     k = len(_CLASSES[dataset])
     row_start = min(blocks.start * cfg.block_size * k, n)
     row_stop = min(blocks.stop * cfg.block_size * k, n)
-    classes = _CLASSES[dataset]
-    metadata = {
-        "generator": GENERATOR_NAME,
-        "dataset": dataset,
-        "seed": seed,
-        "shard": shard,
-        "num_shards": num_shards,
-        "n_total": n,
-        "row_start": row_start,
-        "row_stop": row_stop,
-        "columns": list(_COLUMNS[dataset]),
-        "channels": list(_CHANNELS[dataset]),
-        "classes": [{"name": c.name, "label": None if math.isnan(c.label) else c.label,
-                     "row_rule": f"row % {k} == {i}",
-                     "pythia": pythia_settings(cfg, c.name, _pythia_seed(seed, c.key, -1))}
-                    for i, c in enumerate(classes)],
-        "config": json.loads(cfg.to_json()),
-        "response": response_metadata(cfg.response),
-        "versions": package_versions(),
-        "units": "images: transverse momentum/energy in GeV (tracks, ECAL, HCAL), impact "
-                 "parameters in mm (summed per pixel), pixel-layer hit counts; pt, m0, m in GeV; "
-                 "ieta, iphi: absolute crystal index of the jet axis (0.0174 x 2pi/360)",
-    }
+    metadata = _file_metadata(dataset, cfg, seed, shard, num_shards, n, row_start, row_stop)
     schema = _arrow_schema(dataset, metadata)
     path = Path(out_dir) / jet_file_name(dataset, n, shard, num_shards)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    truth_parts: list[dict[str, np.ndarray]] = []
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    n_events = 0
-    gen_cpu = 0.0
+    tally = _Tally(dataset)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     # Dictionary encoding (pyarrow's default) makes the mostly-zero images ~13x smaller than
@@ -1016,30 +349,16 @@ def write_jets(
             tqdm(total=row_stop - row_start, desc=path.name, unit="jet", disable=not progress,
                  leave=False) as bar:
         for _, rows in _iter_row_blocks(n, seed, cfg, blocks, int(workers)):
-            images = rows["images"]
-            cols = _public_columns(dataset, rows)
-            arrays = [_nested_image_array(images)]
-            arrays += [pa.array(cols[name]) for name in _COLUMNS[dataset][1:]]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=1)
-            for c_idx, cls in enumerate(classes):
-                sel = rows["class_index"] == c_idx
-                if sel.any():
-                    key = cls.name
-                    sums[key] = sums.get(key, 0.0) + images[sel].sum(axis=0)
-                    counts[key] = counts.get(key, 0) + int(sel.sum())
-            truth_parts.append({key: rows[key] for key in _TRUTH_KEYS})
-            n_events += int(rows["n_events"].sum())
-            gen_cpu += float(rows["cpu_seconds"].sum())
+            _write_block(writer, schema, dataset, rows)
+            tally.add(rows)
             bar.update(len(rows["pt"]))
     seconds = time.perf_counter() - t0
     main_cpu = time.process_time() - cpu0
-    truth = ({key: np.concatenate([t[key] for t in truth_parts]) for key in _TRUTH_KEYS}
-             if truth_parts else {key: np.zeros(0) for key in _TRUTH_KEYS})
     return JetWriteResult(
         path=path, dataset=dataset, n_rows=row_stop - row_start, row_start=row_start,
-        row_stop=row_stop, n_events=n_events, seconds=seconds,
-        cpu_seconds=main_cpu + (gen_cpu if workers > 1 else 0.0), truth=truth,
-        mean_images={key: sums[key] / counts[key] for key in sums}, class_counts=counts,
+        row_stop=row_stop, n_events=tally.n_events, seconds=seconds,
+        cpu_seconds=main_cpu + (tally.gen_cpu if workers > 1 else 0.0), truth=tally.truth(),
+        mean_images=tally.mean_images(), class_counts=tally.counts,
     )
 
 

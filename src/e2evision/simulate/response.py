@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from e2evision.simulate.calorimeter import CalorimeterConfig, gflash_lateral, longitudinal_means
+from e2evision.simulate.calorimeter_config import CalorimeterConfig
+from e2evision.simulate.calorimeter_showers import gflash_lateral, longitudinal_means
 from e2evision.simulate.pixelate import CRYSTAL_DETA, CRYSTAL_DPHI, N_IPHI
 
 __all__ = [

@@ -13,12 +13,15 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from e2evision.simulate.pixelate import CRYSTAL_DETA, pixel_offsets
 from e2evision.utils.io import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["response_statistics", "response_validation_plots"]
 
@@ -56,83 +59,75 @@ def response_statistics(
     }
 
 
-def response_validation_plots(
-    dataset: str, config: Any, seed: int, out_dir: str | os.PathLike[str], n: int = 100,
-    workers: int = 1,
-) -> list[Path]:
-    """Simulate ``n`` jets with and without the response and write four PNGs; returns the paths.
+_STYLE = {"without": {"ls": "--", "color": "tab:gray"}, "with": {"ls": "-", "color": "tab:red"}}
+# per setting ("without", "with") and class index: the figures of response_statistics
+_Stats = dict[str, dict[int, dict[str, np.ndarray]]]
 
-    ``config`` is the run's ``JetSimConfig``; without a response in it, the default one is shown.
-    """
-    from matplotlib.figure import Figure
 
+def _paired_statistics(
+    dataset: str, config: Any, resp: Any, seed: int, n: int, workers: int
+) -> _Stats:
+    """Simulate the same ``n`` jets without and with the response; their statistics per class."""
     from e2evision.simulate.jets import jet_class_names, simulate_jets
-    from e2evision.simulate.response import ResponseConfig
 
-    resp = config.response if config.response is not None else ResponseConfig()
     samples = {
         "without": simulate_jets(dataset, n, seed, dataclasses.replace(config, response=None),
                                  workers=workers),
         "with": simulate_jets(dataset, n, seed, dataclasses.replace(config, response=resp),
                               workers=workers),
     }
-    names = jet_class_names(dataset)
-    stats: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    n_classes = len(jet_class_names(dataset))
+    stats: _Stats = {}
     for key, s in samples.items():
         cls = s.truth["class_index"]
         stats[key] = {c: response_statistics(s.images[cls == c], s.truth["eta"][cls == c],
                                              s.channels, config.jet_radius)
-                      for c in range(len(names)) if np.any(cls == c)}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    prefix = dataset.replace("-", "_")
-    paths: list[Path] = []
+                      for c in range(n_classes) if np.any(cls == c)}
+    return stats
+
+
+def _per_class_figure(
+    dataset: str, names: tuple[str, ...], stats: _Stats, xlabel: str, draw: Any,
+    logx: bool = False, logy: bool = False,
+) -> Figure:
+    """One panel per class, ``draw(ax, class_index)`` filling each, response off and on."""
+    from matplotlib.figure import Figure
+
     classes = sorted(stats["with"])
-    style = {"without": dict(ls="--", color="tab:gray"), "with": dict(ls="-", color="tab:red")}
+    fig = Figure(figsize=(5.0 * len(classes), 4.0))
+    fig.subplots_adjust(left=0.08, right=0.97, bottom=0.14, top=0.88, wspace=0.25)
+    axes = fig.subplots(1, len(classes), squeeze=False)[0]
+    for ax, c in zip(axes, classes):
+        draw(ax, c)
+        ax.set_title(f"{names[c]} (N={len(stats['with'][c]['ecal_nonzero'])})", fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_xscale("log" if logx else "linear")
+        ax.set_yscale("log" if logy else "linear")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{dataset}: detector response off (dashed) and on (solid), same jets",
+                 fontsize=10)
+    return fig
 
-    def figure(name: str, xlabel: str, draw: Any, logx: bool = False, logy: bool = False) -> None:
-        fig = Figure(figsize=(5.0 * len(classes), 4.0))
-        fig.subplots_adjust(left=0.08, right=0.97, bottom=0.14, top=0.88, wspace=0.25)
-        axes = fig.subplots(1, len(classes), squeeze=False)[0]
-        for ax, c in zip(axes, classes):
-            draw(ax, c)
-            ax.set_title(f"{names[c]} (N={len(stats['with'][c]['ecal_nonzero'])})", fontsize=9)
-            ax.set_xlabel(xlabel)
-            ax.set_xscale("log" if logx else "linear")
-            ax.set_yscale("log" if logy else "linear")
-            ax.legend(fontsize=7)
-        fig.suptitle(f"{dataset}: detector response off (dashed) and on (solid), same jets",
-                     fontsize=10)
-        path = out / f"{prefix}_response_{name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        paths.append(path)
 
-    def hist(key: str, bins: np.ndarray, fmt: str) -> Any:
-        def draw(ax: Any, c: int) -> None:
-            for which in ("without", "with"):
-                v = np.asarray(stats[which][c][key], dtype=np.float64)
-                ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, histtype="step", lw=1.5,
-                        label=f"{which} (mean {v.mean():{fmt}})", **style[which])
-            ax.set_ylabel("jets")
-        return draw
+def _histogram_drawer(stats: _Stats, key: str, bins: np.ndarray, fmt: str) -> Any:
+    """A panel drawer: the per-jet figure ``key`` without and with the response."""
+    def draw(ax: Any, c: int) -> None:
+        for which in ("without", "with"):
+            v = np.asarray(stats[which][c][key], dtype=np.float64)
+            ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, histtype="step", lw=1.5,
+                    label=f"{which} (mean {v.mean():{fmt}})", **_STYLE[which])
+        ax.set_ylabel("jets")
+    return draw
 
-    top = max(float(np.max(s[c]["ecal_nonzero"])) for s in stats.values() for c in s)
-    figure("ecal_occupancy", "non-zero ECAL pixels per jet",
-           hist("ecal_nonzero", np.linspace(0.0, max(top, 10.0) * 1.05, 41), ".1f"))
-    figure("hottest_fraction", "hottest ECAL pixel / ECAL sum",
-           hist("hottest_fraction", np.linspace(0.0, 1.0, 41), ".3f"))
-    top = max(float(np.max(s[c]["pileup_density"])) for s in stats.values() for c in s)
-    figure("pileup_density", f"ECAL + HCAL E_T per unit area beyond dR = R + {_FAR_MARGIN} [GeV]",
-           hist("pileup_density", np.linspace(0.0, max(top, 1.0) * 1.05, 41), ".2f"))
 
-    edges = np.geomspace(0.05, 50.0, 41)
-
-    def spectrum(ax: Any, c: int) -> None:
+def _spectrum_drawer(stats: _Stats, resp: Any, edges: np.ndarray) -> Any:
+    """A panel drawer: ECAL pixel energies far from the jet, with the pure-noise expectation."""
+    def draw(ax: Any, c: int) -> None:
         for which in ("without", "with"):
             st = stats[which][c]
             counts, _ = np.histogram(st["far_energy"], bins=edges)
-            ax.stairs(counts / len(st["ecal_nonzero"]), edges, lw=1.5, label=which, **style[which])
+            ax.stairs(counts / len(st["ecal_nonzero"]), edges, lw=1.5, label=which,
+                      **_STYLE[which])
         st = stats["with"][c]
         from scipy.stats import norm
 
@@ -144,7 +139,46 @@ def response_validation_plots(
                   label=f"noise alone ({sigma * 1e3:.0f} MeV, threshold {thr * 1e3:.0f} MeV)")
         ax.set_ylabel("ECAL pixels per jet")
         ax.set_ylim(bottom=1e-3)
+    return draw
 
-    figure("noise_spectrum", f"ECAL pixel energy beyond dR = R + {_FAR_MARGIN} [GeV]", spectrum,
-           logx=True, logy=True)
-    return paths
+
+def response_validation_plots(
+    dataset: str, config: Any, seed: int, out_dir: str | os.PathLike[str], n: int = 100,
+    workers: int = 1,
+) -> list[Path]:
+    """Simulate ``n`` jets with and without the response and write four PNGs; returns the paths.
+
+    ``config`` is the run's ``JetSimConfig``; without a response in it, the default one is shown.
+    """
+    from e2evision.simulate.jets import jet_class_names
+    from e2evision.simulate.response import ResponseConfig
+
+    resp = config.response if config.response is not None else ResponseConfig()
+    stats = _paired_statistics(dataset, config, resp, seed, n, workers)
+    names = jet_class_names(dataset)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = dataset.replace("-", "_")
+
+    def save(name: str, xlabel: str, draw: Any, logx: bool = False, logy: bool = False) -> Path:
+        fig = _per_class_figure(dataset, names, stats, xlabel, draw, logx, logy)
+        path = out / f"{prefix}_response_{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        return path
+
+    far = f"beyond dR = R + {_FAR_MARGIN}"
+    top_hits = max(float(np.max(s[c]["ecal_nonzero"])) for s in stats.values() for c in s)
+    top_density = max(float(np.max(s[c]["pileup_density"])) for s in stats.values() for c in s)
+    return [
+        save("ecal_occupancy", "non-zero ECAL pixels per jet",
+             _histogram_drawer(stats, "ecal_nonzero",
+                               np.linspace(0.0, max(top_hits, 10.0) * 1.05, 41), ".1f")),
+        save("hottest_fraction", "hottest ECAL pixel / ECAL sum",
+             _histogram_drawer(stats, "hottest_fraction", np.linspace(0.0, 1.0, 41), ".3f")),
+        save("pileup_density", f"ECAL + HCAL E_T per unit area {far} [GeV]",
+             _histogram_drawer(stats, "pileup_density",
+                               np.linspace(0.0, max(top_density, 1.0) * 1.05, 41), ".2f")),
+        save("noise_spectrum", f"ECAL pixel energy {far} [GeV]",
+             _spectrum_drawer(stats, resp, np.geomspace(0.05, 50.0, 41)), logx=True, logy=True),
+    ]
