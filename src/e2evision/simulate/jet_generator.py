@@ -28,7 +28,7 @@ from e2evision.simulate.jet_images import _wrap, block_images
 from e2evision.simulate.pixelate import crystal_eta, crystal_phi
 from e2evision.simulate.pythia_records import event_record, layout_numpy, list_layout
 from e2evision.simulate.response import jet_streams, pileup_pool
-from e2evision.utils.extras import MissingExtraError
+from e2evision.errors import MissingDependencyError
 
 __all__ = ["INSTALL_HINT", "MissingSimulatorError", "require_simulators"]
 
@@ -36,8 +36,9 @@ INSTALL_HINT = "install the simulators with: pip install 'e2evision[sim]'"
 _NEUTRINOS = (12, 14, 16)
 
 
-class MissingSimulatorError(MissingExtraError):
-    """Pythia 8 (``pythia8mc``), FastJet or awkward is not installed: the ``[sim]`` extra."""
+#: Pythia 8 (``pythia8mc``), FastJet or awkward is not installed (the ``[sim]`` extra): an alias of
+#: the one missing-dependency class, kept under the name the jet simulator documents
+MissingSimulatorError = MissingDependencyError
 
 
 def require_simulators() -> tuple[Any, Any, Any]:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from e2evision.utils.extras import MissingExtraError as _MissingExtraError
+from e2evision.errors import MissingDependencyError
 
 __all__ = [
     "CLASSES",
@@ -31,8 +31,8 @@ LABELS: dict[str, int] = {"axion": 0, "cdm": 1, "no_sub": 2}
 _INSTALL_HINT = "pip install 'e2evision[sim]'"
 
 
-class MissingExtraError(_MissingExtraError):
-    """Raised when the optional simulation packages (lenstronomy, astropy) are not installed."""
+#: the optional simulation packages (lenstronomy, astropy) are not installed: the family's one class
+MissingExtraError = MissingDependencyError
 
 
 def _require_sim() -> None:
