@@ -184,3 +184,21 @@ def test_plots_and_proposals(tmp_path, small_set: tuple) -> None:
     files = write_egamma(tmp_path / "c", 64, seed=1, progress=False)
     out = published_plots_from_files(*files, tmp_path / "plots")
     assert all(p.exists() for p in out)
+
+
+def test_simulate_egamma_plots_include_the_published_comparison(tmp_path) -> None:
+    """``simulate egamma --plots`` writes the comparison beside the validation plots, and its JSON
+    is the comparison computed from the same two files."""
+    from typer.testing import CliRunner
+
+    from e2evision.cli import app
+
+    res = CliRunner().invoke(app, ["simulate", "egamma", "--n", "60", "--seed", "4", "--out", str(tmp_path / "d"),
+                                   "--plots", str(tmp_path / "plots"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    summary = tmp_path / "plots" / "egamma_published_comparison.json"
+    assert f"plot {summary}" in res.output
+    figure = [p for p in (tmp_path / "plots").glob("egamma_published*.png")]
+    assert len(figure) == 1 and figure[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    photon, electron = sorted((tmp_path / "d").glob("*.hdf5"), key=lambda p: "Electron" in p.name)
+    assert json.loads(summary.read_text()) == json.loads(comparison_from_files(photon, electron).to_json())

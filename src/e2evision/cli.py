@@ -74,6 +74,10 @@ def simulate_egamma(
             x, y = ds.read(range(min(ds.n_samples, 20000)))
         for p in egamma_validation_plots(x.transpose(0, 2, 3, 1), y, plots):
             typer.echo(f"plot {p}")
+        from e2evision.simulate.egamma_published_plots import published_plots_from_files
+
+        for p in published_plots_from_files(files[0], files[1], plots):  # photons, electrons
+            typer.echo(f"plot {p}")
 
 
 def _simulate_jets(

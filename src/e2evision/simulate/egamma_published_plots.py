@@ -88,62 +88,55 @@ def _hist(
         )
 
 
-def published_comparison_figure(
-    comparisons: Sequence[EgammaComparison], out_path: str | os.PathLike[str]
-) -> Path:
-    """Write the six-panel comparison PNG for one or more simulated sets; returns its path."""
-    from matplotlib.figure import Figure
+def _draw_set(
+    ax: Any, comp: EgammaComparison, k: int, r9_bins: np.ndarray, s_bins: np.ndarray
+) -> None:
+    """One simulated set's six distributions, in the k-th colour (the first one filled)."""
+    colour, style = _COLOURS[k % len(_COLOURS)], "-" if k == 0 else "--"
+    _step(ax[0, 0], comp, "material_x0", colour, style, f"{comp.label}: x(|η|)")
+    _step(ax[0, 1], comp, "converted", colour, style, f"{comp.label}: all conversions")
+    _step(ax[0, 1], comp, "early", colour, ":", f"{comp.label}: before 85 cm")
+    _hist(
+        ax[0, 2],
+        comp.r9["photon_early"],
+        r9_bins,
+        colour,
+        style,
+        f"{comp.label}: converted < 85 cm",
+        filled=k == 0,
+    )
+    _hist(
+        ax[0, 2],
+        comp.r9["photon_late"],
+        r9_bins,
+        colour,
+        style,
+        f"{comp.label}: later / unconverted",
+    )
+    _hist(ax[1, 0], comp.r9["electron"], r9_bins, colour, style, f"{comp.label}: electrons")
+    _hist(
+        ax[1, 1],
+        comp.sieie["photon_late"],
+        s_bins,
+        colour,
+        style,
+        f"{comp.label}: later / unconv.",
+    )
+    _hist(
+        ax[1, 1],
+        comp.sieie["photon_early"],
+        s_bins,
+        colour,
+        ":",
+        f"{comp.label}: conv. < 85 cm",
+    )
+    _hist(ax[1, 2], comp.sieie["electron"], s_bins, colour, style, f"{comp.label}: electrons")
 
-    comps = list(comparisons)
-    if not comps:
-        raise ValueError("need at least one EgammaComparison to plot")
-    fig = Figure(figsize=(15.0, 8.6))
-    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.07, top=0.93, wspace=0.25, hspace=0.33)
-    ax = fig.subplots(2, 3)
-    r9_bins = np.linspace(0.3, 1.02, 73)
-    s_bins = np.linspace(0.004, 0.016, 49)
-    for k, comp in enumerate(comps):
-        colour, style = _COLOURS[k % len(_COLOURS)], "-" if k == 0 else "--"
-        _step(ax[0, 0], comp, "material_x0", colour, style, f"{comp.label}: x(|η|)")
-        _step(ax[0, 1], comp, "converted", colour, style, f"{comp.label}: all conversions")
-        _step(ax[0, 1], comp, "early", colour, ":", f"{comp.label}: before 85 cm")
-        _hist(
-            ax[0, 2],
-            comp.r9["photon_early"],
-            r9_bins,
-            colour,
-            style,
-            f"{comp.label}: converted < 85 cm",
-            filled=k == 0,
-        )
-        _hist(
-            ax[0, 2],
-            comp.r9["photon_late"],
-            r9_bins,
-            colour,
-            style,
-            f"{comp.label}: later / unconverted",
-        )
-        _hist(ax[1, 0], comp.r9["electron"], r9_bins, colour, style, f"{comp.label}: electrons")
-        _hist(
-            ax[1, 1],
-            comp.sieie["photon_late"],
-            s_bins,
-            colour,
-            style,
-            f"{comp.label}: later / unconv.",
-        )
-        _hist(
-            ax[1, 1],
-            comp.sieie["photon_early"],
-            s_bins,
-            colour,
-            ":",
-            f"{comp.label}: conv. < 85 cm",
-        )
-        _hist(ax[1, 2], comp.sieie["electron"], s_bins, colour, style, f"{comp.label}: electrons")
-    _cms_points(ax[0, 0], comps[0], "cms_fastsim_x0")
-    _cms_points(ax[0, 1], comps[0], "cms_fastsim_conversion")
+
+def _dress_axes(ax: Any, first: EgammaComparison) -> None:
+    """The CMS points, the published cut lines, labels, titles and legends."""
+    _cms_points(ax[0, 0], first, "cms_fastsim_x0")
+    _cms_points(ax[0, 1], first, "cms_fastsim_conversion")
     for a in (ax[0, 2], ax[1, 0]):
         a.axvline(R9_THRESHOLD, color="k", ls="-.", lw=1, label="CMS category boundary 0.94")
         a.set_xlabel("R9 = E3×3 / E(crop)")
@@ -170,6 +163,25 @@ def published_comparison_figure(
     ax[1, 2].set_title("electrons: σ_iηiη")
     for a in ax.ravel():
         a.legend(fontsize=6.5, loc="upper left", framealpha=0.7)
+
+
+def published_comparison_figure(
+    comparisons: Sequence[EgammaComparison], out_path: str | os.PathLike[str]
+) -> Path:
+    """Write the six-panel comparison PNG for one or more simulated sets; returns its path."""
+    from matplotlib.figure import Figure
+
+    comps = list(comparisons)
+    if not comps:
+        raise ValueError("need at least one EgammaComparison to plot")
+    fig = Figure(figsize=(15.0, 8.6))
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.07, top=0.93, wspace=0.25, hspace=0.33)
+    ax = fig.subplots(2, 3)
+    r9_bins = np.linspace(0.3, 1.02, 73)
+    s_bins = np.linspace(0.004, 0.016, 49)
+    for k, comp in enumerate(comps):
+        _draw_set(ax, comp, k, r9_bins, s_bins)
+    _dress_axes(ax, comps[0])
     fig.suptitle(
         "e/γ simulator vs published CMS anchors (sources: docs/simulation.md)", fontsize=11
     )
