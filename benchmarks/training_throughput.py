@@ -84,7 +84,7 @@ def e2evision_trainer(model_name: str, x: torch.Tensor, y: torch.Tensor, batch: 
 
     from e2evision.config import load_config
     from e2evision.datasets.base import ChannelStats
-    from e2evision.training.artifacts import build_module
+    from e2evision.training.build import build_module
     from e2evision.training.data import FoldData
 
     c, h, w = x.shape[1:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -357,8 +357,9 @@ def train(
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     run_dir = out or Path("runs") / cfg.name
+    from e2evision.rundir import RunDirError
     from e2evision.training.loggers import MissingLoggerError
-    from e2evision.training.runner import RunDirError, process_rank
+    from e2evision.training.runner import process_rank
 
     main = process_rank() == 0
     if main:
@@ -371,19 +372,14 @@ def train(
         return
     for msg in metrics.get("warnings") or []:
         typer.echo(f"WARNING {cfg.name}: {msg}", err=True)
-    if metrics["task"] == "regression":
-        lo, hi = metrics["test_mae_ci"]
-        typer.echo(f"{cfg.name}: fold MAE {metrics['fold_mae_mean']:.4g} ± {metrics['fold_mae_std']:.4g}, "
-                   f"test MAE {metrics['test_mae']:.4g} [{lo:.4g}, {hi:.4g}], "
-                   f"{metrics['train_time_s']:.0f} s training")
-        return
-    lo, hi = metrics["test_auc_ci"]
-    kind = "macro AUC" if metrics["task"] == "multiclass" else "AUC"
-    typer.echo(
-        f"{cfg.name}: fold {kind} {metrics['fold_auc_mean']:.4f} ± {metrics['fold_auc_std']:.4f}, "
-        f"test {kind} {metrics['test_auc']:.4f} [{lo:.4f}, {hi:.4f}], "
-        f"{metrics['train_time_s']:.0f} s training"
-    )
+    typer.echo(f"{cfg.name}: {_headline(metrics)}, {metrics['train_time_s']:.0f} s training")
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    """The line every command that writes a run prints: fold mean ± std and the test value with its interval."""
+    from e2evision.datasets.task import get_task
+
+    return get_task(metrics["task"]).headline_text(metrics)
 
 
 @app.command()
@@ -416,8 +412,8 @@ def ablation(
     """Image only / features only / both: the same split and folds, three K-fold runs and their comparison."""
     from e2evision.config import load_config
     from e2evision.datasets import DatasetError
+    from e2evision.rundir import RunDirError
     from e2evision.training.ablation import run_ablation
-    from e2evision.training.runner import RunDirError
 
     sets = _overrides(overrides, data)
     try:
@@ -483,15 +479,7 @@ def baseline(
         m = physics_baseline(cfg, run_dir, progress=True)
     except (ValueError, FileNotFoundError, DatasetError) as err:
         _fail(str(err))
-    if m["task"] == "regression":
-        lo, hi = m["test_mae_ci"]
-        typer.echo(f"{m['name']}: fold MAE {m['fold_mae_mean']:.4g} ± {m['fold_mae_std']:.4g}, "
-                   f"test MAE {m['test_mae']:.4g} [{lo:.4g}, {hi:.4g}] -> {run_dir}")
-        return
-    lo, hi = m["test_auc_ci"]
-    what = "macro one-vs-rest AUC" if m["task"] == "multiclass" else "AUC"
-    typer.echo(f"{m['name']}: fold {what} {m['fold_auc_mean']:.4f} ± {m['fold_auc_std']:.4f}, "
-               f"test {what} {m['test_auc']:.4f} [{lo:.4f}, {hi:.4f}] -> {run_dir}")
+    typer.echo(f"{m['name']}: {_headline(m)} -> {run_dir}")
 
 
 @app.command()
@@ -511,12 +499,11 @@ def ensemble(
         m = build_ensemble(run_dirs, out, method=method, scalars=scalars, name=name, seed=seed)
     except (ValueError, FileNotFoundError, DatasetError) as err:
         _fail(str(err))
-    if m["task"] == "binary":
-        lo, hi = m["test_auc_ci"]
-        typer.echo(f"{m['name']}: test AUC {m['test_auc']:.4f} [{lo:.4f}, {hi:.4f}], best member "
-                   f"{m['best_member']} (DeLong p = {m['versus_best_member']['p_value']:.3g}) -> {out}")
-    else:
-        typer.echo(f"{m['name']}: test MAE {m['test']['mae']:.4g}, best member {m['best_member']} -> {out}")
+    from e2evision.datasets.task import get_task
+
+    test = "paired bootstrap" if get_task(m["task"]).is_regression else "DeLong"
+    typer.echo(f"{m['name']}: {_headline(m)}, best member {m['best_member']} "
+               f"({test} p = {m['versus_best_member']['p_value']:.3g}) -> {out}")
 
 
 @app.command("export")
