@@ -348,7 +348,9 @@ def train(
     if config is None:
         if not (resume and out is not None):
             _fail("give a CONFIG, or --resume with --out pointing at an interrupted run")
-        config = out / "config.yaml"  # type: ignore[operator]
+        from e2evision.rundir import CONFIG_FILE
+
+        config = out / CONFIG_FILE  # type: ignore[operator]
     sets = _overrides(overrides, data)
     if seed is not None:
         sets.append(f"seed={seed}")
