@@ -135,7 +135,7 @@ def train_streaming(store: Path, steps: int, batch: int, workers: int, loader_ba
 
     from e2evision.config import load_config
     from e2evision.store import TrainingStore
-    from e2evision.training.artifacts import build_module
+    from e2evision.training.build import build_module
     from e2evision.training.callbacks import History, LoaderWait
     from e2evision.training.data import FoldData, ReaderDataset
     from e2evision.training.performance import apply_performance, resolve_performance

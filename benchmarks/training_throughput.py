@@ -100,7 +100,7 @@ def e2evision_trainer(model_name: str, x: torch.Tensor, y: torch.Tensor, xv: tor
     import lightning.pytorch as pl
 
     from e2evision.datasets.base import ChannelStats
-    from e2evision.training.artifacts import build_module
+    from e2evision.training.build import build_module
     from e2evision.training.callbacks import BestWeights, History, LoaderWait, RunCheckpoint
     from e2evision.training.data import FoldData
     from e2evision.training.loggers import build_loggers
@@ -223,7 +223,7 @@ def measure(name: str, geo: str, n: int, args: argparse.Namespace) -> dict[str, 
         torch.manual_seed(0)
         return create_model(name, in_chans=c, img_size=s, num_outputs=1)
 
-    from e2evision.training.artifacts import build_module
+    from e2evision.training.build import build_module
 
     cl = performance(cfg, build_module(cfg, (c, s, s), "binary"), (c, s, s), args.device).channels_last
     bare_t, e2e_t, bare_c, e2e_c, extra = [], [], [], [], {}

@@ -41,7 +41,7 @@ def _config(data: Path, *extra: str):
 
 def _multiclass_keys() -> set[str]:
     """The keys the image runs write for a multi-class task (from the runner's own metrics function)."""
-    from e2evision.training.runner import task_metrics
+    from e2evision.metrics import task_metrics
 
     rng = np.random.default_rng(0)
     y = np.tile(np.arange(3), 8).astype(np.float64)
@@ -55,7 +55,7 @@ def test_lensing_baseline_writes_the_multiclass_metrics_of_image_runs(lenses, tm
     from e2evision.datasets import open_dataset
     from e2evision.metrics import one_vs_rest_auc
     from e2evision.report import build_report
-    from e2evision.report.html import REQUIRED_METRICS
+    from e2evision.rundir import REQUIRED_METRICS
 
     run = tmp_path / "baseline"
     m = physics_baseline(_config(lenses), run)
@@ -149,7 +149,7 @@ def test_top_mass_regression_baseline(tmp_path):
     from e2evision.config import load_config
     from e2evision.datasets import open_dataset
     from e2evision.report import build_report
-    from e2evision.training import split_indices
+    from e2evision.datasets.split import split_indices
 
     rng = np.random.default_rng(3)
     n = 150

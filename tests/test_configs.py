@@ -9,7 +9,7 @@ import torch
 
 from e2evision.config import load_config
 from e2evision.models import count_parameters
-from e2evision.training.artifacts import build_module
+from e2evision.training.build import build_module
 from e2evision.training.module import StagePlan
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -194,7 +194,7 @@ def _scalar_run(base: Path, task: str = "binary") -> Path:
     from safetensors.torch import save_file
 
     from e2evision.config import load_config
-    from e2evision.training.artifacts import build_module
+    from e2evision.training.build import build_module
 
     run = base / f"run_{task}"
     if (run / "predictions.npz").exists():
@@ -320,7 +320,7 @@ def _lens_roi_run(base: Path) -> Path:
     from safetensors.torch import save_file
 
     from e2evision.config import load_config
-    from e2evision.training.artifacts import build_module
+    from e2evision.training.build import build_module
 
     run = base / "run_lens"
     rng = np.random.default_rng(11)

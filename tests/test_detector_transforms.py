@@ -209,7 +209,7 @@ def test_test_time_flips_average_the_network_over_every_mirror_image(about, dims
 
 def test_test_time_flips_act_in_evaluation_only_and_need_flips():
     from e2evision.config import load_config
-    from e2evision.training.artifacts import build_module
+    from e2evision.training.build import build_module
 
     cfg = load_config(ROOT / "configs/egamma_resnet15.yaml", [
         "model.kwargs.widths=[4, 8]", "augment.test_time=true", "augment.flip_about=pixel"])

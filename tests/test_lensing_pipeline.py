@@ -68,7 +68,7 @@ def test_lensing_pipeline_end_to_end(tmp_path):
     # checked here, independently: raw images -> preprocess.json -> torch.jit.load == the module
     from e2evision.datasets import open_dataset
     from e2evision.export import apply_preprocess, export_model, read_contract
-    from e2evision.training.artifacts import load_fold_module
+    from e2evision.rundir import load_fold_module
 
     exported = {}
     for arm, fmt, name in [("image", "torchscript", "image.pt"), ("both", "torchscript", "both.pt"),

@@ -25,7 +25,7 @@ from e2evision.training.performance import (
     resolve_performance,
     training_step_flops,
 )
-from e2evision.training.runner import config_hash
+from e2evision.rundir import config_hash
 from e2evision.transforms.normalize import ChannelNormalizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score, roc
 from e2evision.config import load_config
 from e2evision.datasets import EgammaHDF5, open_dataset
 from e2evision.models import create_model
-from e2evision.training import run_experiment, split_indices
-from e2evision.training.artifacts import load_fold_module
+from e2evision.datasets.split import split_indices
+from e2evision.training import run_experiment
+from e2evision.rundir import load_fold_module
 from e2evision.training.loggers import MissingLoggerError, build_loggers, check_loggers
 from e2evision.training.module import BinaryClassifier, ImageModule
 from e2evision.transforms.normalize import ChannelNormalizer

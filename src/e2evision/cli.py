@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import click
 import typer
@@ -361,7 +361,9 @@ def train(
     if config is None:
         if not (resume and out is not None):
             _fail("give a CONFIG, or --resume with --out pointing at an interrupted run")
-        config = out / "config.yaml"  # type: ignore[operator]
+        from e2evision.rundir import CONFIG_FILE
+
+        config = out / CONFIG_FILE  # type: ignore[operator]
     sets = _overrides(overrides, data)
     if seed is not None:
         sets.append(f"seed={seed}")
@@ -383,19 +385,14 @@ def train(
         return
     for msg in metrics.get("warnings") or []:
         typer.echo(f"WARNING {cfg.name}: {msg}", err=True)
-    if metrics["task"] == "regression":
-        lo, hi = metrics["test_mae_ci"]
-        typer.echo(f"{cfg.name}: fold MAE {metrics['fold_mae_mean']:.4g} ± {metrics['fold_mae_std']:.4g}, "
-                   f"test MAE {metrics['test_mae']:.4g} [{lo:.4g}, {hi:.4g}], "
-                   f"{metrics['train_time_s']:.0f} s training")
-        return
-    lo, hi = metrics["test_auc_ci"]
-    kind = "macro AUC" if metrics["task"] == "multiclass" else "AUC"
-    typer.echo(
-        f"{cfg.name}: fold {kind} {metrics['fold_auc_mean']:.4f} ± {metrics['fold_auc_std']:.4f}, "
-        f"test {kind} {metrics['test_auc']:.4f} [{lo:.4f}, {hi:.4f}], "
-        f"{metrics['train_time_s']:.0f} s training"
-    )
+    typer.echo(f"{cfg.name}: {_headline(metrics)}, {metrics['train_time_s']:.0f} s training")
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    """The line every command that writes a run prints: fold mean ± std and the test value with its interval."""
+    from e2evision.datasets.task import get_task
+
+    return get_task(metrics["task"]).headline_text(metrics)
 
 
 @app.command()
@@ -491,15 +488,7 @@ def baseline(
         m = physics_baseline(cfg, run_dir, progress=True)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    if m["task"] == "regression":
-        lo, hi = m["test_mae_ci"]
-        typer.echo(f"{m['name']}: fold MAE {m['fold_mae_mean']:.4g} ± {m['fold_mae_std']:.4g}, "
-                   f"test MAE {m['test_mae']:.4g} [{lo:.4g}, {hi:.4g}] -> {run_dir}")
-        return
-    lo, hi = m["test_auc_ci"]
-    what = "macro one-vs-rest AUC" if m["task"] == "multiclass" else "AUC"
-    typer.echo(f"{m['name']}: fold {what} {m['fold_auc_mean']:.4f} ± {m['fold_auc_std']:.4f}, "
-               f"test {what} {m['test_auc']:.4f} [{lo:.4f}, {hi:.4f}] -> {run_dir}")
+    typer.echo(f"{m['name']}: {_headline(m)} -> {run_dir}")
 
 
 @app.command()
@@ -518,12 +507,11 @@ def ensemble(
         m = build_ensemble(run_dirs, out, method=method, scalars=scalars, name=name, seed=seed)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    if m["task"] == "binary":
-        lo, hi = m["test_auc_ci"]
-        typer.echo(f"{m['name']}: test AUC {m['test_auc']:.4f} [{lo:.4f}, {hi:.4f}], best member "
-                   f"{m['best_member']} (DeLong p = {m['versus_best_member']['p_value']:.3g}) -> {out}")
-    else:
-        typer.echo(f"{m['name']}: test MAE {m['test']['mae']:.4g}, best member {m['best_member']} -> {out}")
+    from e2evision.datasets.task import get_task
+
+    test = "paired bootstrap" if get_task(m["task"]).is_regression else "DeLong"
+    typer.echo(f"{m['name']}: {_headline(m)}, best member {m['best_member']} "
+               f"({test} p = {m['versus_best_member']['p_value']:.3g}) -> {out}")
 
 
 @app.command("export")

@@ -8,7 +8,7 @@ electron/photon crops, jet observables plus the file's ``pt``/``m0`` for jet ima
 physics features of :mod:`e2evision.features.lensing` for DeepLense images), trains
 scikit-learn's histogram gradient boosting on each fold and writes a run directory that the report
 shows beside the image models. Binary and multi-class tasks (the three DeepLense classes) are
-handled; the metrics are those of the image runs (:func:`e2evision.training.runner.task_metrics`),
+handled; the metrics are those of the image runs (:func:`e2evision.metrics.task_metrics`),
 so ``metrics.json`` has the same keys.
 """
 
@@ -23,13 +23,24 @@ from typing import Any
 import numpy as np
 
 from e2evision.datasets import ImageDataset, open_dataset
-from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, data_fingerprint, package_versions
+from e2evision.datasets.split import fold_splits, split_indices
+from e2evision.datasets.task import TASK_NAMES, Task, get_task
+from e2evision.metrics import task_metrics
+from e2evision.rundir import (
+    FEATURES_FILE,
+    write_arrays,
+    write_config,
+    write_metrics,
+    write_predictions,
+    write_run_info,
+)
+from e2evision.utils import data_fingerprint, package_versions
 
 SHOWER_FORMATS = {"egamma", "egamma-hdf5"}
 JET_FORMATS = {"quark-gluon", "quark-gluon-hdf5", "top", "top-mass"}
 LENS_FORMATS = {"deeplense"}
 #: tasks the baseline fits (regression: the top mass from the jet observables, pt, ieta, iphi)
-TASKS = ("binary", "multiclass", "regression")
+TASKS = TASK_NAMES
 
 
 def _source_format(reader: ImageDataset) -> str:
@@ -123,55 +134,20 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
     Regression fits the absolute error (the image runs' MAE) and predicts in target units. A
     format without expert features is a ``ValueError`` raised before anything is written.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-    from sklearn.model_selection import StratifiedKFold
-
-    from e2evision.training import split_indices
-    from e2evision.training.runner import jsonable, strata, task_metrics
-
     t0 = time.perf_counter()
     out = Path(out_dir)
     reader = open_dataset(cfg.data.paths, cfg.data.format, **cfg.data.kwargs)
     kind = _kind(reader)  # a format without features fails here, before anything is written
-    task = reader.task
-    if task not in TASKS:
-        raise ValueError(f"the physics baseline handles {', '.join(TASKS)} tasks; the "
-                         f"{_source_format(reader)} data is a {task} task")
+    task = _baseline_task(reader)
     class_names = [str(c) for c in reader.class_names]
-    n_classes = len(class_names) if task == "multiclass" else 2
     labels = reader.labels()
-    trainval, test = split_indices(labels, cfg, task)
+    trainval, test = split_indices(labels, cfg, task.name)
     out.mkdir(parents=True, exist_ok=True)
     selected = np.concatenate([trainval, test])
     feats, names = feature_table(reader, selected, progress=progress)
-    f_tv, f_test = feats[:trainval.size], feats[trainval.size:]
-    y_tv, y_test = labels[trainval], labels[test]
-    yi_tv = y_tv.astype(np.int64) if task != "regression" else None
-
-    skf = StratifiedKFold(n_splits=cfg.train.folds, shuffle=True, random_state=cfg.seed)
-    score_shape: tuple[int, ...] = (n_classes,) if task == "multiclass" else ()
-    oof = np.full((trainval.size, *score_shape), np.nan)
-    oof_fold = np.full(trainval.size, -1, dtype=np.int64)
-    test_fold_scores = np.zeros((cfg.train.folds, test.size, *score_shape))
     t_fit = time.perf_counter()
-    for k, (tr, va) in enumerate(skf.split(np.arange(trainval.size), strata(y_tv, task))):
-        oof_fold[va] = k
-        if task == "regression":
-            reg = HistGradientBoostingRegressor(loss="absolute_error", max_iter=300, learning_rate=0.05,
-                                                max_leaf_nodes=31, early_stopping=tr.size * 0.15 >= 20,
-                                                validation_fraction=0.15, random_state=cfg.seed + k)
-            reg.fit(f_tv[tr], y_tv[tr].astype(np.float64))
-            oof[va] = reg.predict(f_tv[va])
-            test_fold_scores[k] = reg.predict(f_test)
-            continue
-        assert yi_tv is not None
-        # the internal early-stopping split is stratified: it needs a couple of samples of every class
-        smallest = int(np.bincount(yi_tv[tr], minlength=n_classes).min())
-        model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
-                                               early_stopping=smallest * 0.15 >= 2, validation_fraction=0.15,
-                                               random_state=cfg.seed + k).fit(f_tv[tr], yi_tv[tr])
-        oof[va] = _class_probabilities(model, f_tv[va], n_classes)
-        test_fold_scores[k] = _class_probabilities(model, f_test, n_classes)
+    oof, oof_fold, test_fold_scores = _cross_fit(cfg, task, feats[:trainval.size], labels[trainval],
+                                                 feats[trainval.size:], task.n_classes(class_names))
     fit_s = time.perf_counter() - t_fit
     test_score = test_fold_scores.mean(axis=0)
     scalar_names = list(reader.scalar_names)
@@ -182,12 +158,12 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
     metrics = {
         "name": f"{cfg.name}_baseline" if not cfg.name.endswith("baseline") else cfg.name,
         "model": "gbdt(expert features)",
-        "task": task,
+        "task": task.name,
         "class_names": class_names,
         "features": names,
         "n_params": 0,
-        **task_metrics(task, y_tv, oof, oof_fold, y_test, test_score, seed=cfg.seed, class_names=class_names,
-                       scalars=binning),
+        **task_metrics(task, labels[trainval], oof, oof_fold, labels[test], test_score, seed=cfg.seed,
+                       class_names=class_names, scalars=binning),
         "train_time_s": fit_s,
         "wall_time_s": time.perf_counter() - t0,
         "n_trainval": int(trainval.size),
@@ -197,24 +173,74 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
     }
     if kind == "lens":
         metrics["feature_params"] = lens_feature_params(reader).to_dict()
-    with atomic_path(out / "predictions.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, oof_score=oof, oof_label=y_tv, oof_fold=oof_fold, oof_index=trainval, test_score=test_score,
-                     test_label=y_test, test_index=test, test_fold_scores=test_fold_scores,
-                     test_scalars=np.asarray(test_scalars, np.float32),
-                     scalar_names=np.asarray(scalar_names, dtype=str), class_names=np.asarray(class_names, dtype=str))
-    with atomic_path(out / "features.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, index=selected, features=feats, names=np.array(names))
-    atomic_write_text(out / "config.yaml", cfg.to_yaml())
-    atomic_write_json(out / "run.json", {
-        "name": metrics["name"], "seed": cfg.seed, "versions": package_versions(),
+    write_predictions(out, oof_score=oof, oof_label=labels[trainval], oof_fold=oof_fold, oof_index=trainval,
+                      test_score=test_score, test_label=labels[test], test_index=test,
+                      test_fold_scores=test_fold_scores, test_scalars=np.asarray(test_scalars, np.float32),
+                      scalar_names=np.asarray(scalar_names, dtype=str), class_names=np.asarray(class_names, dtype=str))
+    write_arrays(out / FEATURES_FILE, index=selected, features=feats, names=np.array(names))
+    _write_provenance(out, cfg, reader, metrics["name"], task.name, class_names, trainval, test)
+    # strict JSON: an infinite rejection (no background left) becomes null
+    return write_metrics(out, metrics)
+
+
+def _baseline_task(reader: ImageDataset) -> Task:
+    """The reader's task, if the baseline fits it (a ValueError naming the data otherwise)."""
+    if reader.task not in TASKS:
+        raise ValueError(f"the physics baseline handles {', '.join(TASKS)} tasks; the "
+                         f"{_source_format(reader)} data is a {reader.task} task")
+    return get_task(reader.task)
+
+
+def _cross_fit(cfg: Any, task: Task, f_tv: np.ndarray, y_tv: np.ndarray, f_test: np.ndarray,
+               n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold scores, each row's fold and every fold model's test scores, on the trainer's folds."""
+    shape = task.score_shape(n_classes)
+    oof = np.full((y_tv.size, *shape), np.nan)
+    oof_fold = np.full(y_tv.size, -1, dtype=np.int64)
+    test_fold_scores = np.zeros((cfg.train.folds, f_test.shape[0], *shape))
+    for k, (tr, va) in enumerate(fold_splits(y_tv, task.name, cfg.train.folds, cfg.seed)):
+        oof_fold[va] = k
+        if task.is_regression:
+            model = _fit_regressor(f_tv[tr], y_tv[tr].astype(np.float64), cfg.seed + k)
+            oof[va] = model.predict(f_tv[va])
+            test_fold_scores[k] = model.predict(f_test)
+            continue
+        model = _fit_classifier(f_tv[tr], y_tv[tr].astype(np.int64), n_classes, cfg.seed + k)
+        oof[va] = _class_probabilities(model, f_tv[va], n_classes)
+        test_fold_scores[k] = _class_probabilities(model, f_test, n_classes)
+    return oof, oof_fold, test_fold_scores
+
+
+def _fit_regressor(x: np.ndarray, y: np.ndarray, seed: int) -> Any:
+    """Gradient boosting of the absolute error (the image runs' MAE), early-stopped when there is room."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    reg = HistGradientBoostingRegressor(loss="absolute_error", max_iter=300, learning_rate=0.05,
+                                        max_leaf_nodes=31, early_stopping=y.size * 0.15 >= 20,
+                                        validation_fraction=0.15, random_state=seed)
+    return reg.fit(x, y)
+
+
+def _fit_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> Any:
+    """Gradient-boosted classification trees (binary or multi-class)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    # the internal early-stopping split is stratified: it needs a couple of samples of every class
+    smallest = int(np.bincount(y, minlength=n_classes).min())
+    return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
+                                          early_stopping=smallest * 0.15 >= 2, validation_fraction=0.15,
+                                          random_state=seed).fit(x, y)
+
+
+def _write_provenance(out: Path, cfg: Any, reader: ImageDataset, name: str, task: str, class_names: list[str],
+                      trainval: np.ndarray, test: np.ndarray) -> None:
+    """config.yaml (the experiment config whose split the baseline reproduced) and run.json."""
+    write_config(out, cfg.to_yaml())
+    write_run_info(out, {
+        "name": name, "seed": cfg.seed, "versions": package_versions(),
         "data": {"format": reader.format, "paths": [str(p) for p in reader.paths],
                  "fingerprint": data_fingerprint(reader.paths), "n_samples": reader.n_samples,
                  "task": task, "class_names": class_names,
                  "n_trainval": int(trainval.size), "n_test": int(test.size)},
         "command": " ".join(["e2evision", *sys.argv[1:]]),
     })
-    metrics = jsonable(metrics)  # strict JSON: an infinite rejection (no background left) becomes null
-    atomic_write_json(out / "metrics.json", metrics)
-    return metrics

@@ -36,15 +36,28 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, logit, softmax
 
+from e2evision.datasets.task import get_task
 from e2evision.metrics import (
     bootstrap_auc,
     bootstrap_metric,
     delong_test,
-    regression_in_bins,
     regression_summary,
-    roc_auc,
+    task_metrics,
 )
-from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, package_versions
+from e2evision.rundir import (
+    COMBINER_TRAIN_FILE,
+    CONFIG_FILE,
+    ENSEMBLE_FILE,
+    PREDICTIONS_FILE,
+    RUN_FILE,
+    read_run,
+    write_arrays,
+    write_config,
+    write_metrics,
+    write_predictions,
+    write_run_info,
+)
+from e2evision.utils import atomic_write_json, package_versions
 
 METHODS = ("mean", "weighted", "stack", "gbdt")
 _EPS = 1e-6
@@ -70,14 +83,11 @@ class Member:
 
 
 def load_member(run_dir: str | os.PathLike[str]) -> Member:
-    path = Path(run_dir)
-    mpath, ppath = path / "metrics.json", path / "predictions.npz"
-    for p in (mpath, ppath):
-        if not p.is_file():
-            raise FileNotFoundError(f"{path}: not a finished run ({p.name} is missing)")
-    metrics = json.loads(mpath.read_text())
-    with np.load(ppath, allow_pickle=False) as npz:
-        preds = {k: np.asarray(npz[k]) for k in npz.files}
+    """A finished run (trained, baseline or ensemble) read through the run directory's validated
+    reader, checked for what combining needs: out-of-fold scores, one finite score per sample."""
+    record = read_run(run_dir, complete=False)
+    path, preds = record.path, record.preds
+    ppath = path / PREDICTIONS_FILE
     need = ("oof_score", "oof_label", "oof_index", "oof_fold", "test_score", "test_label", "test_index")
     missing = [k for k in need if k not in preds]
     if missing:
@@ -86,8 +96,7 @@ def load_member(run_dir: str | os.PathLike[str]) -> Member:
         raise ValueError(f"{ppath}: ensembles need one score per sample (binary or regression runs)")
     if not (np.isfinite(preds["oof_score"]).all() and np.isfinite(preds["test_score"]).all()):
         raise ValueError(f"{ppath}: scores hold NaN or inf (an unfinished fold?)")
-    return Member(name=str(metrics.get("name", path.name)), path=path, task=str(metrics.get("task", "binary")),
-                  metrics=metrics, preds=preds)
+    return Member(name=record.name, path=path, task=record.task, metrics=record.metrics, preds=preds)
 
 
 def check_aligned(members: Sequence[Member]) -> None:
@@ -113,6 +122,9 @@ class Combiner:
         if method not in METHODS:
             raise ValueError(f"unknown ensemble method {method!r}; choose one of {', '.join(METHODS)}")
         self.method, self.task, self.k, self.seed = method, task, n_members, seed
+        # binary members score probabilities (combined on the logit scale, by classifiers);
+        # regression members predict values (combined as they are, by regressors)
+        self.classify = not get_task(task).is_regression
         self.params: dict[str, Any] = {}
         self._model: Any = None
         self._center: np.ndarray | None = None
@@ -122,7 +134,7 @@ class Combiner:
     def _features(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         F = X.copy()
-        if self.task == "binary":
+        if self.classify:
             F[:, :self.k] = logit(np.clip(X[:, :self.k], _EPS, 1 - _EPS))
         return F
 
@@ -136,7 +148,7 @@ class Combiner:
             F = self._features(X)
             self._center, self._scale = F.mean(axis=0), F.std(axis=0) + 1e-12
             Z = (F - self._center) / self._scale
-            if self.task == "binary":
+            if self.classify:
                 from sklearn.linear_model import LogisticRegression
 
                 model = LogisticRegression(C=1.0, max_iter=1000).fit(Z, y)
@@ -149,9 +161,12 @@ class Combiner:
             self.params = {"coef": coef.tolist(), "intercept": intercept, "center": self._center.tolist(),
                            "scale": self._scale.tolist()}
         else:
-            from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+            from sklearn.ensemble import (
+                HistGradientBoostingClassifier,
+                HistGradientBoostingRegressor,
+            )
 
-            cls = HistGradientBoostingClassifier if self.task == "binary" else HistGradientBoostingRegressor
+            cls = HistGradientBoostingClassifier if self.classify else HistGradientBoostingRegressor
             self._model = cls(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40,
                               l2_regularization=1.0, random_state=self.seed).fit(self._features(X), y)
             self.params = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 40,
@@ -162,7 +177,7 @@ class Combiner:
         """Simplex weights (softmax-parametrised) minimising log-loss or squared error on OOF."""
         def loss(theta: np.ndarray) -> float:
             w = softmax(theta)
-            if self.task == "binary":
+            if self.classify:
                 p = np.clip(P @ w, _EPS, 1 - _EPS)
                 return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
             return float(np.mean((P @ w - y) ** 2))
@@ -177,15 +192,28 @@ class Combiner:
         if self.method == "stack":
             Z = (self._features(X) - np.asarray(self.params["center"])) / np.asarray(self.params["scale"])
             t = Z @ np.asarray(self.params["coef"]) + self.params["intercept"]
-            return expit(t) if self.task == "binary" else t
-        if self.task == "binary":
+            return expit(t) if self.classify else t
+        if self.classify:
             return self._model.predict_proba(self._features(X))[:, 1]
         return self._model.predict(self._features(X))
 
 
 # ------------------------------------------------------------------------------------ ensembles
-def _score(task: str, y: np.ndarray, s: np.ndarray) -> float:
-    return roc_auc(y, s) if task == "binary" else -regression_summary(y, s)["mae"]
+@dataclass
+class _Table:
+    """The members' scores side by side (+ scalar columns), with the shared labels and folds."""
+
+    X_oof: np.ndarray  # (n_trainval, members + scalars)
+    X_test: np.ndarray  # (n_test, members + scalars)
+    y_oof: np.ndarray
+    y_test: np.ndarray
+    folds: np.ndarray  # each out-of-fold row's fold
+    n_members: int
+    scalar_names: list[str]
+
+    @property
+    def member_test(self) -> np.ndarray:
+        return self.X_test[:, :self.n_members]
 
 
 def build_ensemble(
@@ -207,105 +235,111 @@ def build_ensemble(
     check_aligned(members)
     if method not in METHODS:
         raise ValueError(f"unknown ensemble method {method!r}; choose one of {', '.join(METHODS)}")
+    table = _member_table(members, scalars)
+    task = members[0].task
+    oof, test_fold_scores = _cross_fit(table, method, task, seed)
+    final = Combiner(method, task, len(members), seed).fit(table.X_oof, table.y_oof)
+    test = final.predict(table.X_test)
+    label = name or f"ensemble_{method}"
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = _ensemble_metrics(members, table, oof, test, method, label, seed)
+    metrics["wall_time_s"] = time.perf_counter() - t0
+    write_predictions(out_dir, oof_score=oof, oof_label=table.y_oof, oof_fold=table.folds,
+                      oof_index=members[0].preds["oof_index"], test_score=test, test_label=table.y_test,
+                      test_index=members[0].preds["test_index"], test_fold_scores=test_fold_scores,
+                      member_test_scores=table.member_test.T)
+    _write_spec(out_dir, members, table, final, method, label, seed)
+    return write_metrics(out_dir, metrics)  # strict JSON: NaN / inf become null
+
+
+def _member_table(members: Sequence[Member], scalars: bool) -> _Table:
+    """Member scores as columns (out-of-fold and test), with the dataset's scalars when asked."""
     ref = members[0]
-    task = ref.task
-    y_oof, y_test = ref.preds["oof_label"].astype(np.float64), ref.preds["test_label"].astype(np.float64)
-    folds = ref.preds["oof_fold"]
     X_oof = np.stack([m.oof for m in members], axis=1)
     X_test = np.stack([m.test for m in members], axis=1)
     scalar_names: list[str] = []
     if scalars:
         s_oof, s_test, scalar_names = _member_scalars(ref)
         X_oof, X_test = np.hstack([X_oof, s_oof]), np.hstack([X_test, s_test])
+    return _Table(X_oof=X_oof, X_test=X_test, y_oof=ref.preds["oof_label"].astype(np.float64),
+                  y_test=ref.preds["test_label"].astype(np.float64), folds=ref.preds["oof_fold"],
+                  n_members=len(members), scalar_names=scalar_names)
 
-    oof = np.full(y_oof.shape, np.nan)
-    fold_ids = sorted(int(f) for f in np.unique(folds))
-    test_fold_scores = np.zeros((len(fold_ids), y_test.size))
-    fold_scores = []
+
+def _cross_fit(table: _Table, method: str, task: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The combiner's own out-of-fold scores (fitted on the other folds' rows) and its per-fold test scores."""
+    oof = np.full(table.y_oof.shape, np.nan)
+    fold_ids = sorted(int(f) for f in np.unique(table.folds))
+    test_fold_scores = np.zeros((len(fold_ids), table.y_test.size))
     for i, k in enumerate(fold_ids):
-        tr, va = folds != k, folds == k
-        comb = Combiner(method, task, len(members), seed).fit(X_oof[tr], y_oof[tr])
-        oof[va] = comb.predict(X_oof[va])
-        test_fold_scores[i] = comb.predict(X_test)
-        fold_scores.append(_score(task, y_oof[va], oof[va]))
-    final = Combiner(method, task, len(members), seed).fit(X_oof, y_oof)
-    test = final.predict(X_test)
+        tr, va = table.folds != k, table.folds == k
+        comb = Combiner(method, task, table.n_members, seed).fit(table.X_oof[tr], table.y_oof[tr])
+        oof[va] = comb.predict(table.X_oof[va])
+        test_fold_scores[i] = comb.predict(table.X_test)
+    return oof, test_fold_scores
 
-    label = name or f"ensemble_{method}"
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    member_rows = []
+
+def _member_rows(members: Sequence[Member], table: _Table, seed: int) -> list[dict[str, Any]]:
+    """Each member's name, path, model and test metric (AUC with its interval, or MAE)."""
+    rows = []
     for j, m in enumerate(members):
         row: dict[str, Any] = {"name": m.name, "path": str(m.path), "model": m.metrics.get("model")}
-        if task == "binary":
-            auc, lo, hi = bootstrap_auc(y_test, X_test[:, j], seed=seed)
-            row.update(test_auc=float(auc), test_auc_ci=[lo, hi])
+        if get_task(m.task).is_regression:
+            row.update(test_mae=regression_summary(table.y_test, table.X_test[:, j])["mae"])
         else:
-            row.update(test_mae=regression_summary(y_test, X_test[:, j])["mae"])
-        member_rows.append(row)
+            auc, lo, hi = bootstrap_auc(table.y_test, table.X_test[:, j], seed=seed)
+            row.update(test_auc=float(auc), test_auc_ci=[lo, hi])
+        rows.append(row)
+    return rows
+
+
+def _ensemble_metrics(members: Sequence[Member], table: _Table, oof: np.ndarray, test: np.ndarray, method: str,
+                      label: str, seed: int) -> dict[str, Any]:
+    """metrics.json of the ensemble: the task's metrics (as a run's) and the comparison with its best member."""
+    task = get_task(members[0].task)
+    rows = _member_rows(members, table, seed)
     metrics: dict[str, Any] = {
         "name": label,
         "model": f"ensemble:{method}(" + ", ".join(m.name for m in members) + ")",
-        "task": task,
-        "ensemble": {"method": method, "members": member_rows, "scalars": scalar_names},
+        "task": task.name,
+        "ensemble": {"method": method, "members": rows, "scalars": table.scalar_names},
         "n_params": int(sum(int(m.metrics.get("n_params", 0)) for m in members)),
         "train_time_s": float(sum(float(m.metrics.get("train_time_s", 0.0)) for m in members)),
         "epochs": [],
         "history": [],
-        "n_trainval": int(y_oof.size),
-        "n_test": int(y_test.size),
+        "n_trainval": int(table.y_oof.size),
+        "n_test": int(table.y_test.size),
+        **task_metrics(task, table.y_oof, oof, table.folds, table.y_test, test, seed=seed),
     }
-    if task == "binary":
-        auc, lo, hi = bootstrap_auc(y_test, test, seed=seed)
-        best = max(range(len(members)), key=lambda j: member_rows[j]["test_auc"])
-        cmp = delong_test(y_test, test, X_test[:, best])
-        metrics.update(
-            fold_auc=[float(a) for a in fold_scores], fold_auc_mean=float(np.mean(fold_scores)),
-            fold_auc_std=float(np.std(fold_scores, ddof=1)) if len(fold_scores) > 1 else 0.0,
-            oof_auc=roc_auc(y_oof, oof), test_auc=float(auc), test_auc_ci=[lo, hi],
-            best_member=member_rows[best]["name"],
-            versus_best_member={"difference": cmp["difference"], "p_value": cmp["p_value"], "z": cmp["z"],
-                                "ci": [cmp["low"], cmp["high"]],
-                                "verdict": _verdict(cmp, X_test[:, :len(members)], member_rows[best]["name"],
-                                                    y_oof.size)},
-        )
+    pick = max if task.higher_is_better else min
+    best = pick(range(len(members)), key=lambda j: rows[j][task.headline])
+    metrics["best_member"] = rows[best]["name"]
+    if task.is_regression:
+        metrics["versus_best_member"] = _regression_versus_best(table.y_test, test, table.member_test, best,
+                                                                rows[best]["name"], table.y_oof.size, seed, method)
     else:
-        summary = regression_summary(y_test, test)
-        best = min(range(len(members)), key=lambda j: member_rows[j]["test_mae"])
-        boot = bootstrap_metric(lambda t, p: float(np.mean(np.abs(p - t))), y_test, test, n_boot=500, seed=seed)
-        fold_mae = [-s for s in fold_scores]
-        metrics.update(fold_mae=fold_mae, fold_mae_mean=float(np.mean(fold_mae)),
-                       fold_mae_std=float(np.std(fold_mae, ddof=1)) if len(fold_mae) > 1 else 0.0,
-                       oof_mae=regression_summary(y_oof, oof)["mae"], test_mae=summary["mae"],
-                       test_mae_ci=[boot["low"], boot["high"]], test=summary,
-                       test_in_bins=regression_in_bins(y_test, test, bins=5), best_member=member_rows[best]["name"])
-        metrics["versus_best_member"] = _regression_versus_best(y_test, test, X_test[:, :len(members)], best,
-                                                                member_rows[best]["name"], y_oof.size, seed,
-                                                                method)
-    metrics["wall_time_s"] = time.perf_counter() - t0
-
-    with atomic_path(out_dir / "predictions.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, oof_score=oof, oof_label=y_oof, oof_fold=folds, oof_index=ref.preds["oof_index"],
-                     test_score=test, test_label=y_test, test_index=ref.preds["test_index"],
-                     test_fold_scores=test_fold_scores, member_test_scores=X_test[:, :len(members)].T)
-    if method == "gbdt":
-        with atomic_path(out_dir / "combiner_train.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, X=X_oof, y=y_oof)
-    spec = {"method": method, "task": task, "seed": seed, "members": [str(m.path) for m in members],
-            "member_names": [m.name for m in members], "scalars": scalar_names, "combiner": final.params}
-    atomic_write_json(out_dir / "ensemble.json", spec)
-    atomic_write_text(out_dir / "config.yaml", _yaml(spec))
-    info = json.loads((ref.path / "run.json").read_text()) if (ref.path / "run.json").exists() else {}
-    atomic_write_json(out_dir / "run.json", {"name": label, "seed": seed, "versions": package_versions(),
-                                             "data": info.get("data", {}), "members": spec["members"],
-                                             "command": f"ensemble {method}"})
-    from e2evision.training.runner import jsonable
-
-    metrics = jsonable(metrics)  # strict JSON: NaN / inf become null
-    atomic_write_json(out_dir / "metrics.json", metrics)
+        cmp = delong_test(table.y_test, test, table.member_test[:, best])
+        metrics["versus_best_member"] = {
+            "difference": cmp["difference"], "p_value": cmp["p_value"], "z": cmp["z"], "ci": [cmp["low"], cmp["high"]],
+            "verdict": _verdict(cmp, table.member_test, rows[best]["name"], table.y_oof.size)}
     return metrics
+
+
+def _write_spec(out_dir: Path, members: Sequence[Member], table: _Table, final: Combiner, method: str, label: str,
+                seed: int) -> None:
+    """ensemble.json (the fitted combiner as numbers), its config.yaml and run.json; gbdt's training table."""
+    if method == "gbdt":
+        write_arrays(out_dir / COMBINER_TRAIN_FILE, X=table.X_oof, y=table.y_oof)
+    spec = {"method": method, "task": members[0].task, "seed": seed, "members": [str(m.path) for m in members],
+            "member_names": [m.name for m in members], "scalars": table.scalar_names, "combiner": final.params}
+    atomic_write_json(out_dir / ENSEMBLE_FILE, spec)
+    write_config(out_dir, _yaml(spec))
+    ref = members[0].path / RUN_FILE
+    info = json.loads(ref.read_text()) if ref.exists() else {}
+    write_run_info(out_dir, {"name": label, "seed": seed, "versions": package_versions(),
+                             "data": info.get("data", {}), "members": spec["members"],
+                             "command": f"ensemble {method}"})
 
 
 def _verdict(cmp: dict[str, Any], member_scores: np.ndarray, best: str, n_fit: int) -> str:
@@ -362,10 +396,10 @@ def _yaml(spec: dict[str, Any]) -> str:
 def _member_scalars(ref: Member) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The dataset's scalar features of the OOF and test samples, read through the run's config."""
     from e2evision.config import load_config
-    from e2evision.training.artifacts import open_experiment_data
+    from e2evision.datasets.experiment import open_experiment_data
 
-    info = json.loads((ref.path / "run.json").read_text())
-    reader = open_experiment_data(load_config(ref.path / "config.yaml"), info["data"]["paths"])
+    info = json.loads((ref.path / RUN_FILE).read_text())
+    reader = open_experiment_data(load_config(ref.path / CONFIG_FILE), info["data"]["paths"])
     if not reader.scalar_names:
         raise ValueError(f"{ref.path}: the dataset ({reader.format}) has no scalar features to add")
     return (reader.read_scalars(ref.preds["oof_index"]).astype(np.float64),
@@ -375,10 +409,10 @@ def _member_scalars(ref: Member) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def load_combiner(ensemble_dir: str | os.PathLike[str]) -> Combiner:
     """The fitted combiner of an ensemble directory, to combine member scores of new samples."""
     d = Path(ensemble_dir)
-    spec = json.loads((d / "ensemble.json").read_text())
+    spec = json.loads((d / ENSEMBLE_FILE).read_text())
     comb = Combiner(spec["method"], spec["task"], len(spec["members"]), spec["seed"])
     if spec["method"] == "gbdt":
-        with np.load(d / "combiner_train.npz", allow_pickle=False) as npz:
+        with np.load(d / COMBINER_TRAIN_FILE, allow_pickle=False) as npz:
             comb.fit(npz["X"], npz["y"])
     else:
         comb.params = spec["combiner"]

@@ -30,13 +30,14 @@ import numpy as np
 
 from e2evision.export.errors import ExportError
 from e2evision.export.run import LoadedFold
+from e2evision.rundir import PREPROCESS_FILE
 
 SCHEMA = "e2evision.preprocess"
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 ORDER = ["zero_suppression", "channel_scale", "per_sample", "log1p", "centre_scale", "clip"]
 ORDER_V1 = ["zero_suppression", "channel_scale", "centre_scale", "clip"]
-FILE_NAME = "preprocess.json"
+FILE_NAME = PREPROCESS_FILE
 
 
 def output_specs(task: str, num_outputs: int, class_names: list[str]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from e2evision.datasets.task import get_task
 from e2evision.export.contract import FILE_NAME, build_contract, preprocess_inputs
 from e2evision.export.errors import ExportError
 from e2evision.export.exporters import (
@@ -29,7 +30,8 @@ from e2evision.export.exporters import (
     check_export_target,
     stage_verify_publish,
 )
-from e2evision.export.run import LoadedFold, _fold_dirs, load_fold, read_test_batch
+from e2evision.export.run import LoadedFold, load_fold, read_test_batch
+from e2evision.rundir import ENSEMBLE_FILE, PREDICTIONS_FILE, fold_numbers, is_ensemble
 
 
 class FoldScores(nn.Module):
@@ -69,10 +71,11 @@ class FoldEnsembleGraph(nn.Module):
         super().__init__()
         self.folds = nn.ModuleList(FoldScores(m) for m in modules)
         self.task = task
+        self.per_class = get_task(task).is_multiclass  # (N, K) scores already; else (N,) → (N, 1)
 
     def _mean(self, outs: list[torch.Tensor]) -> tuple[torch.Tensor]:
         mean = torch.stack(outs).mean(dim=0)
-        return (mean if self.task == "multiclass" else mean.unsqueeze(-1),)
+        return (mean if self.per_class else mean.unsqueeze(-1),)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
         return self._mean([m.scores(image) for m in self.folds])
@@ -90,9 +93,9 @@ def stacked_ensemble_error(run: Path) -> ExportError:
     """Why an ``e2evision ensemble`` run directory is not exported as one graph."""
     import json
 
-    spec = json.loads((run / "ensemble.json").read_text(encoding="utf-8"))
+    spec = json.loads((run / ENSEMBLE_FILE).read_text(encoding="utf-8"))
     return ExportError(
-        f"{run / 'ensemble.json'}: a '{spec.get('method')}' ensemble of finished runs cannot be "
+        f"{run / ENSEMBLE_FILE}: a '{spec.get('method')}' ensemble of finished runs cannot be "
         "exported as one graph: its combiner was fitted on the members' out-of-fold scores, "
         "members may be physics baselines (gradient-boosted trees on expert features, no PyTorch "
         "graph) and stack/gbdt combiners read dataset scalars; export each image member with "
@@ -103,9 +106,9 @@ def stacked_ensemble_error(run: Path) -> ExportError:
 def load_all_folds(run_dir: str | os.PathLike[str]) -> list[LoadedFold]:
     """Every fold of a finished run; an ensemble of fewer folds than trained is an error."""
     run = Path(run_dir)
-    if (run / "ensemble.json").is_file():
+    if is_ensemble(run):
         raise stacked_ensemble_error(run)
-    available = _fold_dirs(run) if run.is_dir() else []
+    available = fold_numbers(run) if run.is_dir() else []
     folds = [load_fold(run, k) for k in available]
     if not folds:
         raise ExportError(f"{run}: no fold_K/model.safetensors in this run directory (did training "
@@ -148,12 +151,13 @@ def ensemble_contract(folds: list[LoadedFold]) -> dict[str, Any]:
         spec["preprocess"] = _identity(spec.get("preprocess"), n)
         spec["preprocess_in_graph"] = "each fold's own normaliser (fitted on its training folds)"
     k = len(folds)
-    if first.task == "regression":
+    task = get_task(first.task)
+    if task.is_regression:
         out = {"name": "value", "kind": "value", "dtype": "float32", "shape": [-1, 1],
                "meaning": f"mean over the {k} folds of the prediction in the target's units "
                           "(the run's test score)"}
     else:
-        link = "sigmoid" if first.task == "binary" else "softmax"
+        link = task.link
         out = {"name": "prob", "kind": "probability", "dtype": "float32",
                "shape": [-1, first.num_outputs],
                "meaning": f"mean over the {k} folds of {link}(logit): what the run's "
@@ -181,7 +185,7 @@ def export_ensemble(run_dir: str | os.PathLike[str], fmt: str, out: str | os.Pat
     n = raw.shape[0]
     if n == 0:
         raise ExportError(f"{run_dir}: no test samples to check the export on")
-    key = "value" if first.task == "regression" else "prob"
+    key = get_task(first.task).score_key
     reference = {key: ensemble_reference(folds, raw, scalars).astype(np.float32)}
     notes: list[str] = []
     stored_diff = _check_stored(Path(run_dir), reference[key], n, atol, rtol, notes)
@@ -214,7 +218,7 @@ def export_ensemble(run_dir: str | os.PathLike[str], fmt: str, out: str | os.Pat
 def _check_stored(run: Path, ref: np.ndarray, n: int, atol: float, rtol: float,
                   notes: list[str]) -> float | None:
     """The rebuilt ensemble must reproduce predictions.npz's test_score on the checked rows."""
-    path = run / "predictions.npz"
+    path = run / PREDICTIONS_FILE
     if not path.is_file():
         notes.append("predictions.npz is missing: not checked against training")
         return None

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from e2evision.export.contract import FILE_NAME, build_contract, merge_contract, preprocess_inputs, read_contract
+from e2evision.datasets.task import get_task
 from e2evision.export.errors import ExportError
 from e2evision.export.run import LoadedFold, load_fold, read_test_batch, reference_raw, sha256_file
 from e2evision.utils import atomic_path, atomic_write_json
@@ -250,7 +251,7 @@ def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLi
     reference = reference_outputs(loaded, raw, scalars)
     notes: list[str] = []
     stored_diff = None
-    score_key = "value" if loaded.task == "regression" else "prob"
+    score_key = get_task(loaded.task).score_key
     if stored is not None and stored.size == reference[score_key].size:
         want = reference[score_key].astype(np.float64)
         delta = np.abs(want - stored.reshape(want.shape))

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from e2evision.datasets.task import get_task
 from e2evision.inference.scorers import (
     ExportScorer,
     ModelContract,
@@ -86,7 +87,7 @@ def check_data(reader: Any, contract: ModelContract) -> list[int]:
                            f"{contract.task} one ({contract.source}); pass the data it was trained "
                            "for, or --data-format")
     classes = list(reader.class_names)
-    if contract.task == "multiclass" and contract.class_names and classes != contract.class_names:
+    if get_task(contract.task).is_multiclass and contract.class_names and classes != contract.class_names:
         raise PredictError(f"{where}: classes are {classes}, the model's are "
                            f"{contract.class_names} ({contract.source}); name the class folders "
                            "alike")
@@ -110,10 +111,11 @@ def locate(reader: Any, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def score_columns(contract: ModelContract, scores: np.ndarray) -> dict[str, np.ndarray]:
     """Binary: ``score`` (probability of label 1); multi-class: ``score_<class>``; regression:
     ``value`` (target units)."""
-    if contract.task == "multiclass":
+    task = get_task(contract.task)
+    if task.is_multiclass:
         names = contract.class_names or [str(i) for i in range(scores.shape[1])]
         return {f"score_{n}": scores[:, i].astype(np.float64) for i, n in enumerate(names)}
-    key = "value" if contract.task == "regression" else "score"
+    key = "value" if task.is_regression else "score"
     return {key: scores.astype(np.float64)}
 
 
@@ -139,7 +141,7 @@ def score_batches(scorer: RunScorer | ExportScorer, reader: Any, indices: np.nda
             scores = scorer.score(images, scalars)
             source, row = locate(reader, part)
             label = labels[part]
-            regression = scorer.contract.task == "regression"
+            regression = get_task(scorer.contract.task).is_regression
             label = label.astype(np.float64) if regression else label.astype(np.int64)
             yield {"source": source, "row": row.astype(np.int64), "index": part, "label": label,
                    **score_columns(scorer.contract, scores)}

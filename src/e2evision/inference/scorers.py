@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from e2evision.datasets.task import get_task
 from e2evision.export.errors import ExportError
+from e2evision.rundir import CONFIG_FILE, ENSEMBLE_FILE, RUN_FILE, fold_numbers, is_ensemble
 
 
 class ScorerError(ValueError):
@@ -43,22 +45,22 @@ class RunScorer:
     """The folds of a finished run: the mean of their scores (default) or one fold's.
 
     The runner's test scores are ``mean_k scores_k`` with each fold's ``ImageModule.scores`` in
-    float32, averaged in float64 (``training/runner.py``); this is the same computation.
+    float32, averaged in float64 (the trainer's ``predict``); this is the same computation.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], fold: int | None = None,
                  device: str | torch.device | None = None) -> None:
-        from e2evision.export.run import _fold_dirs, load_fold
+        from e2evision.export.run import load_fold
 
         run = Path(run_dir)
-        if not (run / "config.yaml").is_file():
+        if not (run / CONFIG_FILE).is_file():
             raise ScorerError(f"{run}: not a run directory (config.yaml is missing); pass a run "
                               "from `e2evision train` or an exported model file")
-        if (run / "ensemble.json").is_file():
-            raise ScorerError(f"{run / 'ensemble.json'}: an ensemble of finished runs has no model of "
+        if is_ensemble(run):
+            raise ScorerError(f"{run / ENSEMBLE_FILE}: an ensemble of finished runs has no model of "
                               "its own; predict with each member run and apply ensemble.json's "
                               "'combiner' to their scores")
-        available = _fold_dirs(run)
+        available = fold_numbers(run)
         folds = available if fold is None else [fold]
         try:
             self.folds = [load_fold(run, k) for k in folds]
@@ -76,7 +78,7 @@ class RunScorer:
             f.module.to(self.device)
         cfg = first.config
         self.contract = ModelContract(
-            source=str(run / "run.json"), image_shape=first.image_shape,
+            source=str(run / RUN_FILE), image_shape=first.image_shape,
             channel_names=first.channel_names, scalar_names=list(first.scalar_names),
             task=first.task, class_names=first.class_names, data_format=cfg.data.format,
             data_features=cfg.data.features, reader_kwargs=dict(cfg.data.kwargs),
@@ -126,7 +128,7 @@ class ExportScorer:
         image = inputs["image"]
         outputs = self.preprocess["outputs"]
         self.task = str(self.preprocess.get("model", {}).get("task", "binary"))
-        self._key = "value" if self.task == "regression" else "prob"
+        self._key = get_task(self.task).score_key
         if self._key not in [o["name"] for o in outputs]:
             raise ScorerError(f"{path.parent / FILE_NAME}: outputs lack {self._key!r}")
         classes = next(o.get("classes") for o in outputs if o["name"] == self._key) or []
@@ -144,7 +146,7 @@ class ExportScorer:
 
         raw = {"image": images, **({"scalars": scalars} if scalars is not None else {})}
         out = self._run(preprocess_inputs(self.preprocess, raw))[self._key].astype(np.float64)
-        return out if self.task == "multiclass" else out.reshape(-1)
+        return out if get_task(self.task).is_multiclass else out.reshape(-1)
 
 
 def _reader_settings(preprocess: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +154,7 @@ def _reader_settings(preprocess: dict[str, Any]) -> dict[str, Any]:
     the source run's config.yaml when it is still there, else nothing (the format is detected)."""
     data = preprocess.get("data")
     if data is None:
-        cfg_path = Path(str(preprocess.get("source", {}).get("run_dir", ""))) / "config.yaml"
+        cfg_path = Path(str(preprocess.get("source", {}).get("run_dir", ""))) / CONFIG_FILE
         if not cfg_path.is_file():
             return {}
         from e2evision.config import load_config

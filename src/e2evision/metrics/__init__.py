@@ -16,8 +16,10 @@ from e2evision.metrics.physics import (
     roc_points,
 )
 from e2evision.metrics.regression import regression_in_bins, regression_summary
+from e2evision.metrics.summary import SIGNAL_EFFICIENCIES, task_metrics
 
 __all__ = [
+    "SIGNAL_EFFICIENCIES",
     "auc_in_bins",
     "auc_rank",
     "background_rejection",
@@ -34,4 +36,5 @@ __all__ = [
     "regression_summary",
     "roc_auc",
     "roc_points",
+    "task_metrics",
 ]

@@ -20,32 +20,22 @@ ROC curves and confusion matrices (multi-class); residuals and resolution (regre
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from e2evision.datasets.task import get_task
 from e2evision.report import figures
+from e2evision.rundir import SALIENCY_FILE, WEIGHTS_FILE, RunRecord, fold_dir, read_run
 from e2evision.utils.io import atomic_write_text
 
-__all__ = ["build_report", "REQUIRED_METRICS", "REQUIRED_PREDICTIONS"]
-
-_COMMON = ("name", "model", "task", "n_params", "train_time_s", "epochs", "history")
-#: Keys of ``metrics.json`` the page cannot be drawn without, per task.
-REQUIRED_METRICS: dict[str, tuple[str, ...]] = {
-    "binary": (*_COMMON, "fold_auc", "fold_auc_mean", "fold_auc_std", "oof_auc", "test_auc", "test_auc_ci"),
-    "multiclass": (*_COMMON, "fold_auc", "fold_auc_mean", "fold_auc_std", "oof_auc", "test_auc", "test_auc_ci"),
-    "regression": (*_COMMON, "fold_mae", "oof_mae"),
-}
-#: Arrays of ``predictions.npz`` the test-split figures need (the ``oof_*`` arrays are optional).
-REQUIRED_PREDICTIONS: tuple[str, ...] = ("test_score", "test_label", "test_fold_scores")
+__all__ = ["build_report"]
 
 # Versions shown first in the provenance table; any others recorded follow in their own order.
 _KEY_PACKAGES = ("e2evision", "torch", "lightning", "numpy")
@@ -53,137 +43,25 @@ _KEY_PACKAGES = ("e2evision", "torch", "lightning", "numpy")
 
 # --------------------------------------------------------------------------------------- loading
 @dataclass
-class _Run:
-    """Everything read from one run directory, validated once so that drawing code can trust it."""
+class _Run(RunRecord):
+    """A run as the page draws it: the validated record (:func:`e2evision.rundir.read_run`) and
+    its place on the page."""
 
-    path: Path
-    metrics: dict[str, Any]
-    preds: dict[str, np.ndarray]
-    info: dict[str, Any] = field(default_factory=dict)  # run.json, {} when absent
-    config: str | None = None  # config.yaml text, None when absent
     anchor: str = ""
     color: str = "#1f77b4"
     saliency: dict[str, Any] | None = None
     saliency_note: str = ""
 
-    @property
-    def name(self) -> str:
-        return str(self.metrics["name"])
-
-    @property
-    def task(self) -> str:
-        return str(self.metrics["task"])
-
-    @property
-    def class_names(self) -> list[str]:
-        names = self.metrics.get("class_names") or (self.info.get("data") or {}).get("class_names") or []
-        return [str(n) for n in names]
-
-    def test_mae(self) -> float:
-        """Test MAE from the trainer's ``test_mae`` or the ensemble's ``test.mae`` (recomputed if absent)."""
-        if "test_mae" in self.metrics:
-            return _num(self.metrics["test_mae"])
-        test = self.metrics.get("test")
-        if isinstance(test, Mapping) and "mae" in test:
-            return _num(test["mae"])
-        return float(np.mean(np.abs(self.preds["test_score"] - self.preds["test_label"])))
-
 
 def _load_run(run_dir: str | os.PathLike[str]) -> _Run:
-    """Read and validate one run directory, naming the path and the culprit in every error."""
-    path = Path(run_dir)
-    if not path.exists():
-        raise FileNotFoundError(f"run directory {path} does not exist")
-    if not path.is_dir():
-        raise NotADirectoryError(f"run directory {path} is not a directory")
-
-    metrics_path = path / "metrics.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{path} is not a finished run: metrics.json is missing ({metrics_path})")
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{metrics_path} is not valid JSON: {exc}") from exc
-    if not isinstance(metrics, dict):
-        raise ValueError(f"{metrics_path} must hold a JSON object, got {type(metrics).__name__}")
-    if "task" not in metrics:
-        raise ValueError(f"{metrics_path} lacks the required key 'task'")
-    task = metrics["task"]
-    if task not in REQUIRED_METRICS:
-        raise ValueError(f"{metrics_path}: unknown task {task!r}; the report handles "
-                         f"{', '.join(REQUIRED_METRICS)}")
-    missing = [k for k in REQUIRED_METRICS[task] if k not in metrics]
-    if task == "regression" and "test_mae" not in metrics and not isinstance(metrics.get("test"), Mapping):
-        missing.append("test_mae")
-    if missing:
-        keys = ", ".join(repr(k) for k in missing)
-        raise ValueError(f"{metrics_path} lacks the required key(s) {keys} of a {task} run")
-    epochs = metrics["epochs"]
-    if not isinstance(epochs, list) or not all(type(e) is int for e in epochs):
-        raise ValueError(f"{metrics_path}: field 'epochs' must be a list of integers (epochs per "
-                         f"fold), got {type(epochs).__name__}; rewrite it or retrain the run")
-
-    preds_path = path / "predictions.npz"
-    if not preds_path.is_file():
-        raise FileNotFoundError(f"{path} has no predictions: predictions.npz is missing ({preds_path})")
-    try:
-        with np.load(preds_path, allow_pickle=False) as npz:
-            preds = {k: np.asarray(npz[k]) for k in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{preds_path} could not be read as a numeric .npz (truncated or not an "
-                         f".npz: {exc}); copy the run again or retrain it") from exc
-    _check_predictions(preds, preds_path, task)
-
-    info: dict[str, Any] = {}
-    info_path = path / "run.json"
-    if info_path.is_file():
-        try:
-            loaded = json.loads(info_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{info_path} is not valid JSON: {exc}") from exc
-        info = loaded if isinstance(loaded, dict) else {}
-    config_path = path / "config.yaml"
-    config = config_path.read_text(encoding="utf-8", errors="replace") if config_path.is_file() else None
-    return _Run(path=path, metrics=metrics, preds=preds, info=info, config=config)
-
-
-def _check_predictions(preds: Mapping[str, np.ndarray], where: Path, task: str) -> None:
-    """Catch shape and label mistakes here, where the message can name the file."""
-    missing = [k for k in REQUIRED_PREDICTIONS if k not in preds]
-    if missing:
-        raise ValueError(f"{where} lacks the required array(s) {', '.join(map(repr, missing))}")
-    score, label, folds = preds["test_score"], preds["test_label"], preds["test_fold_scores"]
-    n = label.shape[0] if label.ndim == 1 else -1
-    if label.ndim != 1 or score.shape[:1] != label.shape:
-        raise ValueError(f"{where}: test_score {score.shape} and test_label {label.shape} must have one row per "
-                         "test sample")
-    if not np.isfinite(score).all():
-        raise ValueError(f"{where}: test_score has NaN or infinite values")
-    if task == "multiclass":
-        if score.ndim != 2 or score.shape[1] < 2:
-            raise ValueError(f"{where}: a multiclass test_score must be (N, K) with K >= 2, got {score.shape}")
-        k = score.shape[1]
-        if folds.ndim != 3 or folds.shape[1:] != score.shape:
-            raise ValueError(f"{where}: test_fold_scores must have shape (folds, {n}, {k}), got {folds.shape}")
-        bad = set(np.unique(label).tolist()) - set(range(k))
-        if bad:
-            raise ValueError(f"{where}: test_label has values {sorted(bad)} outside the classes 0..{k - 1}")
-        return
-    if score.ndim != 1:
-        raise ValueError(f"{where}: test_score must be 1-D for a {task} run, got {score.shape}")
-    if folds.ndim != 2 or folds.shape[1] != n:
-        raise ValueError(f"{where}: test_fold_scores must have shape (K, {n}), got {folds.shape}")
-    if task == "binary":
-        classes = set(np.unique(label).tolist())
-        if not classes <= {0, 1} or len(classes) < 2:
-            raise ValueError(f"{where}: test_label must contain both classes 0 and 1, found {sorted(classes)}")
-    elif not np.isfinite(label).all():
-        raise ValueError(f"{where}: test_label has NaN or infinite values")
+    """Read and validate one run directory (every metric the page shows must be there)."""
+    record = read_run(run_dir, complete=True)
+    return _Run(**{f.name: getattr(record, f.name) for f in fields(RunRecord)})
 
 
 def _load_saliency(run: _Run, compute: bool) -> None:
     """saliency.npz if the run has one; else, when asked, computed from fold 0's weights and the data."""
-    path = run.path / "saliency.npz"
+    path = run.path / SALIENCY_FILE
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -196,11 +74,11 @@ def _load_saliency(run: _Run, compute: bool) -> None:
     if not compute:
         run.saliency_note = "no saliency.npz in this run"
         return
-    if not (run.path / "fold_0" / "model.safetensors").is_file():
+    if not (fold_dir(run.path, 0) / WEIGHTS_FILE).is_file():
         run.saliency_note = "no saliency.npz and no fold_0/model.safetensors to compute it from"
         return
     try:
-        from e2evision.training.artifacts import saliency_from_run_dir
+        from e2evision.training.saliency import saliency_from_run_dir
 
         run.saliency = saliency_from_run_dir(run.path)
     except Exception as exc:  # best effort: the rest of the page does not depend on it
@@ -304,7 +182,7 @@ def _group_runs(runs: Sequence[_Run]) -> list[_Group]:
 
 def _score(run: _Run) -> float:
     """The number runs are ranked by: test AUC (higher is better) or minus the test MAE."""
-    return -run.test_mae() if run.task == "regression" else _num(run.metrics["test_auc"])
+    return -run.test_mae() if get_task(run.task).is_regression else _num(run.metrics["test_auc"])
 
 
 def _best(group: _Group) -> _Run | None:

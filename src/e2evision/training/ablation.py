@@ -28,8 +28,10 @@ from matplotlib.figure import Figure
 from scipy.stats import norm
 
 from e2evision.config import ExperimentConfig, load_config
+from e2evision.datasets.experiment import open_experiment_data
+from e2evision.datasets.task import get_task
 from e2evision.metrics import bootstrap_metric, one_vs_rest_auc, roc_auc
-from e2evision.training.artifacts import load_fold_module, open_experiment_data
+from e2evision.rundir import PREDICTIONS_FILE, RUN_FILE, load_fold_module
 from e2evision.training.runner import run_experiment
 from e2evision.utils import atomic_write_json
 
@@ -85,13 +87,13 @@ def summarize(out_dir: Path, cfg: ExperimentConfig, metrics: dict[str, dict[str,
     """Per-arm scores and paired bootstrap differences ``both − image`` and ``both − features``."""
     preds = {}
     for arm in ARMS:
-        with np.load(out_dir / arm / "predictions.npz", allow_pickle=False) as npz:
+        with np.load(out_dir / arm / PREDICTIONS_FILE, allow_pickle=False) as npz:
             preds[arm] = {k: npz[k] for k in ("test_index", "test_label", "test_score")}
     for arm in ARMS[:-1]:
         if not np.array_equal(preds[arm]["test_index"], preds["both"]["test_index"]):
             raise ValueError(f"{out_dir / arm}: its test split differs from the fused run's; the arms are not comparable")
     task = metrics["both"]["task"]
-    key = "test_mae" if task == "regression" else "test_auc"
+    key = get_task(task).headline
     rows = []
     for arm in ARMS:
         m = metrics[arm]
@@ -104,7 +106,7 @@ def summarize(out_dir: Path, cfg: ExperimentConfig, metrics: dict[str, dict[str,
         })
     score = _score_fn(task)
     y = preds["both"]["test_label"]
-    strat = y if task != "regression" else None
+    strat = None if get_task(task).is_regression else y
     diffs = {}
     for other in ("image", "features"):
         a, b = preds["both"]["test_score"], preds[other]["test_score"]
@@ -113,7 +115,7 @@ def summarize(out_dir: Path, cfg: ExperimentConfig, metrics: dict[str, dict[str,
         z = boot["value"] / boot["std"] if boot["std"] > 0 else np.inf
         diffs[f"both_minus_{other}"] = {"value": boot["value"], "low": boot["low"], "high": boot["high"],
                                         "std": boot["std"], "p_value": float(2 * norm.sf(abs(z)))}
-    better = "lower" if task == "regression" else "higher"
+    better = "higher" if get_task(task).higher_is_better else "lower"
     return {"name": cfg.name, "task": task, "metric": key, "better": better, "scalars": list(cfg.data.scalars),
             "features_table": cfg.data.features, "n_test": int(y.size), "arms": rows,
             "differences": diffs,
@@ -127,7 +129,7 @@ def write_figures(cfg: ExperimentConfig, out_dir: Path, per_class: int = 3) -> l
     Drawn on :class:`matplotlib.figure.Figure` objects (Agg canvas, no pyplot state), so that
     nothing about the process's plotting changes.
     """
-    info = json.loads((out_dir / "both" / "run.json").read_text(encoding="utf-8"))
+    info = json.loads((out_dir / "both" / RUN_FILE).read_text(encoding="utf-8"))
     reader = open_experiment_data(cfg, info["data"]["paths"])
     labels = reader.labels()
     names = list(reader.class_names) or ["0", "1"]

@@ -29,23 +29,17 @@ from torchmetrics import MeanAbsoluteError, MeanMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAUROC
 
 from e2evision.config import StageConfig, TrainConfig
+from e2evision.datasets.task import TASK_NAMES, get_task
 from e2evision.transforms.augment import TestTimeFlips
 from e2evision.transforms.normalize import ChannelNormalizer
 
 Task = Literal["binary", "multiclass", "regression"]
-TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
-_LOSSES = {"binary": ("bce",), "multiclass": ("cross_entropy",), "regression": ("mae", "huber", "mse")}
+TASKS: tuple[str, ...] = TASK_NAMES
 
 
 def resolve_loss(name: str, task: str) -> str:
     """The loss for ``task``: ``auto`` picks the usual one; a loss that does not fit is an error."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    if name == "auto":
-        return _LOSSES[task][0]
-    if name not in _LOSSES[task]:
-        raise ValueError(f"train.loss: {name!r} does not fit a {task} task (use {', '.join(_LOSSES[task])} or auto)")
-    return name
+    return get_task(task).resolve_loss(name)
 
 
 #: a batch: ``(images, labels)``, or ``(images, scalars, labels)`` for models with scalar inputs
@@ -63,7 +57,8 @@ def split_batch(batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, torch.
 
 def monitor_for(task: str) -> tuple[str, str]:
     """The validation metric that selects the best epoch and drives early stopping."""
-    return ("val_mae", "min") if task == "regression" else ("val_auc", "max")
+    t = get_task(task)
+    return t.monitor, t.monitor_mode
 
 
 class StagePlan:

@@ -20,14 +20,24 @@ from typing import Any
 import numpy as np
 
 from e2evision.datasets.base import DatasetError
+from e2evision.datasets.task import get_task
 from e2evision.errors import PreflightError, RunDirError  # defined with their family
+from e2evision.rundir import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_META_FILE,
+    FOLD_FILE,
+    RUN_FILE,
+    fold_dir,
+)
+
+__all__ = ["PreflightError", "RunDirError", "check_finished_folds", "check_training_labels", "fold_fingerprint"]
 
 
 def check_training_labels(
     labels: np.ndarray, task: str, folds: int, n_classes: int, where: str
 ) -> None:
     """Refuse labels that cannot be cross-validated, before any fold trains."""
-    if task == "regression":
+    if get_task(task).is_regression:
         if labels.size < folds:
             raise PreflightError(
                 f"train.folds: {folds} folds need at least {folds} samples, {where} has "
@@ -66,13 +76,13 @@ def check_finished_folds(
     """Refuse a run directory whose finished or interrupted folds belong to other data or config."""
     legacy_fp = _recorded_fingerprint(out)
     for k, va in enumerate(val_rows):
-        fold_dir = out / f"fold_{k}"
-        info = fold_dir / "fold.json"
+        fold_path = fold_dir(out, k)
+        info = fold_path / FOLD_FILE
         if info.is_file():
             done = _read(info)
             if done.get("config_sha256") != cfg_hash or done.get("val_rows") != va.tolist():
                 raise RunDirError(
-                    f"{fold_dir}: a finished fold from a different config or data split is in "
+                    f"{fold_path}: a finished fold from a different config or data split is in "
                     "the way; use a new output directory or delete the old one"
                 )
             seen = done.get("data_fingerprint", legacy_fp)
@@ -80,9 +90,9 @@ def check_finished_folds(
                 raise RunDirError(
                     f"{info}: field 'data_fingerprint' is {seen}, the data now is {data_fp}: the "
                     "fold was trained on other data; use a new output directory (or delete "
-                    f"{fold_dir} to retrain it)"
+                    f"{fold_path} to retrain it)"
                 )
-        meta = fold_dir / "checkpoints" / "meta.json"
+        meta = fold_path / CHECKPOINT_DIR / CHECKPOINT_META_FILE
         if meta.is_file():
             seen = _read(meta).get("data_fingerprint", legacy_fp)
             if seen is not None and seen != data_fp:
@@ -94,7 +104,7 @@ def check_finished_folds(
 
 def _recorded_fingerprint(out: Path) -> str | None:
     """The run's fingerprint from ``run.json`` (folds written before folds recorded their own)."""
-    path = out / "run.json"
+    path = out / RUN_FILE
     if not path.is_file():
         return None
     return (_read(path).get("data") or {}).get("fingerprint")

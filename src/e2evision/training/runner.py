@@ -1,14 +1,8 @@
 """K-fold cross-validation of one config, from files on disk to a self-describing run directory.
 
-Layout of ``out_dir``::
-
-    config.yaml        the resolved config
-    run.json           seed, package versions, data paths and fingerprint, timings, device, processes
-    metrics.json       per task: AUCs / rejection / binned AUC, or MAE / resolution; history, ...
-    predictions.npz    out-of-fold and test scores (numeric arrays, no pickles)
-    saliency.npz       gradient × input of fold 0's model on a few test images of each class
-    fold_K/            model.safetensors (best epoch), normalizer.json, fold.json, logs/,
-                       checkpoints/last.ckpt (+ meta.json)
+The run directory's layout and files are those of :mod:`e2evision.rundir` (config.yaml, run.json,
+metrics.json, predictions.npz, saliency.npz, fold_K/ with model.safetensors, normalizer.json,
+fold.json, logs/ and checkpoints/last.ckpt + meta.json).
 
 A fold whose ``fold.json`` exists is reused when the same command runs again on the same data (its
 recorded ``data_fingerprint``; see :mod:`.preflight`). A fold that was
@@ -22,6 +16,7 @@ evaluates.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -32,104 +27,57 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from e2evision.config import ExperimentConfig
-from e2evision.metrics import (
-    auc_in_bins,
-    background_rejection,
-    bootstrap_auc,
-    bootstrap_metric,
-    confusion_matrix,
-    delong_auc_ci,
-    one_vs_rest_auc,
-    regression_in_bins,
-    regression_summary,
-    roc_auc,
-)
+from e2evision.datasets.experiment import model_scalars, open_experiment_data
 from e2evision.datasets.feature_table import scalar_columns
+from e2evision.datasets.split import fold_splits, split_indices
+from e2evision.datasets.task import Task, get_task
+from e2evision.metrics import task_metrics
 from e2evision.models import count_parameters
-from e2evision.training.preflight import (
-    RunDirError,
-    check_finished_folds,
-    check_training_labels,
-    fold_fingerprint,
-)
-from e2evision.training.performance import Performance, apply_performance, resolve_performance
-from e2evision.training.artifacts import (
+from e2evision.rundir import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_META_FILE,
+    CONFIG_FILE,
     SALIENCY_FILE,
-    build_module,
-    init_from_run,
-    model_scalars,
-    open_experiment_data,
-    pick_examples,
-    write_saliency,
+    RunDirError,
+    config_diff,
+    config_hash,
+    fold_dir,
+    read_finished_fold,
+    write_checkpoint_meta,
+    write_config,
+    write_fold,
+    write_metrics,
+    write_predictions,
+    write_run_info,
 )
+from e2evision.training.build import build_module, init_from_run
 from e2evision.training.callbacks import BestWeights, History, LoaderWait, RunCheckpoint, StagedEarlyStopping
 from e2evision.training.data import FoldData, SampleSource, make_loader
 from e2evision.training.health import diagnose
 from e2evision.training.loggers import build_loggers, check_loggers
 from e2evision.training.module import ImageModule, split_batch
-from e2evision.utils import atomic_path, atomic_write_json, atomic_write_text, data_fingerprint, package_versions
+from e2evision.training.performance import Performance, apply_performance, resolve_performance
+from e2evision.training.preflight import (
+    check_finished_folds,
+    check_training_labels,
+    fold_fingerprint,
+)
+from e2evision.training.saliency import pick_examples, write_saliency
+from e2evision.utils import data_fingerprint, package_versions
 from e2evision.utils.seeding import seed_everything
 
+__all__ = ["RunDirError", "expected_processes", "predict", "process_rank", "run_experiment", "split_indices"]
+
 log = logging.getLogger(__name__)
-
-
-#: signal efficiencies at which metrics.json reports the background rejection 1/ε_B
-SIGNAL_EFFICIENCIES: tuple[float, ...] = (0.3, 0.5)
-#: config fields that do not change a fold's result (hardware, display, logging, checkpoint cadence)
-# hardware and display settings: they change a fold's numbers at most by float rounding
-_NOT_HASHED = ("progress", "num_workers", "accelerator", "devices", "num_nodes", "strategy", "loggers",
-               "checkpoint_every_n_steps", "channels_last", "compile", "matmul_precision",
-               "not_learning_epochs")
-
-
-def strata(labels: np.ndarray, task: str, max_bins: int = 10) -> np.ndarray:
-    """What splits are stratified on: the class, or a quantile bin of a regression target."""
-    if task != "regression":
-        return labels
-    n_bins = max(1, min(max_bins, labels.size // 20))
-    edges = np.quantile(labels, np.linspace(0, 1, n_bins + 1)[1:-1])
-    return np.searchsorted(edges, labels, side="right")
-
-
-def split_indices(labels: np.ndarray, cfg: ExperimentConfig, task: str = "binary") -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (optional) subsample, then a stratified train+val / test split; both seeded."""
-    idx = np.arange(labels.size)
-    st = strata(labels, task)
-    if cfg.data.max_samples is not None and cfg.data.max_samples < labels.size:
-        idx, _ = train_test_split(idx, train_size=cfg.data.max_samples, stratify=st, random_state=cfg.seed)
-        idx = np.sort(idx)
-    trainval, test = train_test_split(
-        idx, test_size=cfg.data.test_fraction, stratify=strata(labels[idx], task), random_state=cfg.seed
-    )
-    if cfg.data.max_trainval_samples is not None and cfg.data.max_trainval_samples < trainval.size:
-        trainval = nested_subset(trainval, strata(labels[trainval], task), cfg.data.max_trainval_samples, cfg.seed)
-    return np.sort(trainval), np.sort(test)
-
-
-def nested_subset(idx: np.ndarray, strata_of: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` of ``idx`` in proportion to each stratum, nested: a smaller ``n`` takes a subset of a larger one's.
-
-    Each sample's place in a seeded shuffle of its stratum, as a fraction of the stratum's size,
-    orders all samples; the first ``n`` keep the class fractions to within one sample, and the
-    samples of a learning curve's smaller points are always among those of its larger ones.
-    """
-    rng = np.random.default_rng(seed)
-    key = np.empty(idx.size, dtype=np.float64)
-    for value in np.unique(strata_of):
-        members = np.flatnonzero(strata_of == value)
-        key[members[rng.permutation(members.size)]] = (np.arange(members.size) + 0.5) / members.size
-    order = np.lexsort((rng.random(idx.size), key))
-    return np.sort(idx[order[:n]])
 
 
 def process_rank() -> int:
@@ -173,7 +121,7 @@ def _strategy(cfg: ExperimentConfig) -> Any:
     return DDPStrategy(find_unused_parameters=bool(t.stages))
 
 
-def _trainer(cfg: ExperimentConfig, fold_dir: Path, callbacks: list, loggers: list, precision: str) -> Any:
+def _trainer(cfg: ExperimentConfig, fold_path: Path, callbacks: list, loggers: list, precision: str) -> Any:
     import lightning.pytorch as pl
 
     t = cfg.train
@@ -190,7 +138,7 @@ def _trainer(cfg: ExperimentConfig, fold_dir: Path, callbacks: list, loggers: li
         # a second kind of checkpoint (and reload it unasked into whichever fold starts next)
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
-        default_root_dir=fold_dir,
+        default_root_dir=fold_path,
         plugins=plugins or None,
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
@@ -232,6 +180,105 @@ def predict(module: ImageModule, dataset: Any, batch_size: int = 512,
     return torch.cat(out).numpy().astype(np.float64)
 
 
+# ------------------------------------------------------------------------------------- contexts
+@dataclass
+class RunContext:
+    """What every fold of one run shares: the config, the data, its split and the output place."""
+
+    cfg: ExperimentConfig
+    out: Path
+    main: bool  # rank 0: the process that writes files and evaluates
+    resume: bool
+    cfg_hash: str
+    reader: Any
+    task: Task
+    class_names: list[str]
+    labels: np.ndarray  # every sample's label
+    trainval: np.ndarray  # sample indices of the train+validation part
+    test: np.ndarray  # sample indices of the test split
+    folds: list[tuple[np.ndarray, np.ndarray]]  # (train rows, validation rows) into trainval
+    data_fp: str
+    fold_fp: str
+    input_columns: list[int]
+    perf: Performance | None = None
+    source: SampleSource | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return self.task.n_classes(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.reader.image_shape)  # type: ignore[return-value]
+
+    @property
+    def y_tv(self) -> np.ndarray:
+        return self.labels[self.trainval]
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.labels[self.test]
+
+
+@dataclass
+class FoldContext:
+    """One fold to fit: its module, its rows and the run it belongs to."""
+
+    run: RunContext
+    k: int
+    module: ImageModule
+    tr: np.ndarray
+    va: np.ndarray
+    extra_callbacks: list[Any] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return fold_dir(self.run.out, self.k)
+
+
+@dataclass
+class FoldResults:
+    """Out-of-fold and test scores and the training record, gathered fold by fold (rank 0)."""
+
+    oof: np.ndarray
+    oof_fold: np.ndarray
+    test_fold_scores: np.ndarray
+    epochs: list[int] = field(default_factory=list)
+    best_epochs: list[int] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_folds: list[int] = field(default_factory=list)
+    loader_wait: list[list[float]] = field(default_factory=list)  # per fold, per epoch: a timing
+    train_time: float = 0.0
+    n_params: int = 0
+    first_module: ImageModule | None = None
+    monitor: str = ""
+
+    @classmethod
+    def empty(cls, run: RunContext) -> FoldResults:
+        shape = run.task.score_shape(run.n_classes)
+        return cls(oof=np.full((run.trainval.size, *shape), np.nan, dtype=np.float64),
+                   oof_fold=np.full(run.trainval.size, -1, dtype=np.int64),
+                   test_fold_scores=np.zeros((run.cfg.train.folds, run.test.size, *shape), dtype=np.float64),
+                   monitor=run.task.monitor)
+
+    def add(self, k: int, va: np.ndarray, module: ImageModule, done: dict[str, Any], oof: np.ndarray,
+            test: np.ndarray) -> None:
+        """Record fold ``k``: its scores on its validation rows and on the test split, its history."""
+        if self.first_module is None:
+            self.first_module = module
+        self.oof[va] = oof
+        self.oof_fold[va] = k
+        self.test_fold_scores[k] = test
+        self.epochs.append(int(done["epochs"]))
+        self.best_epochs.append(int(done["best_epoch"]))
+        self.history.extend(done["history"])
+        self.loader_wait.append([r["loader_wait_fraction"] for r in done.get("loader_wait", [])])
+        self.train_time += float(done["fit_seconds"])
+        if done.get("resumed_from_step") is not None:
+            self.resumed_folds.append(k)
+
+
+# ---------------------------------------------------------------------------------- the run
 def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, command: str | None = None,
                    resume: bool = False,
                    extra_callbacks: Callable[[int], list[Any]] | None = None) -> dict[str, Any]:
@@ -242,176 +289,189 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, co
     adds Lightning callbacks to a fold's trainer (hyper-parameter search prunes through it).
     Processes other than rank 0 of a DDP job train but write nothing and return ``{}``.
     """
-    _quiet_lightning()
-    out = Path(out_dir)
-    main = process_rank() == 0
-    started = _now()
-    t0 = time.perf_counter()
+    with _quiet_lightning():
+        started, t0 = _now(), time.perf_counter()
+        run = _prepare_run(cfg, Path(out_dir), resume)
+        run_info = _run_info(run, started, command)
+        if run.main:
+            write_run_info(run.out, run_info)
+        results = _cross_validate(run, extra_callbacks)
+        if not run.main:
+            return {}
+        return _finish_run(run, results, run_info, t0)
+
+
+def _prepare_run(cfg: ExperimentConfig, out: Path, resume: bool) -> RunContext:
+    """Every check that can fail before the run directory is touched, then config.yaml.
+
+    The data, its split and the finished folds already in ``out`` must belong to this run before
+    its provenance is written.
+    """
     if not cfg.data.paths:
         raise ValueError("no data: set data.paths in the config or pass --data")
     check_loggers(list(cfg.train.loggers))
     cfg_hash = config_hash(cfg)
     if resume:
         _check_resumable(out, cfg)
-
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic)
     reader = open_experiment_data(cfg)
     input_columns = scalar_columns(reader, cfg.data.scalars)
-    task = reader.task
+    task = get_task(reader.task)
     class_names = list(reader.class_names)
-    n_classes = len(class_names) if task == "multiclass" else 2
-    labels_all = reader.labels()
-    where = ", ".join(map(str, reader.paths))
-    check_training_labels(labels_all, task, cfg.train.folds, n_classes, where)
-    trainval, test = split_indices(labels_all, cfg, task)
-    # provenance is written only once the data and the finished folds belong to this run
+    labels = reader.labels()
+    n_classes = task.n_classes(class_names)
+    check_training_labels(labels, task.name, cfg.train.folds, n_classes, ", ".join(map(str, reader.paths)))
+    trainval, test = split_indices(labels, cfg, task.name)
     data_fp = data_fingerprint(reader.paths)
     fold_fp = fold_fingerprint(data_fp, _features_record(reader))
-    skf = StratifiedKFold(n_splits=cfg.train.folds, shuffle=True, random_state=cfg.seed)
-    check_training_labels(labels_all[trainval], task, cfg.train.folds, n_classes, "the training part")
-    fold_val = [va for _, va in skf.split(trainval, strata(labels_all[trainval], task))]
-    check_finished_folds(out, fold_val, cfg_hash, fold_fp)
-    if main:
+    check_training_labels(labels[trainval], task.name, cfg.train.folds, n_classes, "the training part")
+    folds = fold_splits(labels[trainval], task.name, cfg.train.folds, cfg.seed)
+    check_finished_folds(out, [va for _, va in folds], cfg_hash, fold_fp)
+    run = RunContext(cfg=cfg, out=out, main=process_rank() == 0, resume=resume, cfg_hash=cfg_hash, reader=reader,
+                     task=task, class_names=class_names, labels=labels, trainval=trainval, test=test, folds=folds,
+                     data_fp=data_fp, fold_fp=fold_fp, input_columns=list(input_columns))
+    if run.main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", cfg.to_yaml())
-    scalar_names = list(reader.scalar_names)
-    image_shape = tuple(int(s) for s in reader.image_shape)
-    perf = resolve_performance(cfg.train, build_module(cfg, image_shape, task, n_classes), image_shape)  # type: ignore[arg-type]
-    run_info: dict[str, Any] = {
+        write_config(out, cfg.to_yaml())
+    probe = build_module(cfg, run.image_shape, task.name, n_classes)
+    run.perf = resolve_performance(cfg.train, probe, run.image_shape)  # type: ignore[arg-type]
+    return run
+
+
+def _run_info(run: RunContext, started: str, command: str | None) -> dict[str, Any]:
+    """run.json's provenance: seed, versions, the data and its fingerprint, device, processes."""
+    cfg, reader = run.cfg, run.reader
+    assert run.perf is not None
+    return {
         "name": cfg.name,
         "seed": cfg.seed,
         "versions": package_versions(),
         "data": {
             "format": reader.format,
             "paths": [str(p) for p in reader.paths],
-            "fingerprint": data_fp,
+            "fingerprint": run.data_fp,
             "n_samples": reader.n_samples,
             "image_shape": list(reader.image_shape),
             "channels": reader.channel_names,
-            "task": task,
-            "class_names": class_names,
-            "scalars": scalar_names,
+            "task": run.task.name,
+            "class_names": run.class_names,
+            "scalars": list(reader.scalar_names),
             "model_scalars": list(cfg.data.scalars),
             "features": _features_record(reader),
-            "n_trainval": int(trainval.size),
-            "n_test": int(test.size),
+            "n_trainval": int(run.trainval.size),
+            "n_test": int(run.test.size),
         },
         "started_at": started,
         "device": _device_name(cfg),
         # what each fold's model runs with (precision, channels-last, compile, TF32); see training.performance
-        "performance": perf.to_dict(),
+        "performance": run.perf.to_dict(),
         "processes": expected_processes(cfg),
         "host": socket.gethostname(),
         "command": command or " ".join(sys.argv),
-        "resumed": bool(resume),
+        "resumed": bool(run.resume),
     }
-    if main:
-        atomic_write_json(out / "run.json", run_info)
 
-    selected = np.concatenate([trainval, test])
-    source = SampleSource(reader, selected, cfg.data.in_memory_limit_gb, progress=cfg.train.progress and main,
-                          scalar_columns=input_columns)
-    tv_rows = np.arange(trainval.size)
-    test_rows = np.arange(trainval.size, selected.size)
-    y_tv, y_test = labels_all[trainval], labels_all[test]
-    shape = image_shape
-    test_set = source.subset(test_rows)
+
+def _cross_validate(run: RunContext, extra_callbacks: Callable[[int], list[Any]] | None) -> FoldResults:
+    """Fit (or reuse) every fold; rank 0 scores each on its validation rows and the test split."""
+    cfg = run.cfg
+    selected = np.concatenate([run.trainval, run.test])
+    run.source = SampleSource(run.reader, selected, cfg.data.in_memory_limit_gb,
+                              progress=cfg.train.progress and run.main, scalar_columns=run.input_columns)
+    test_set = run.source.subset(np.arange(run.trainval.size, selected.size))
     device = _predict_device(cfg)
-
-    score_shape: tuple[int, ...] = (n_classes,) if task == "multiclass" else ()
-    oof = np.full((trainval.size, *score_shape), np.nan, dtype=np.float64)
-    oof_fold = np.full(trainval.size, -1, dtype=np.int64)
-    test_fold_scores = np.zeros((cfg.train.folds, test.size, *score_shape), dtype=np.float64)
-    epochs, history, best_epochs, resumed_folds, loader_wait = [], [], [], [], []
-    train_time, n_params = 0.0, 0
-    first_module: ImageModule | None = None
-
-    for k, (tr, va) in enumerate(skf.split(tv_rows, strata(y_tv, task))):
-        fold_dir = out / f"fold_{k}"
-        if main:
-            fold_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(cfg.seed + k, deterministic=cfg.train.deterministic)
-        shift, scale = _target_scaling(cfg, y_tv[tr]) if task == "regression" else (0.0, 1.0)
-        module = build_module(cfg, shape, task, n_classes, shift, scale)  # type: ignore[arg-type]
-        n_params = count_parameters(module.model)
-        done = _load_finished_fold(fold_dir, module)
-        if done is not None and perf.channels_last:  # the memory format of a freshly trained fold
-            module.model.to(memory_format=torch.channels_last)
-            module.channels_last = True
-        if done is None and cfg.model.init_from:
-            log.info("fold %d: initialised with %s", k,
-                     init_from_run(module.model, cfg.model.init_from, cfg.model.init_fold))
-        if done is None:
-            extra = list(extra_callbacks(k)) if extra_callbacks is not None else []
-            done = _train_fold(cfg, k, module, source, tr, va, fold_dir, out, cfg_hash, resume, main, extra,
-                               perf, fold_fp)
-        elif done.get("config_sha256") != cfg_hash or done["val_rows"] != va.tolist():
-            raise RunDirError(
-                f"{fold_dir}: a finished fold from a different config or data split is in the way; "
-                "use a new output directory or delete the old one"
-            )
-        if not main:
+    results = FoldResults.empty(run)
+    for k, (tr, va) in enumerate(run.folds):
+        module, done = _fit_or_reuse_fold(run, k, tr, va, extra_callbacks)
+        results.n_params = count_parameters(module.model)
+        if not run.main:
             continue
-        if first_module is None:
-            first_module = module
-        oof[va] = predict(module, source.subset(va), device=device)
-        oof_fold[va] = k
-        test_fold_scores[k] = predict(module, test_set, device=device)
-        epochs.append(int(done["epochs"]))
-        best_epochs.append(int(done["best_epoch"]))
-        history.extend(done["history"])
-        loader_wait.append([r["loader_wait_fraction"] for r in done.get("loader_wait", [])])
-        train_time += float(done["fit_seconds"])
-        if done.get("resumed_from_step") is not None:
-            resumed_folds.append(k)
+        results.monitor = module.monitor
+        results.add(k, va, module, done, predict(module, run.source.subset(va), device=device),
+                    predict(module, test_set, device=device))
+    return results
 
-    if not main:
-        return {}
-    test_score = test_fold_scores.mean(axis=0)
-    health = diagnose(task, history, oof, oof_fold, y_tv,
-                      min(cfg.train.not_learning_epochs, cfg.train.max_epochs) if cfg.train.not_learning_epochs else None)
+
+def _fit_or_reuse_fold(run: RunContext, k: int, tr: np.ndarray, va: np.ndarray,
+                       extra_callbacks: Callable[[int], list[Any]] | None) -> tuple[ImageModule, dict[str, Any]]:
+    """Fold ``k``'s module with its best weights: reused from an earlier run, or trained now."""
+    cfg, path = run.cfg, fold_dir(run.out, k)
+    assert run.perf is not None
+    if run.main:
+        path.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed + k, deterministic=cfg.train.deterministic)
+    shift, scale = _target_scaling(cfg, run.y_tv[tr]) if run.task.is_regression else (0.0, 1.0)
+    module = build_module(cfg, run.image_shape, run.task.name, run.n_classes, shift, scale)
+    done = _load_finished_fold(path, module)
+    if done is not None and run.perf.channels_last:  # the memory format of a freshly trained fold
+        module.model.to(memory_format=torch.channels_last)
+        module.channels_last = True
+    if done is None:
+        if cfg.model.init_from:
+            log.info("fold %d: initialised with %s", k, init_from_run(module.model, cfg.model.init_from,
+                                                                      cfg.model.init_fold))
+        extra = list(extra_callbacks(k)) if extra_callbacks is not None else []
+        done = _train_fold(FoldContext(run, k, module, tr, va, extra))
+    elif done.get("config_sha256") != run.cfg_hash or done["val_rows"] != va.tolist():
+        raise RunDirError(
+            f"{path}: a finished fold from a different config or data split is in the way; "
+            "use a new output directory or delete the old one"
+        )
+    return module, done
+
+
+def _finish_run(run: RunContext, results: FoldResults, run_info: dict[str, Any], t0: float) -> dict[str, Any]:
+    """Evaluate the fold ensemble on the test split and write predictions, saliency and metrics."""
+    cfg, reader, task = run.cfg, run.reader, run.task
+    y_tv, y_test = run.y_tv, run.y_test
+    test_score = results.test_fold_scores.mean(axis=0)
+    not_learning = min(cfg.train.not_learning_epochs, cfg.train.max_epochs) if cfg.train.not_learning_epochs else None
+    health = diagnose(task.name, results.history, results.oof, results.oof_fold, y_tv, not_learning)
     for msg in health:
         log.warning("%s: %s", cfg.name, msg)
-    test_scalars = reader.read_scalars(test) if scalar_names else np.zeros((test.size, 0), np.float32)
+    scalar_names = list(reader.scalar_names)
+    test_scalars = reader.read_scalars(run.test) if scalar_names else np.zeros((run.test.size, 0), np.float32)
     metrics: dict[str, Any] = {
         "name": cfg.name,
         "model": cfg.model.name,
-        "task": task,
-        "class_names": class_names,
-        "monitor": module.monitor,
-        "n_params": int(n_params),
-        **task_metrics(task, y_tv, oof, oof_fold, y_test, test_score, seed=cfg.seed, class_names=class_names,
+        "task": task.name,
+        "class_names": run.class_names,
+        "monitor": results.monitor,
+        "n_params": int(results.n_params),
+        **task_metrics(task, y_tv, results.oof, results.oof_fold, y_test, test_score, seed=cfg.seed,
+                       class_names=run.class_names,
                        scalars=dict(zip(scalar_names, np.asarray(test_scalars, np.float64).T))),
-        "train_time_s": train_time,
+        "train_time_s": results.train_time,
         "wall_time_s": time.perf_counter() - t0,
-        "n_trainval": int(trainval.size),
-        "n_test": int(test.size),
-        "epochs": epochs,
-        "best_epochs": best_epochs,
-        "resumed_folds": resumed_folds,
-        "loader_wait_fraction": loader_wait,  # per fold, per epoch: a timing
-        "history": history,
+        "n_trainval": int(run.trainval.size),
+        "n_test": int(run.test.size),
+        "epochs": results.epochs,
+        "best_epochs": results.best_epochs,
+        "resumed_folds": results.resumed_folds,
+        "loader_wait_fraction": results.loader_wait,  # per fold, per epoch: a timing
+        "history": results.history,
         "warnings": health,
     }
-    with atomic_path(out / "predictions.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, oof_score=oof, oof_label=y_tv, oof_fold=oof_fold, oof_index=trainval,
-                     test_score=test_score, test_label=y_test, test_index=test, test_fold_scores=test_fold_scores,
-                     test_scalars=np.asarray(test_scalars, np.float32),
-                     scalar_names=np.asarray(scalar_names, dtype=str), class_names=np.asarray(class_names, dtype=str))
-    if first_module is not None:
-        pos = pick_examples(y_test, task, per_class=2)
-        x, y = reader.read(test[pos])
-        write_saliency(first_module, x, y, test[pos], out / SALIENCY_FILE,
-                       channel_names=list(reader.channel_names), class_names=class_names,
-                       scalars=model_scalars(reader, cfg, test[pos]))
-    metrics = jsonable(metrics)
-    atomic_write_json(out / "metrics.json", metrics)
-    run_info["finished_at"] = _now()
-    run_info["wall_time_s"] = metrics["wall_time_s"]
-    run_info["warnings"] = health
-    atomic_write_json(out / "run.json", run_info)
+    write_predictions(run.out, oof_score=results.oof, oof_label=y_tv, oof_fold=results.oof_fold,
+                      oof_index=run.trainval, test_score=test_score, test_label=y_test, test_index=run.test,
+                      test_fold_scores=results.test_fold_scores, test_scalars=np.asarray(test_scalars, np.float32),
+                      scalar_names=np.asarray(scalar_names, dtype=str),
+                      class_names=np.asarray(run.class_names, dtype=str))
+    if results.first_module is not None:
+        _write_run_saliency(run, results.first_module)
+    metrics = write_metrics(run.out, metrics)
+    run_info.update(finished_at=_now(), wall_time_s=metrics["wall_time_s"], warnings=health)
+    write_run_info(run.out, run_info)
     return metrics
+
+
+def _write_run_saliency(run: RunContext, module: ImageModule) -> None:
+    """saliency.npz: gradient × input of fold 0's model on a few test images of each class."""
+    pos = pick_examples(run.y_test, run.task.name, per_class=2)
+    index = run.test[pos]
+    x, y = run.reader.read(index)
+    write_saliency(module, x, y, index, run.out / SALIENCY_FILE, channel_names=list(run.reader.channel_names),
+                   class_names=run.class_names, scalars=model_scalars(run.reader, run.cfg, index))
 
 
 def _features_record(reader: Any) -> dict[str, str] | None:
@@ -422,33 +482,30 @@ def _features_record(reader: Any) -> dict[str, str] | None:
     return {"path": str(table), "sha256": hashlib.sha256(Path(table).read_bytes()).hexdigest()}
 
 
-def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: SampleSource, tr: np.ndarray,
-                va: np.ndarray, fold_dir: Path, run_dir: Path, cfg_hash: str, resume: bool,
-                main: bool, extra_callbacks: list[Any], perf: Performance,
-                data_fp: str = "") -> dict[str, Any]:
+# ---------------------------------------------------------------------------------- one fold
+def _train_fold(ctx: FoldContext) -> dict[str, Any]:
     """Fit one fold (continuing from its checkpoint when resuming); rank 0 writes its files."""
-    normalizer = module.normalizer
-    if normalizer.needs_stats:
-        normalizer.fit(source.channel_stats(tr, transform=normalizer.raw_transform))
-    if module.scalar_normalizer is not None and module.scalar_normalizer.needs_stats:
-        assert source.scalars is not None
-        module.scalar_normalizer.fit_scalars(source.scalars[tr])
-    meta = {"fold": k, "config_sha256": cfg_hash, "train_rows_sha256": _rows_hash(tr),
-            "val_rows_sha256": _rows_hash(va), "data_fingerprint": data_fp}
-    ckpt_dir = fold_dir / "checkpoints"
-    ckpt_path = _resume_checkpoint(ckpt_dir, meta, resume, run_dir)
-    if main:
-        atomic_write_json(ckpt_dir / "meta.json", meta)
+    run, module, k = ctx.run, ctx.module, ctx.k
+    cfg = run.cfg
+    assert run.perf is not None and run.source is not None
+    _fit_normalizers(ctx)
+    meta = {"fold": k, "config_sha256": run.cfg_hash, "train_rows_sha256": _rows_hash(ctx.tr),
+            "val_rows_sha256": _rows_hash(ctx.va), "data_fingerprint": run.fold_fp}
+    ckpt_dir = ctx.path / CHECKPOINT_DIR
+    ckpt_path = _resume_checkpoint(ckpt_dir, meta, run.resume, run.out)
+    if run.main:
+        write_checkpoint_meta(ctx.path, meta)
     best, hist = BestWeights(module.monitor, module.monitor_mode), History(k, module.monitor)
     checkpoint = RunCheckpoint(ckpt_dir, cfg.train.checkpoint_every_n_steps)
-    loggers = build_loggers(list(cfg.train.loggers), fold_dir, run_name=cfg.name, fold=k, run_dir=run_dir)
-    apply_performance(module, perf)
+    loggers = build_loggers(list(cfg.train.loggers), ctx.path, run_name=cfg.name, fold=k, run_dir=run.out)
+    apply_performance(module, run.perf)
     wait = LoaderWait()  # the share of step time spent waiting for data, per epoch
-    trainer = _trainer(cfg, fold_dir, [best, hist, checkpoint, wait, *extra_callbacks], loggers, perf.precision)
-    data = FoldData(source.subset(tr), source.subset(va), batch_size=cfg.train.batch_size, seed=cfg.seed + k,
-                    num_workers=cfg.train.num_workers, val_batch_size=max(256, cfg.train.batch_size))
+    trainer = _trainer(cfg, ctx.path, [best, hist, checkpoint, wait, *ctx.extra_callbacks], loggers, run.perf.precision)
+    data = FoldData(run.source.subset(ctx.tr), run.source.subset(ctx.va), batch_size=cfg.train.batch_size,
+                    seed=cfg.seed + k, num_workers=cfg.train.num_workers,
+                    val_batch_size=max(256, cfg.train.batch_size))
     from_step = _checkpoint_step(ckpt_path) if ckpt_path else None
-    log.info("fold %d/%d: %d train, %d validation%s", k + 1, cfg.train.folds, tr.size, va.size,
+    log.info("fold %d/%d: %d train, %d validation%s", k + 1, cfg.train.folds, ctx.tr.size, ctx.va.size,
              f", resuming from step {from_step}" if ckpt_path else "")
     t_fit = time.perf_counter()
     # our own checkpoint, inside the run directory: loaded without unpickling arbitrary objects
@@ -458,19 +515,34 @@ def _train_fold(cfg: ExperimentConfig, k: int, module: ImageModule, source: Samp
         raise RuntimeError(f"fold {k}: training produced no validation result")
     module.load_state_dict(best.state)
     module.to("cpu")
-    done = {"fold": k, "config_sha256": cfg_hash, "fit_seconds": fit_s, "epochs": trainer.current_epoch,
+    done = {"fold": k, "config_sha256": run.cfg_hash, "fit_seconds": fit_s, "epochs": trainer.current_epoch,
             "best_epoch": best.best_epoch, "best_score": best.best_score, "monitor": best.monitor,
-            "resumed_from_step": from_step, "world_size": int(trainer.world_size), "history": hist.rows, "train_rows": tr.tolist(), "val_rows": va.tolist(),
-            "data_fingerprint": data_fp, "loader_wait": wait.rows}
-    if main:
-        with atomic_path(fold_dir / "model.safetensors") as tmp:
-            save_file({kk: v.contiguous() for kk, v in module.state_dict().items()}, str(tmp))
-        norm = normalizer.to_dict()
-        if module.scalar_normalizer is not None:
-            norm["scalars"] = {"names": list(cfg.data.scalars), **module.scalar_normalizer.to_dict()}
-        atomic_write_json(fold_dir / "normalizer.json", norm)
-        atomic_write_json(fold_dir / "fold.json", done)
+            "resumed_from_step": from_step, "world_size": int(trainer.world_size), "history": hist.rows,
+            "train_rows": ctx.tr.tolist(), "val_rows": ctx.va.tolist(), "data_fingerprint": run.fold_fp,
+            "loader_wait": wait.rows}
+    if run.main:
+        _save_fold(ctx, done)
     return done
+
+
+def _fit_normalizers(ctx: FoldContext) -> None:
+    """Fit the image (and scalar) normaliser on the fold's training rows only, when it needs statistics."""
+    module, source = ctx.module, ctx.run.source
+    assert source is not None
+    if module.normalizer.needs_stats:
+        module.normalizer.fit(source.channel_stats(ctx.tr, transform=module.normalizer.raw_transform))
+    if module.scalar_normalizer is not None and module.scalar_normalizer.needs_stats:
+        assert source.scalars is not None
+        module.scalar_normalizer.fit_scalars(source.scalars[ctx.tr])
+
+
+def _save_fold(ctx: FoldContext, done: dict[str, Any]) -> None:
+    """The fold's best weights, its normalisers as data and its record (fold.json, written last)."""
+    module = ctx.module
+    norm = module.normalizer.to_dict()
+    if module.scalar_normalizer is not None:
+        norm["scalars"] = {"names": list(ctx.run.cfg.data.scalars), **module.scalar_normalizer.to_dict()}
+    write_fold(ctx.path, module.state_dict(), norm, done)
 
 
 def _resume_checkpoint(ckpt_dir: Path, meta: dict[str, Any], resume: bool, run_dir: Path) -> str | None:
@@ -485,7 +557,7 @@ def _resume_checkpoint(ckpt_dir: Path, meta: dict[str, Any], resume: bool, run_d
         )
     if not ckpt.resolve().is_relative_to(run_dir.resolve()):  # a link out of the run: never unpickled
         raise RunDirError(f"{ckpt}: points outside the run directory {run_dir}; refusing to load it")
-    meta_path = ckpt_dir / "meta.json"
+    meta_path = ckpt_dir / CHECKPOINT_META_FILE
     if not meta_path.is_file():
         raise RunDirError(f"{meta_path} is missing: cannot tell which config wrote {ckpt}")
     saved = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -507,7 +579,7 @@ def _checkpoint_step(path: str) -> int | None:
 
 def _check_resumable(out: Path, cfg: ExperimentConfig) -> None:
     """``--resume`` into a directory written by a different config is an error naming the fields."""
-    saved = out / "config.yaml"
+    saved = out / CONFIG_FILE
     if not saved.is_file():
         return  # nothing to resume: a fresh run (a requeued job's first attempt)
     from e2evision.config import load_config
@@ -515,19 +587,7 @@ def _check_resumable(out: Path, cfg: ExperimentConfig) -> None:
     old = load_config(saved)
     if config_hash(old) == config_hash(cfg):
         return
-    a, b = _flatten(_hashed(old)), _flatten(_hashed(cfg))
-    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    raise RunDirError(f"{saved}: cannot resume, the config differs in {', '.join(diff)}")
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
-    return out
+    raise RunDirError(f"{saved}: cannot resume, the config differs in {', '.join(config_diff(old, cfg))}")
 
 
 def _target_scaling(cfg: ExperimentConfig, y_train: np.ndarray) -> tuple[float, float]:
@@ -543,111 +603,16 @@ def _target_scaling(cfg: ExperimentConfig, y_train: np.ndarray) -> tuple[float, 
     return shift, scale
 
 
-# ------------------------------------------------------------------------------------- metrics
-def task_metrics(task: str, y_tv: np.ndarray, oof: np.ndarray, oof_fold: np.ndarray, y_test: np.ndarray,
-                 test_score: np.ndarray, *, seed: int, class_names: list[str] | None = None,
-                 scalars: dict[str, np.ndarray] | None = None, n_boot: int = 1000) -> dict[str, Any]:
-    """The task's entries of metrics.json from out-of-fold and test scores (see docs/training.md)."""
-    folds = sorted(int(f) for f in np.unique(oof_fold) if f >= 0)
-    if task == "binary":
-        fold_auc = [roc_auc(y_tv[oof_fold == f], oof[oof_fold == f]) for f in folds]
-        auc, lo, hi = bootstrap_auc(y_test, test_score, n_boot=n_boot, seed=seed)
-        delong = delong_auc_ci(y_test, test_score)
-        rej = background_rejection(y_test, test_score, SIGNAL_EFFICIENCIES)
-        out: dict[str, Any] = {
-            **_spread("fold_auc", fold_auc),
-            "oof_auc": roc_auc(y_tv, oof),
-            "test_auc": float(auc),
-            "test_auc_ci": [lo, hi],
-            "test_auc_delong_ci": [delong["low"], delong["high"]],
-            "test_auc_std_error": delong["std_error"],
-            "background_rejection": [
-                {key: rej[key][i] for key in ("signal_efficiency", "background_efficiency", "rejection", "sic",
-                                              "background_passing")} | {"n_background": rej["n_background"]}
-                for i in range(len(SIGNAL_EFFICIENCIES))
-            ],
-        }
-        if scalars and "pt" in scalars:
-            b = auc_in_bins(y_test, test_score, scalars["pt"], bins=5, n_boot=min(n_boot, 200), seed=seed)
-            out["auc_in_bins"] = {"variable": "pt", **{k: b[k] for k in ("edges", "n", "n_signal", "n_background",
-                                                                           "auc", "low", "high", "reason")}}
-        return out
-    if task == "multiclass":
-        names = list(class_names or [])
-        fold_auc = [one_vs_rest_auc(y_tv[oof_fold == f], oof[oof_fold == f])["macro"] for f in folds]
-        ovr = one_vs_rest_auc(y_test, test_score)
-        boot = bootstrap_metric(lambda y, s: one_vs_rest_auc(y, s)["macro"], y_test, test_score,
-                                n_boot=min(n_boot, 500), seed=seed)
-        k = test_score.shape[1]
-        return {
-            **_spread("fold_auc", fold_auc),
-            "oof_auc": one_vs_rest_auc(y_tv, oof)["macro"],
-            "test_auc": ovr["macro"],
-            "test_auc_ci": [boot["low"], boot["high"]],
-            "test_auc_weighted": ovr["weighted"],
-            "test_ovr_auc": {names[c] if c < len(names) else str(c): ovr["auc"][c] for c in range(k)},
-            "test_accuracy": float(np.mean(np.argmax(test_score, axis=1) == y_test.astype(int))),
-            "confusion_matrix": confusion_matrix(y_test, test_score, n_classes=k),
-        }
-    if task == "regression":
-        fold_mae = [float(np.mean(np.abs(oof[oof_fold == f] - y_tv[oof_fold == f]))) for f in folds]
-        summary = regression_summary(y_test, test_score)
-        boot = bootstrap_metric(lambda t, p: float(np.mean(np.abs(p - t))), y_test, test_score,
-                                n_boot=min(n_boot, 500), seed=seed)
-        bins = regression_in_bins(y_test, test_score, bins=5)
-        return {
-            **_spread("fold_mae", fold_mae),
-            "oof_mae": float(np.mean(np.abs(oof - y_tv))),
-            "test_mae": summary["mae"],
-            "test_mae_ci": [boot["low"], boot["high"]],
-            "test": summary,
-            "test_in_bins": bins,
-        }
-    raise ValueError(f"unknown task {task!r}")
-
-
-def _spread(name: str, values: list[float]) -> dict[str, Any]:
-    return {name: [float(v) for v in values], f"{name}_mean": float(np.mean(values)),
-            f"{name}_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
-
-
-def jsonable(obj: Any) -> Any:
-    """Arrays → lists, NumPy scalars → Python, NaN/±inf → None: metrics.json stays strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
 # ------------------------------------------------------------------------------------- helpers
-def _load_finished_fold(fold_dir: Path, module: ImageModule) -> dict[str, Any] | None:
+def _load_finished_fold(fold_path: Path, module: ImageModule) -> dict[str, Any] | None:
     """Reuse a fold that finished in an earlier, interrupted run (weights read as safetensors)."""
-    info, weights = fold_dir / "fold.json", fold_dir / "model.safetensors"
-    if not (info.exists() and weights.exists()):
+    finished = read_finished_fold(fold_path)
+    if finished is None:
         return None
-    module.load_state_dict(load_file(weights))
-    log.info("fold %s: reusing finished fold from %s", fold_dir.name, fold_dir)
-    return json.loads(info.read_text())
-
-
-def _hashed(cfg: ExperimentConfig) -> dict[str, Any]:
-    data = cfg.model_dump(mode="json")
-    data.pop("tune", None)  # a search space does not change how one config trains
-    for key in _NOT_HASHED:
-        data["train"].pop(key, None)
-    return data
-
-
-def config_hash(cfg: ExperimentConfig) -> str:
-    """Hash of everything that changes a fold's result (not hardware, display or logging settings)."""
-    return hashlib.sha256(json.dumps(_hashed(cfg), sort_keys=True).encode()).hexdigest()
+    record, state = finished
+    module.load_state_dict(state)
+    log.info("fold %s: reusing finished fold from %s", fold_path.name, fold_path)
+    return record
 
 
 def _rows_hash(rows: np.ndarray) -> str:
@@ -664,11 +629,27 @@ def _device_name(cfg: ExperimentConfig) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _quiet_lightning() -> None:
-    """Keep the console to progress bars and results: Lightning's info banners add nothing here."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+#: Lightning's messages that add nothing to a run's console: banners, and warnings about choices
+#: the runner makes on purpose (few loader workers, a reused fold directory, ...)
+_QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric")
+_QUIET_WARNINGS = (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*",
+                   ".*smaller than the logging interval.*")
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Keep the console to progress bars and results while a run trains, and only then: the
+    warning filters and logger levels are restored afterwards (library code sets no process-wide
+    state)."""
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for pattern in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
