@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from e2evision.datasets.base import DatasetError
+from e2evision.errors import DatasetError
 
 _KINDS = {
     stat.S_IFIFO: "a FIFO (named pipe)",
