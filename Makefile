@@ -19,11 +19,12 @@ LENS_SET ?= --set model.name=vit_sd_micro --set preprocess.resize=[48,48] --set 
             --set train.folds=3 --set train.max_epochs=8 --set train.warmup_epochs=1 --set train.batch_size=32 \
             --set train.early_stopping_patience=null --set tune.n_startup_trials=2
 
-.PHONY: install demo lensing test test-fast browser postgres cpp clean help
+.PHONY: install demo lensing test test-fast lint browser postgres cpp clean help
 
 help:
 	@echo "make demo   simulate electron/photon crops, train ResNet-15 and a ViT (K-fold) and a physics baseline, write $(DEMO)/report.html"
 	@echo "make test   run the test suite (what CI runs)"
+	@echo "make lint   ruff check and ruff format --check (CI runs it before the tests)"
 	@echo "make lensing  seed 004's lens pipeline at CPU size: ROI, features, tuned ViT-SD, ablation, $(LENS)/report.html"
 
 $(STAMP): pyproject.toml constraints/ci.txt
@@ -82,6 +83,11 @@ test: $(STAMP) browser postgres cpp
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not browser"
+
+# Lint and formatting as CI checks them (ruff's settings are in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build

@@ -81,7 +81,14 @@ def main() -> int:
     import torch
 
     from e2evision.config import load_config
-    from e2evision.export import apply_preprocess, ensure_built, export_model, load_fold, read_contract, save_npy
+    from e2evision.export import (
+        apply_preprocess,
+        ensure_built,
+        export_model,
+        load_fold,
+        read_contract,
+        save_npy,
+    )
     from e2evision.export.cpp import benchmark_cpp
     from e2evision.simulate.calorimeter import write_egamma
     from e2evision.training import run_experiment

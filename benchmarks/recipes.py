@@ -78,7 +78,9 @@ def loss_curve(run_dir: Path) -> tuple[float, float]:
         if losses:
             first.append(losses[0])
             last.append(losses[-1])
-    mean = (lambda v: sum(v) / len(v) if v else float("nan"))
+    def mean(v: list[float]) -> float:
+        return sum(v) / len(v) if v else float("nan")
+
     return mean(first), mean(last)
 
 

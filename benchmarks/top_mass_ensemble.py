@@ -93,7 +93,7 @@ def main() -> None:
     print(f"\n{'model':<20} {'arch':<10} {'params':>10}  {'test MAE [GeV] (95 % CI)':<28} {'time':>7}")
     for name, arch, n_params, mae, ci, secs in rows:
         print(f"{name:<20} {arch:<10} {n_params:>10,}  {mae:7.2f} [{ci[0]:6.2f}, {ci[1]:6.2f}]        {secs:6.0f}s")
-    for method, m in ens.items():
+    for m in ens.values():
         lo, hi = m["test_mae_ci"]
         print(f"{m['name']:<20} {'ensemble':<10} {m['n_params']:>10,}  {m['test_mae']:7.2f} [{lo:6.2f}, {hi:6.2f}]")
     for method, m in ens.items():

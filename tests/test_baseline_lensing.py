@@ -144,12 +144,12 @@ def test_a_task_it_cannot_fit_is_an_error_that_names_it(tmp_path, monkeypatch):
 
 def test_top_mass_regression_baseline(tmp_path):
     """Regression: absolute-error boosting on jet observables + pt/ieta/iphi, the runner's split and keys."""
-    from conftest import sparse_jets, write_jet_parquet
+    from schema_files import sparse_jets, write_jet_parquet
 
     from e2evision.config import load_config
     from e2evision.datasets import open_dataset
-    from e2evision.report import build_report
     from e2evision.datasets.split import split_indices
+    from e2evision.report import build_report
 
     rng = np.random.default_rng(3)
     n = 150

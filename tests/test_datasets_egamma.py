@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from conftest import blob_images, write_egamma_file
+from schema_files import blob_images, write_egamma_file
 
 from e2evision.datasets import DatasetError, EgammaHDF5, detect_format, open_dataset
 

@@ -6,13 +6,12 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import nested_list_array, sparse_jets, write_jet_parquet
+from schema_files import nested_list_array, sparse_jets, write_jet_parquet
 
 from e2evision.datasets import DatasetError, JetParquet, QuarkGluonHDF5, detect_format, open_dataset
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import blob_images, write_egamma_file
 from safetensors.torch import load_file
+from schema_files import blob_images, write_egamma_file
 
 from e2evision.config import load_config
 from e2evision.training import run_experiment

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import blob_images, sparse_jets, write_egamma_file, write_jet_parquet
+from schema_files import blob_images, sparse_jets, write_egamma_file, write_jet_parquet
 from typer.testing import CliRunner
 
 import e2evision

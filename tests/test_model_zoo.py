@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from e2evision.models import count_parameters, create_model, get_entry, list_models
-from e2evision.models.catalog import BEGIN, END, GEOMETRIES, catalog_markdown, catalog_rows, parse_catalog_markdown
+from e2evision.models.catalog import (
+    BEGIN,
+    END,
+    GEOMETRIES,
+    catalog_markdown,
+    catalog_rows,
+    parse_catalog_markdown,
+)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 # Full-size presets are swept on CPU at batch 1 only on the smallest and largest geometry; their

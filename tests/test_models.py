@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from e2evision.models import count_flops, count_parameters, create_model, get_entry, list_models, model_table
+from e2evision.models import (
+    count_flops,
+    count_parameters,
+    create_model,
+    get_entry,
+    list_models,
+    model_table,
+)
 from e2evision.models.resnet15 import ResNet15
 from e2evision.models.vit import PatchEmbed, VisionTransformer, default_patch_size
 

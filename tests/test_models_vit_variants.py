@@ -12,7 +12,12 @@ from torch import nn
 from e2evision.models import count_parameters, create_model, get_entry, list_models
 from e2evision.models.deit import ConvStem, ConvStemVisionTransformer, DistilledVisionTransformer
 from e2evision.models.vit import Attention, PatchEmbed
-from e2evision.models.vit_sd import SHIFTS, LocalitySelfAttention, ShiftedPatchTokenization, SmallDataViT
+from e2evision.models.vit_sd import (
+    SHIFTS,
+    LocalitySelfAttention,
+    ShiftedPatchTokenization,
+    SmallDataViT,
+)
 
 MICRO = ["vit_sd_micro", "deit_micro_distilled", "vit_convstem_micro"]
 TINY = ["vit_sd_tiny", "deit_tiny_distilled", "vit_convstem_tiny"]

@@ -14,6 +14,7 @@ from torch import nn
 
 from e2evision.config import TrainConfig, load_config
 from e2evision.models import create_model
+from e2evision.rundir import config_hash
 from e2evision.training import run_experiment
 from e2evision.training.module import ImageModule
 from e2evision.training.performance import (
@@ -25,7 +26,6 @@ from e2evision.training.performance import (
     resolve_performance,
     training_step_flops,
 )
-from e2evision.rundir import config_hash
 from e2evision.transforms.normalize import ChannelNormalizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +186,13 @@ def test_gpu_benchmark_script_runs_on_cpu(tmp_path):
 def test_in_memory_folds_are_views_of_one_copy(egamma_pair):
     """Held in memory, the data is loaded once; folds, splits and prediction sets index into it."""
     from e2evision.datasets import EgammaHDF5
-    from e2evision.training.data import SampleSource, TensorRows, batch_view, load_in_memory, make_loader
+    from e2evision.training.data import (
+        SampleSource,
+        TensorRows,
+        batch_view,
+        load_in_memory,
+        make_loader,
+    )
 
     p, e, *_ = egamma_pair
     reader = EgammaHDF5([p, e])

@@ -74,8 +74,8 @@ def test_baseline_run_shares_the_runners_split_and_reports(tmp_path, egamma_pair
     from e2evision.baselines import physics_baseline
     from e2evision.config import load_config
     from e2evision.datasets import open_dataset
-    from e2evision.report import build_report
     from e2evision.datasets.split import split_indices
+    from e2evision.report import build_report
 
     p, e, _, _ = egamma_pair
     root = Path(__file__).resolve().parents[1]

@@ -23,8 +23,8 @@ from e2evision.export.ensemble import export_ensemble
 from e2evision.inference import PredictError, predict
 from e2evision.inference.predict import check_data
 from e2evision.inference.scorers import ModelContract
-from e2evision.training import run_experiment
 from e2evision.rundir import load_fold_module
+from e2evision.training import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train.folds=2", "train.max_epochs=1", "train.progress=false", "train.batch_size=32",

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import blob_images, write_egamma_file
 from safetensors.torch import load_file
+from schema_files import blob_images, write_egamma_file
 from typer.testing import CliRunner
 
 from e2evision.cli import app

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from e2evision.config import load_config
 from e2evision.datasets import DatasetError, DeepLenseFolder, open_dataset
 from e2evision.datasets.feature_table import WithFeatureTable, open_with_features, scalar_columns
-from e2evision.training import run_experiment
 from e2evision.rundir import load_fold_module
+from e2evision.training import run_experiment
 from e2evision.training.data import SampleSource, make_loader
 from e2evision.training.module import split_batch
 

@@ -29,7 +29,6 @@ from e2evision.simulate.jets import (
     simulate_jets,
     write_jets,
 )
-from e2evision.simulate.response import ResponseConfig
 from e2evision.simulate.pixelate import (
     CRYSTAL_DETA,
     CRYSTAL_DPHI,
@@ -43,6 +42,7 @@ from e2evision.simulate.pixelate import (
     pixelate,
     spread_towers,
 )
+from e2evision.simulate.response import ResponseConfig
 
 HAVE_SIM = all(importlib.util.find_spec(m) is not None for m in ("pythia8mc", "fastjet", "awkward"))
 needs_sim = pytest.mark.skipif(not HAVE_SIM, reason="pythia8mc/fastjet/awkward not installed (extra e2evision[sim])")

@@ -114,7 +114,7 @@ def _central_fraction_scipy(energy: float) -> float:
         return p * _box(rc * scale, *cell) + (1 - p) * _box(rt * scale, *cell)
 
     top = stats.gamma.ppf(1 - 1e-6, alpha)
-    central, window = (integrate.quad(lambda x: stats.gamma.pdf(x, alpha) * share(x, h), 0, top,
+    central, window = (integrate.quad(lambda x, h=h: stats.gamma.pdf(x, alpha) * share(x, h), 0, top,
                                       limit=60, epsabs=1e-6)[0] for h in (0.5, 3.5))
     return central / window
 

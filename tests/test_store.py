@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sparse_jets, write_jet_parquet
+from schema_files import sparse_jets, write_jet_parquet
 from typer.testing import CliRunner
 
 from e2evision.cli import app
@@ -70,7 +70,7 @@ def test_store_round_trip_manifest_and_size(tmp_path, qg_file):
 
 
 def test_dense_layout_for_dense_images(tmp_path):
-    from conftest import write_egamma_file
+    from schema_files import write_egamma_file
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(10, 32, 32, 2)).astype(np.float32)
@@ -224,7 +224,7 @@ def test_mapped_chunks_stay_within_the_budget_and_are_verified_once(tmp_path, qg
     sizes = [sum(f["bytes"] for f in ch["files"]) for ch in st.manifest["chunks"]]
     st.map_budget_bytes = 2 * max(sizes)  # room for two chunks
     order = np.random.default_rng(3).permutation(30)
-    for rep in range(2):
+    for _ in range(2):  # the second pass re-maps chunks that were closed
         for start in range(0, 30, 3):
             x, _ = st.read(order[start:start + 3])
             np.testing.assert_array_equal(x, cols["X_jets"][order[start:start + 3]].astype(np.float32))

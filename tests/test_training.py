@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import sparse_jets, write_jet_parquet
 from safetensors.torch import load_file
+from schema_files import sparse_jets, write_jet_parquet
 from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score, roc_curve
 
 from e2evision.config import load_config
 from e2evision.datasets import EgammaHDF5, open_dataset
-from e2evision.models import create_model
 from e2evision.datasets.split import split_indices
-from e2evision.training import run_experiment
+from e2evision.models import create_model
 from e2evision.rundir import load_fold_module
+from e2evision.training import run_experiment
 from e2evision.training.loggers import MissingLoggerError, build_loggers, check_loggers
 from e2evision.training.module import BinaryClassifier, ImageModule
 from e2evision.transforms.normalize import ChannelNormalizer

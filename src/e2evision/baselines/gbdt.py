@@ -65,7 +65,8 @@ def _kind(reader: ImageDataset) -> str:
 def lens_feature_params(reader: ImageDataset) -> Any:
     """The lens-feature settings for ``reader``: defaults, with the simulator's pixel scale when its
     ``metadata.json`` is beside the images (as ``e2evision features`` does)."""
-    from e2evision.features.lensing import LensFeatureParams, metadata_pixel_scale as _metadata_pixel_scale
+    from e2evision.features.lensing import LensFeatureParams
+    from e2evision.features.lensing import metadata_pixel_scale as _metadata_pixel_scale
 
     scale = _metadata_pixel_scale([Path(p) for p in reader.paths])
     return LensFeatureParams() if scale is None else LensFeatureParams(pixel_scale_arcsec=scale)

@@ -5,7 +5,15 @@ See docs/deployment.md.
 """
 
 from e2evision.export.contract import apply_preprocess, build_contract, read_contract
-from e2evision.export.cpp import build_cpp, cpp_predict, ensure_built, run_tool, save_npy, tool_path, verify_cpp
+from e2evision.export.cpp import (
+    build_cpp,
+    cpp_predict,
+    ensure_built,
+    run_tool,
+    save_npy,
+    tool_path,
+    verify_cpp,
+)
 from e2evision.export.errors import ExportError
 from e2evision.export.exporters import FORMATS, ExportResult, export_model, reference_outputs
 from e2evision.export.run import LoadedFold, choose_fold, load_fold, read_test_batch, reference_raw

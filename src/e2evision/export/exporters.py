@@ -26,8 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from e2evision.export.contract import FILE_NAME, build_contract, merge_contract, preprocess_inputs, read_contract
 from e2evision.datasets.task import get_task
+from e2evision.export.contract import (
+    FILE_NAME,
+    build_contract,
+    merge_contract,
+    preprocess_inputs,
+    read_contract,
+)
 from e2evision.export.errors import ExportError
 from e2evision.export.run import LoadedFold, load_fold, read_test_batch, reference_raw, sha256_file
 from e2evision.utils import atomic_path, atomic_write_json

@@ -10,7 +10,13 @@ from typing import Any
 
 import torch
 
-from e2evision.models.registry import count_flops, count_parameters, create_model, get_entry, list_models
+from e2evision.models.registry import (
+    count_flops,
+    count_parameters,
+    create_model,
+    get_entry,
+    list_models,
+)
 
 #: (channels, side) of the community's datasets: e/γ crops, quark/gluon jets, boosted top / top
 #: mass (8 channels), DeepLense Model I (150 px) and Models II/III (64 px).

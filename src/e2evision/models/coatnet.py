@@ -33,11 +33,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from timm.models.maxxvit import MaxxVit, model_cfgs
-from torch import nn
 
 from e2evision.models.heads import FusionHead, ImageModel
-from e2evision.models.registry import register_model
 from e2evision.models.padding import pad_to_multiple
+from e2evision.models.registry import register_model
 
 COATNET_SOURCE = (
     "Dai et al. 2021 (CoAtNet); dc250601/GSOC (CoAtNet-0, quark/gluon AUC 0.8146, "

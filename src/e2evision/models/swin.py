@@ -32,14 +32,13 @@ from timm.models.swin_transformer import SwinTransformerStage
 from torch import nn
 
 from e2evision.models.heads import FusionHead, ImageModel
+from e2evision.models.padding import Pair, pad_to_multiple
 from e2evision.models.registry import register_model
 
 SWIN_SOURCE = (
     "Liu et al. 2021 (Swin Transformer); dc250601/GSOC (Swin-Tiny, quark/gluon AUC 0.8083, "
     "boosted top 0.9858)"
 )
-
-from e2evision.models.padding import Pair, pad_to_multiple
 
 
 def stage_window(grid: int, target: int) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from e2evision.errors import MissingDependencyError
 from e2evision.simulate.jet_config import JetSimConfig
 from e2evision.simulate.jet_datasets import (
     _CHANNELS,
@@ -28,7 +29,6 @@ from e2evision.simulate.jet_images import _wrap, block_images
 from e2evision.simulate.pixelate import crystal_eta, crystal_phi
 from e2evision.simulate.pythia_records import event_record, layout_numpy, list_layout
 from e2evision.simulate.response import jet_streams, pileup_pool
-from e2evision.errors import MissingDependencyError
 
 __all__ = ["INSTALL_HINT", "MissingSimulatorError", "require_simulators"]
 

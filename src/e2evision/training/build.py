@@ -19,7 +19,13 @@ def build_module(cfg: ExperimentConfig, image_shape: tuple[int, int, int], task:
                  target_shift: float = 0.0, target_scale: float = 1.0) -> ImageModule:
     """The LightningModule of ``cfg`` for images of ``image_shape`` (C, H, W), untrained."""
     from e2evision.models import create_model
-    from e2evision.transforms import ChannelNormalizer, TestTimeFlips, build_augment, build_geometry, output_size
+    from e2evision.transforms import (
+        ChannelNormalizer,
+        TestTimeFlips,
+        build_augment,
+        build_geometry,
+        output_size,
+    )
 
     c, h, w = image_shape
     pp, aug = cfg.preprocess, cfg.augment

@@ -60,7 +60,13 @@ from e2evision.rundir import (
     write_run_info,
 )
 from e2evision.training.build import build_module, init_from_run
-from e2evision.training.callbacks import BestWeights, History, LoaderWait, RunCheckpoint, StagedEarlyStopping
+from e2evision.training.callbacks import (
+    BestWeights,
+    History,
+    LoaderWait,
+    RunCheckpoint,
+    StagedEarlyStopping,
+)
 from e2evision.training.data import FoldData, SampleSource, make_loader
 from e2evision.training.health import diagnose
 from e2evision.training.loggers import build_loggers, check_loggers

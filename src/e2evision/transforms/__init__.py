@@ -8,7 +8,13 @@
 * :mod:`.lensing` — lens region-of-interest crop and rotation to a canonical axis, with inverses.
 """
 
-from e2evision.transforms.augment import RandomFlips, RandomPhiRoll, RandomRot90, TestTimeFlips, build_augment
+from e2evision.transforms.augment import (
+    RandomFlips,
+    RandomPhiRoll,
+    RandomRot90,
+    TestTimeFlips,
+    build_augment,
+)
 from e2evision.transforms.geometry import CenterCrop, PadTo, Resize, build_geometry, output_size
 from e2evision.transforms.lensing import (
     LensCanonicalize,

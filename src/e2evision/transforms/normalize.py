@@ -21,7 +21,6 @@ from torch import nn
 
 from e2evision.datasets.base import ChannelStats
 
-
 MODES = ("zscore", "scale", "minmax", "none")
 PER_SAMPLE = ("none", "sum", "max")
 

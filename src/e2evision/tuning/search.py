@@ -74,7 +74,9 @@ def objective_for(tune: TuneConfig, task: str) -> tuple[str, str, str]:
 
 def data_task(cfg: Any) -> str:
     """The task of the config's data (binary, multiclass, regression), from the files' metadata."""
-    from e2evision.datasets.experiment import open_experiment_data  # deferred: reads the data's files
+    from e2evision.datasets.experiment import (
+        open_experiment_data,  # deferred: reads the data's files
+    )
 
     if not cfg.data.paths:
         raise ValueError("no data: set data.paths in the config or pass --data")

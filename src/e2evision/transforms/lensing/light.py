@@ -281,7 +281,7 @@ def _circle_fit(L: Light, iterations: int = 4
         band = torch.maximum(3 * rms, torch.full_like(rms, 2.0))
         wb = L.w * (res.abs() <= L.at(band))
         a, b = -dx / r, -dy / r  # d res / d(cx, cy); d res / dR = -1
-        sm = lambda t: L.sum(wb * t)  # noqa: E731
+        sm = lambda t, wb=wb: L.sum(wb * t)  # noqa: E731
         s1 = sm(torch.ones_like(r))
         jtj = _sym3(sm(a * a), sm(a * b), -sm(a), sm(b * b), -sm(b), s1)
         step_ok = good & (_det3(jtj).abs() > 1e-12 * s1.clamp(min=1e-300) ** 3)
