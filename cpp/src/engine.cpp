@@ -3,7 +3,12 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/csrc/jit/codegen/onednn/interface.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
+
+#include <mutex>
 
 #include <dlfcn.h>
 
@@ -58,25 +63,59 @@ std::vector<at::Tensor> unpackOutputs(const c10::IValue& out) {
   return tensors;
 }
 
+torch::jit::Module loadTorchScript(const std::string& path) {
+  try {
+    torch::jit::Module module = torch::jit::load(path, c10::Device(c10::kCPU));
+    module.eval();
+    return module;
+  } catch (const std::exception& e) {
+    throw ModelFileError(path + ": not a TorchScript model LibTorch can load (" + firstLine(e.what()) + ")");
+  }
+}
+
+// LibTorch's switch is process-wide and registers a graph pass; set it once.
+void enableOneDnnGraph() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    torch::jit::getProfilingMode() = true;  // the fuser works on profiled shapes
+    torch::jit::RegisterLlgaFuseGraph::setEnabled(true);
+  });
+}
+
 class TorchScriptBackend : public detail::BackendImpl {
  public:
-  explicit TorchScriptBackend(const std::string& path) {
-    try {
-      module_ = torch::jit::load(path, c10::Device(c10::kCPU));
-      module_.eval();
-    } catch (const std::exception& e) {
-      throw ModelFileError(path + ": not a TorchScript model LibTorch can load (" + firstLine(e.what()) + ")");
-    }
+  // Auto holds two copies of the graph: the fused one for batches below large_batch (per-call
+  // overhead dominates there) and the oneDNN-packed one from large_batch on (kernel time does).
+  TorchScriptBackend(const std::string& path, GraphMode mode, int64_t large_batch)
+      : large_batch_(mode == GraphMode::Auto ? large_batch : 0) {
+    small_ = loadTorchScript(path);
+    if (mode == GraphMode::Fused || mode == GraphMode::Auto) enableOneDnnGraph();
+    if (mode == GraphMode::Inference) small_ = optimized(small_, path);
+    if (mode == GraphMode::Auto) large_ = optimized(loadTorchScript(path), path);
   }
 
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& inputs) const override {
     std::vector<c10::IValue> args(inputs.begin(), inputs.end());
-    return unpackOutputs(module_.forward(std::move(args)));
+    const bool large = large_batch_ > 0 && !inputs.empty() && inputs.front().size(0) >= large_batch_;
+    if (!large) return unpackOutputs(small_.forward(std::move(args)));
+    // optimize_for_inference already rewrote this graph; the executor's passes (the oneDNN Graph
+    // fuser among them, which cannot read oneDNN-packed graphs) must not run on it. Thread-local.
+    torch::jit::GraphOptimizerEnabledGuard no_passes(false);
+    return unpackOutputs(large_.forward(std::move(args)));
   }
 
  private:
+  static torch::jit::Module optimized(torch::jit::Module module, const std::string& path) {
+    try {
+      return torch::jit::optimize_for_inference(module);
+    } catch (const std::exception& e) {
+      throw BackendError(path + ": optimize_for_inference failed (" + firstLine(e.what()) + "); use GraphMode::Plain");
+    }
+  }
+
+  int64_t large_batch_;
   // Module::forward is not const; running a loaded TorchScript module concurrently is supported.
-  mutable torch::jit::Module module_;
+  mutable torch::jit::Module small_, large_;
 };
 
 // The shared object inside an AOTInductor package lists libtorch.so among its dependencies (as
@@ -146,6 +185,24 @@ Backend parseBackend(const std::string& name) {
   throw InputError("unknown backend '" + name + "' (auto, torchscript, aoti, onnxruntime)");
 }
 
+const char* graphModeName(GraphMode m) {
+  switch (m) {
+    case GraphMode::Auto: return "auto";
+    case GraphMode::Plain: return "plain";
+    case GraphMode::Inference: return "inference";
+    case GraphMode::Fused: return "fused";
+  }
+  return "?";
+}
+
+GraphMode parseGraphMode(const std::string& name) {
+  if (name == "auto") return GraphMode::Auto;
+  if (name == "plain") return GraphMode::Plain;
+  if (name == "inference") return GraphMode::Inference;
+  if (name == "fused") return GraphMode::Fused;
+  throw InputError("unknown graph mode '" + name + "' (auto, plain, inference, fused)");
+}
+
 bool backendAvailable(Backend b) {
 #ifdef E2EVISION_WITH_ONNXRUNTIME
   (void)b;
@@ -160,8 +217,37 @@ struct Engine::Impl {
   EngineOptions options;
   PreprocessConfig config;
   Backend backend = Backend::Auto;
+  GraphMode graph_mode = GraphMode::Auto;
   std::unique_ptr<detail::BackendImpl> impl;
 };
+
+namespace {
+
+// Batch-1 calls on zeros, so that the profiling executor specialises (and oneDNN compiles its
+// partitions) at load time rather than on the first event.
+void warmUp(const Engine::Impl& impl, int runs) {
+  if (runs <= 0) return;
+  c10::InferenceMode guard;
+  std::vector<int64_t> batches{1};
+  if (impl.backend == Backend::TorchScript && impl.graph_mode == GraphMode::Auto && impl.options.large_batch > 1)
+    batches.push_back(impl.options.large_batch);  // the second graph too
+  try {
+    for (int64_t batch : batches) {
+      std::vector<at::Tensor> zeros;
+      for (const auto& spec : impl.config.inputs) {
+        std::vector<int64_t> shape = spec.shape;
+        shape[0] = batch;
+        zeros.push_back(at::zeros(shape, at::TensorOptions().dtype(at::kFloat)));
+      }
+      for (int i = 0; i < runs; ++i) impl.impl->forward(zeros);
+    }
+  } catch (const std::exception& e) {
+    throw BackendError(std::string(backendName(impl.backend)) + " backend failed its warm-up call on " + impl.model_path +
+                       ": " + firstLine(e.what()));
+  }
+}
+
+}  // namespace
 
 Engine::Engine(const std::string& model_path, const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   impl_->model_path = model_path;
@@ -205,7 +291,10 @@ Engine::Engine(const std::string& model_path, const EngineOptions& options) : im
   if (options.intra_op_threads > 0) at::set_num_threads(options.intra_op_threads);
 
   switch (b) {
-    case Backend::TorchScript: impl_->impl = std::make_unique<TorchScriptBackend>(model_path); break;
+    case Backend::TorchScript:
+      impl_->graph_mode = options.graph_mode;
+      impl_->impl = std::make_unique<TorchScriptBackend>(model_path, options.graph_mode, options.large_batch);
+      break;
     case Backend::AOTInductor: impl_->impl = std::make_unique<AotiBackend>(model_path); break;
     case Backend::ONNXRuntime:
 #ifdef E2EVISION_WITH_ONNXRUNTIME
@@ -216,6 +305,7 @@ Engine::Engine(const std::string& model_path, const EngineOptions& options) : im
 #endif
     case Backend::Auto: break;
   }
+  warmUp(*impl_, options.warmup_runs);
 }
 
 Engine::~Engine() = default;
@@ -368,6 +458,7 @@ const std::vector<int64_t>& Engine::getOutputShape(const std::string& name) cons
 
 const PreprocessConfig& Engine::preprocess() const { return impl_->config; }
 Backend Engine::backend() const { return impl_->backend; }
+GraphMode Engine::graphMode() const { return impl_->graph_mode; }
 const std::string& Engine::modelPath() const { return impl_->model_path; }
 
 }  // namespace e2evision
