@@ -8,6 +8,7 @@
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
+#include <atomic>
 #include <mutex>
 
 #include <dlfcn.h>
@@ -87,24 +88,47 @@ class TorchScriptBackend : public detail::BackendImpl {
   // Auto holds two copies of the graph: the fused one for batches below large_batch (per-call
   // overhead dominates there) and the oneDNN-packed one from large_batch on (kernel time does).
   TorchScriptBackend(const std::string& path, GraphMode mode, int64_t large_batch)
-      : large_batch_(mode == GraphMode::Auto ? large_batch : 0) {
+      : large_batch_(mode == GraphMode::Auto ? large_batch : 0),
+        fusing_(mode == GraphMode::Fused || mode == GraphMode::Auto) {
     small_ = loadTorchScript(path);
     if (mode == GraphMode::Fused || mode == GraphMode::Auto) enableOneDnnGraph();
-    if (mode == GraphMode::Inference) small_ = optimized(small_, path);
+    if (mode == GraphMode::Inference) {
+      small_ = optimized(small_, path);
+      unfused_only_ = true;  // an optimize_for_inference graph never goes through the fuser
+    }
+    // The unfused twin: Auto's large-batch graph, and for both fusing modes the graph calls go to
+    // once the fuser has failed on this model (a module it failed on stays broken, so a separate
+    // copy that never sees the fuser).
     if (mode == GraphMode::Auto) large_ = optimized(loadTorchScript(path), path);
+    if (mode == GraphMode::Fused) large_ = loadTorchScript(path);
   }
 
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& inputs) const override {
-    std::vector<c10::IValue> args(inputs.begin(), inputs.end());
     const bool large = large_batch_ > 0 && !inputs.empty() && inputs.front().size(0) >= large_batch_;
-    if (!large) return unpackOutputs(small_.forward(std::move(args)));
-    // optimize_for_inference already rewrote this graph; the executor's passes (the oneDNN Graph
-    // fuser among them, which cannot read oneDNN-packed graphs) must not run on it. Thread-local.
-    torch::jit::GraphOptimizerEnabledGuard no_passes(false);
-    return unpackOutputs(large_.forward(std::move(args)));
+    if (!large && !unfused_only_.load()) {
+      try {
+        return unpackOutputs(small_.forward(std::vector<c10::IValue>(inputs.begin(), inputs.end())));
+      } catch (const std::exception&) {
+        // Either the input is bad (the unfused graph below throws too, and that error is reported)
+        // or the oneDNN Graph fuser broke this graph (seen on the lens-ROI graph's data-dependent
+        // scalar arithmetic): then the unfused twin succeeds and is used from now on.
+        if (!fusing_) throw;
+        auto out = unfused(large_, inputs);
+        unfused_only_ = true;
+        return out;
+      }
+    }
+    return unfused(large || (fusing_ && unfused_only_) ? large_ : small_, inputs);
   }
 
  private:
+  // With the executor's passes off (thread-local): no oneDNN Graph fusion, which also cannot read
+  // the oneDNN-packed graph optimize_for_inference wrote.
+  static std::vector<at::Tensor> unfused(torch::jit::Module& module, const std::vector<at::Tensor>& inputs) {
+    torch::jit::GraphOptimizerEnabledGuard no_passes(false);
+    return unpackOutputs(module.forward(std::vector<c10::IValue>(inputs.begin(), inputs.end())));
+  }
+
   static torch::jit::Module optimized(torch::jit::Module module, const std::string& path) {
     try {
       return torch::jit::optimize_for_inference(module);
@@ -114,6 +138,8 @@ class TorchScriptBackend : public detail::BackendImpl {
   }
 
   int64_t large_batch_;
+  bool fusing_;
+  mutable std::atomic<bool> unfused_only_{false};
   // Module::forward is not const; running a loaded TorchScript module concurrently is supported.
   mutable torch::jit::Module small_, large_;
 };
@@ -223,27 +249,28 @@ struct Engine::Impl {
 
 namespace {
 
-// Batch-1 calls on zeros, so that the profiling executor specialises (and oneDNN compiles its
-// partitions) at load time rather than on the first event.
+// Batch-1 calls on a constant image, so that the profiling executor specialises (and oneDNN
+// compiles its partitions) at load time rather than on the first event. Best effort: a graph that
+// refuses a synthetic input (a lens finder that needs a ring) is then specialised by its first
+// real call instead; the real call reports any real error.
 void warmUp(const Engine::Impl& impl, int runs) {
   if (runs <= 0) return;
   c10::InferenceMode guard;
   std::vector<int64_t> batches{1};
   if (impl.backend == Backend::TorchScript && impl.graph_mode == GraphMode::Auto && impl.options.large_batch > 1)
     batches.push_back(impl.options.large_batch);  // the second graph too
-  try {
-    for (int64_t batch : batches) {
-      std::vector<at::Tensor> zeros;
-      for (const auto& spec : impl.config.inputs) {
-        std::vector<int64_t> shape = spec.shape;
-        shape[0] = batch;
-        zeros.push_back(at::zeros(shape, at::TensorOptions().dtype(at::kFloat)));
-      }
-      for (int i = 0; i < runs; ++i) impl.impl->forward(zeros);
+  for (int64_t batch : batches) {
+    std::vector<at::Tensor> inputs;
+    for (const auto& spec : impl.config.inputs) {
+      std::vector<int64_t> shape = spec.shape;
+      shape[0] = batch;
+      inputs.push_back(at::ones(shape, at::TensorOptions().dtype(at::kFloat)));
     }
-  } catch (const std::exception& e) {
-    throw BackendError(std::string(backendName(impl.backend)) + " backend failed its warm-up call on " + impl.model_path +
-                       ": " + firstLine(e.what()));
+    try {
+      for (int i = 0; i < runs; ++i) impl.impl->forward(inputs);
+    } catch (const std::exception&) {
+      return;
+    }
   }
 }
 

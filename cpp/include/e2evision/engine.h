@@ -59,8 +59,9 @@ struct EngineOptions {
   GraphMode graph_mode = GraphMode::Auto;
   // GraphMode::Auto: batches of at least this many rows run the Inference graph.
   int64_t large_batch = 32;
-  // Calls at batch 1 on zeros inside the constructor, so that the profiling executor has
-  // specialised and oneDNN has compiled its partitions before the first real event.
+  // Calls at batch 1 on a constant image inside the constructor (best effort), so that the
+  // profiling executor has specialised and oneDNN has compiled its partitions before the first
+  // real event.
   int warmup_runs = 3;
 };
 
