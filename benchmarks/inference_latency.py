@@ -9,7 +9,7 @@ change the latency, but the export path is the real one), exports the best fold 
 ONNX, and times one call on raw images at batch 1 and 256. Every contender starts from the same raw
 float32 images and applies the normalisation itself, as a CMSSW producer would:
 
-* C++: ``e2evision-infer --bench`` (the engine's default path: TorchScript with oneDNN Graph fusion;
+* C++: ``e2evision-infer --bench`` (the engine's default path: TorchScript, ``GraphMode::Auto``;
   preprocessing in C++; timed inside the process around ``Engine::run``), ``at::set_num_threads(1)``;
   ``--cpp-variants`` adds other engine paths (``plain``/``inference`` graph modes, an ``aoti`` package);
 * PyTorch eager: the training module's ``forward`` (normaliser included), ``torch.set_num_threads(1)``,
