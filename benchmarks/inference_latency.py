@@ -9,16 +9,18 @@ change the latency, but the export path is the real one), exports the best fold 
 ONNX, and times one call on raw images at batch 1 and 256. Every contender starts from the same raw
 float32 images and applies the normalisation itself, as a CMSSW producer would:
 
-* C++: ``e2evision-infer --bench`` (TorchScript backend; preprocessing in C++; timed inside the
-  process around ``Engine::run``), ``at::set_num_threads(1)``;
+* C++: ``e2evision-infer --bench`` (the engine's default path: TorchScript, ``GraphMode::Auto``;
+  preprocessing in C++; timed inside the process around ``Engine::run``), ``at::set_num_threads(1)``;
+  ``--cpp-variants`` adds other engine paths (``plain``/``inference`` graph modes, an ``aoti`` package);
 * PyTorch eager: the training module's ``forward`` (normaliser included), ``torch.set_num_threads(1)``,
   inference mode;
 * onnxruntime: NumPy preprocessing from preprocess.json + ``InferenceSession.run``, one intra-op and
   one inter-op thread.
 
 Reported: the median and the minimum of ``--reps`` timed calls, taken in ``--rounds`` interleaved
-rounds (C++, eager, onnxruntime, again ...) so that load from other processes affects the three
-alike, and ratios to the C++ engine. On a shared machine the minimum is the steadier figure.
+rounds (C++, its variants, onnxruntime, eager, again ...) so that load from other processes affects
+all alike, and the C++ engine's time over onnxruntime's (≤ 1: the engine is as fast or faster). On a
+shared machine the minimum is the steadier figure.
 ``--size`` is the knob: ``tiny`` (the test suite's toy widths), ``default`` (the registry presets:
 ResNet-15 16→32 channels, vit_micro/vit_sd_micro 64 wide × 4 blocks) or ``large`` (ResNet-15
 32→64, ViT 192 wide × 6 blocks).
@@ -34,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +67,95 @@ def times_ms(fn, reps: int, warmup: int) -> list[float]:
     return times
 
 
+def prepare(name: str, args: argparse.Namespace, work: Path, files: list[Path]) -> dict:
+    """Train (once) the 1-epoch run of ``name``, export it (TorchScript, ONNX, optionally AOTI)."""
+    from e2evision.config import load_config
+    from e2evision.export import export_model, load_fold, read_contract
+    from e2evision.training import run_experiment
+
+    config, model_name = MODELS[name]
+    run = work / f"{name}-{args.size}"
+    if not (run / "metrics.json").is_file():
+        cfg = load_config(ROOT / "configs" / config, [
+            f"data.paths={json.dumps([str(f) for f in files])}", f"model.name={model_name}", "train.folds=2",
+            "train.max_epochs=1", "train.progress=false",
+            "augment.test_time=false",  # one forward pass per image: the latency of the network itself
+            *SIZES[args.size][name]])
+        run_experiment(cfg, run)
+    paths = {"torchscript": run / "export" / "model.pt", "onnx": run / "export" / "model.onnx"}
+    if "aoti" in args.cpp_variants:
+        paths["aoti"] = run / "export" / "model.pt2"
+    for fmt, path in paths.items():
+        if not path.is_file():
+            t0 = time.perf_counter()
+            export_model(run, fmt, path, n_check=16)
+            print(f"{name}: {fmt} export {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    contract = read_contract(paths["torchscript"].parent / "preprocess.json")
+    fold = load_fold(run, contract["source"]["fold"])
+    return {"paths": paths, "contract": contract, "fold": fold,
+            "params": sum(p.numel() for p in fold.model.parameters())}
+
+
+def time_batch(model: dict, batch: int, raw256: np.ndarray, raw_npy: Path, tool: Path,
+               args: argparse.Namespace) -> dict[str, list[float]]:
+    """Times of every contender at one batch size, in ``--rounds`` interleaved rounds."""
+    import onnxruntime as ort
+    import torch
+
+    from e2evision.export import apply_preprocess
+    from e2evision.export.cpp import benchmark_cpp
+
+    reps = args.reps if batch == 1 else max(5, args.reps // 10)
+    warm = args.warmup if batch == 1 else max(3, args.warmup // 5)
+    x_np = raw256[:batch].copy()
+    x_t = torch.from_numpy(x_np)
+    spec = model["contract"]["inputs"][0]["preprocess"]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model["paths"]["onnx"]), opts, providers=["CPUExecutionProvider"])
+    module = model["fold"].module
+
+    def eager() -> None:
+        with torch.inference_mode():
+            module(x_t)
+
+    def onnxrt() -> None:
+        session.run(["prob"], {"image": apply_preprocess(x_np, spec)})
+
+    def cpp(path: Path, graph_mode: str | None) -> Callable[[int], list[float]]:
+        return lambda n: benchmark_cpp(path, raw_npy, batch, n, warmup=warm, threads=1, tool=tool,
+                                       graph_mode=graph_mode)["times_ms"]
+
+    ts = model["paths"]["torchscript"]
+    contenders: dict[str, Callable[[int], list[float]]] = {"cpp": cpp(ts, None)}
+    for variant in args.cpp_variants:
+        contenders[f"cpp_{variant}"] = cpp(model["paths"]["aoti"], None) if variant == "aoti" else cpp(ts, variant)
+    contenders["onnxruntime"] = lambda n: times_ms(onnxrt, n, warm)
+    if not args.no_eager:
+        contenders["eager"] = lambda n: times_ms(eager, n, warm)
+    got: dict[str, list[float]] = {k: [] for k in contenders}
+    per_round = max(1, reps // args.rounds)
+    for _ in range(args.rounds):  # interleaved, so that load from other processes hits all alike
+        for key, fn in contenders.items():
+            got[key] += fn(per_round)
+    return got
+
+
+def print_table(rows: list[dict], args: argparse.Namespace) -> None:
+    """C++ and onnxruntime side by side with their ratio first, then the other contenders."""
+    extra = [f"cpp_{v}" for v in args.cpp_variants] + ([] if args.no_eager else ["eager"])
+    head = ["model", "params", "batch", "C++ engine ms", "onnxruntime ms", "C++ / ORT", *[f"{k} ms" for k in extra]]
+    print("| " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * (len(head) - 1))
+    for r in rows:  # median (minimum) of the timed calls
+        cells = [r["model"], f"{r['params']:,}", str(r["batch"]), f"{r['cpp_ms']:.3f} ({r['cpp_min_ms']:.3f})",
+                 f"{r['onnxruntime_ms']:.3f} ({r['onnxruntime_min_ms']:.3f})",
+                 f"**{r['cpp_over_onnxruntime']:.2f}** ({r['cpp_over_onnxruntime_min']:.2f})",
+                 *[f"{r[k + '_ms']:.3f} ({r[k + '_min_ms']:.3f})" for k in extra]]
+        print("| " + " | ".join(cells) + " |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="resnet15,vit,vit_sd", help="comma list of resnet15, vit, vit_sd")
@@ -71,27 +163,25 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=200, help="timed calls at batch 1 (batch 256: reps // 10, at least 5)")
     ap.add_argument("--warmup", type=int, default=20, help="untimed calls before each round")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds of C++, eager and onnxruntime")
+    ap.add_argument("--cpp-variants", default="plain",
+                    help="comma list of other engine paths to time beside the default: plain, inference "
+                         "(TorchScript graph modes), aoti (exports an AOTInductor package, ~20-60 s per model)")
+    ap.add_argument("--no-eager", action="store_true", help="skip PyTorch eager")
     ap.add_argument("--n-train", type=int, default=400, help="simulated crops for the 1-epoch training")
     ap.add_argument("--workdir", type=Path, default=None, help="keep runs and exports here (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args()
+    args.cpp_variants = [v.strip() for v in args.cpp_variants.split(",") if v.strip()]
+    bad = set(args.cpp_variants) - {"plain", "inference", "fused", "aoti"}
+    if bad:
+        ap.error(f"unknown --cpp-variants {sorted(bad)}; choose from plain, inference, fused, aoti")
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import onnxruntime as ort
     import torch
 
-    from e2evision.config import load_config
-    from e2evision.export import (
-        apply_preprocess,
-        ensure_built,
-        export_model,
-        load_fold,
-        read_contract,
-        save_npy,
-    )
-    from e2evision.export.cpp import benchmark_cpp
+    from e2evision.export import ensure_built, save_npy
     from e2evision.simulate.calorimeter import write_egamma
-    from e2evision.training import run_experiment
 
     torch.set_num_threads(1)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -115,69 +205,22 @@ def main() -> int:
 
     rows = []
     for name in names:
-        config, model_name = MODELS[name]
-        run = work / f"{name}-{args.size}"
-        if not (run / "metrics.json").is_file():
-            cfg = load_config(ROOT / "configs" / config, [
-                f"data.paths={json.dumps([str(f) for f in files])}", f"model.name={model_name}", "train.folds=2",
-                "train.max_epochs=1", "train.progress=false", *SIZES[args.size][name]])
-            run_experiment(cfg, run)
-        ts_path, onnx_path = run / "export" / "model.pt", run / "export" / "model.onnx"
-        if not ts_path.is_file():
-            export_model(run, "torchscript", ts_path, n_check=16)
-        if not onnx_path.is_file():
-            export_model(run, "onnx", onnx_path, n_check=16)
-        contract = read_contract(ts_path.parent / "preprocess.json")
-        fold = load_fold(run, contract["source"]["fold"])
-        module = fold.module
-        n_params = sum(p.numel() for p in fold.model.parameters())
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        spec = contract["inputs"][0]["preprocess"]
-
+        model = prepare(name, args, work, files)
         for batch in (1, 256):
-            reps = args.reps if batch == 1 else max(5, args.reps // 10)
-            warm = args.warmup if batch == 1 else max(3, args.warmup // 5)
-            x_np = raw256[:batch].copy()
-            x_t = torch.from_numpy(x_np)
-
-            def eager() -> None:
-                with torch.inference_mode():
-                    module(x_t)
-
-            def onnxrt() -> None:
-                session.run(["prob"], {"image": apply_preprocess(x_np, spec)})
-
-            # Interleaved rounds, so that load from other processes hits the three alike.
-            got: dict[str, list[float]] = {"cpp": [], "eager": [], "onnxruntime": []}
-            per_round = max(1, reps // args.rounds)
-            for _ in range(args.rounds):
-                got["cpp"] += benchmark_cpp(ts_path, raw_npy, batch, per_round, warmup=warm, threads=1,
-                                            tool=tool)["times_ms"]
-                got["eager"] += times_ms(eager, per_round, warm)
-                got["onnxruntime"] += times_ms(onnxrt, per_round, warm)
+            got = time_batch(model, batch, raw256, raw_npy, tool, args)
             med = {k: statistics.median(v) for k, v in got.items()}
             low = {k: min(v) for k, v in got.items()}
-            rows.append({"model": fold.config.model.name, "size": args.size, "params": n_params, "batch": batch,
-                         "reps": len(got["cpp"]), **{f"{k}_ms": med[k] for k in got},
-                         **{f"{k}_min_ms": low[k] for k in got},
-                         "eager_over_cpp": med["eager"] / med["cpp"], "onnxruntime_over_cpp": med["onnxruntime"] / med["cpp"],
-                         "eager_over_cpp_min": low["eager"] / low["cpp"],
-                         "onnxruntime_over_cpp_min": low["onnxruntime"] / low["cpp"]})
-            r = rows[-1]
-            print(f"{r['model']:<14}{n_params:>9,} batch {batch:>3}: median (min) C++ {med['cpp']:.3f} ({low['cpp']:.3f}) ms, "
-                  f"eager {med['eager']:.3f} ({low['eager']:.3f}) ms, onnxruntime {med['onnxruntime']:.3f} "
-                  f"({low['onnxruntime']:.3f}) ms", file=sys.stderr)
+            row = {"model": model["fold"].config.model.name, "size": args.size, "params": model["params"],
+                   "batch": batch, "reps": len(got["cpp"]), **{f"{k}_ms": med[k] for k in got},
+                   **{f"{k}_min_ms": low[k] for k in got},
+                   "cpp_over_onnxruntime": med["cpp"] / med["onnxruntime"],
+                   "cpp_over_onnxruntime_min": low["cpp"] / low["onnxruntime"]}
+            rows.append(row)
+            print(f"{row['model']:<14}{row['params']:>9,} batch {batch:>3}: median (min) ms "
+                  + ", ".join(f"{k} {med[k]:.3f} ({low[k]:.3f})" for k in got)
+                  + f"; C++/ORT {row['cpp_over_onnxruntime']:.2f}", file=sys.stderr)
 
-    print("| model | params | batch | C++ engine ms | PyTorch eager ms | onnxruntime ms | eager / C++ | ORT / C++ |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:  # median (minimum) of the timed calls
-        print(f"| {r['model']} | {r['params']:,} | {r['batch']} | {r['cpp_ms']:.3f} ({r['cpp_min_ms']:.3f}) | "
-              f"{r['eager_ms']:.3f} ({r['eager_min_ms']:.3f}) | {r['onnxruntime_ms']:.3f} ({r['onnxruntime_min_ms']:.3f}) | "
-              f"{r['eager_over_cpp']:.2f} ({r['eager_over_cpp_min']:.2f}) | "
-              f"{r['onnxruntime_over_cpp']:.2f} ({r['onnxruntime_over_cpp_min']:.2f}) |")
+    print_table(rows, args)
     meta = {"threads": 1, "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": ort.__version__, "cores": os.cpu_count()}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -96,6 +96,24 @@ def test_cpp_equals_pytorch_within_1e5_on_raw_inputs(cpp_tool, toy_runs, ts_expo
     assert got["prob"].shape == (raw.shape[0], 1) and got["prob"].dtype == np.float32
 
 
+@pytest.mark.parametrize("mode", ["plain", "inference", "fused", "auto"])
+@pytest.mark.parametrize("name", ["resnet15", "vit", "vit_sd"])
+def test_every_graph_mode_equals_pytorch_within_1e5(cpp_tool, toy_runs, ts_exports, name, mode):
+    """Each TorchScript graph mode of the engine (auto: oneDNN Graph fusion below --large-batch rows,
+    the optimize_for_inference graph from there on) gives PyTorch's outputs; calls of 7 rows and a
+    last one of 2 cross auto's switch at 4."""
+    model = ts_exports[name]
+    pre = json.loads((model.parent / "preprocess.json").read_text())
+    fold = load_fold(toy_runs[name], pre["source"]["fold"])
+    raw = _inputs(fold)
+    assert raw.shape[0] % 7 == 2
+    got = cpp_predict(model, raw, tool=cpp_tool, batch_size=7, extra=["--graph-mode", mode, "--large-batch", "4"])
+    for key, want in reference_outputs(fold, raw).items():
+        np.testing.assert_allclose(got[key], want, rtol=0, atol=TOL)
+    info = run_tool(model, {}, None, tool=cpp_tool, extra=["--info", "--graph-mode", mode])
+    assert json.loads(info.stdout)["graph_mode"] == mode
+
+
 @pytest.mark.parametrize("name", ["resnet15", "vit_sd"])
 def test_cpp_test_executable(cpp_tool, toy_runs, ts_exports, tmp_path, name):
     """Batch invariance, 4 concurrent threads, every named error, .npy and preprocess.json checks."""

@@ -3,7 +3,13 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/csrc/jit/codegen/onednn/interface.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
+
+#include <atomic>
+#include <mutex>
 
 #include <dlfcn.h>
 
@@ -58,25 +64,84 @@ std::vector<at::Tensor> unpackOutputs(const c10::IValue& out) {
   return tensors;
 }
 
+torch::jit::Module loadTorchScript(const std::string& path) {
+  try {
+    torch::jit::Module module = torch::jit::load(path, c10::Device(c10::kCPU));
+    module.eval();
+    return module;
+  } catch (const std::exception& e) {
+    throw ModelFileError(path + ": not a TorchScript model LibTorch can load (" + firstLine(e.what()) + ")");
+  }
+}
+
+// LibTorch's switch is process-wide and registers a graph pass; set it once.
+void enableOneDnnGraph() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    torch::jit::getProfilingMode() = true;  // the fuser works on profiled shapes
+    torch::jit::RegisterLlgaFuseGraph::setEnabled(true);
+  });
+}
+
 class TorchScriptBackend : public detail::BackendImpl {
  public:
-  explicit TorchScriptBackend(const std::string& path) {
-    try {
-      module_ = torch::jit::load(path, c10::Device(c10::kCPU));
-      module_.eval();
-    } catch (const std::exception& e) {
-      throw ModelFileError(path + ": not a TorchScript model LibTorch can load (" + firstLine(e.what()) + ")");
+  // Auto holds two copies of the graph: the fused one for batches below large_batch (per-call
+  // overhead dominates there) and the oneDNN-packed one from large_batch on (kernel time does).
+  TorchScriptBackend(const std::string& path, GraphMode mode, int64_t large_batch)
+      : large_batch_(mode == GraphMode::Auto ? large_batch : 0),
+        fusing_(mode == GraphMode::Fused || mode == GraphMode::Auto) {
+    small_ = loadTorchScript(path);
+    if (mode == GraphMode::Fused || mode == GraphMode::Auto) enableOneDnnGraph();
+    if (mode == GraphMode::Inference) {
+      small_ = optimized(small_, path);
+      unfused_only_ = true;  // an optimize_for_inference graph never goes through the fuser
     }
+    // The unfused twin: Auto's large-batch graph, and for both fusing modes the graph calls go to
+    // once the fuser has failed on this model (a module it failed on stays broken, so a separate
+    // copy that never sees the fuser).
+    if (mode == GraphMode::Auto) large_ = optimized(loadTorchScript(path), path);
+    if (mode == GraphMode::Fused) large_ = loadTorchScript(path);
   }
 
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& inputs) const override {
-    std::vector<c10::IValue> args(inputs.begin(), inputs.end());
-    return unpackOutputs(module_.forward(std::move(args)));
+    const bool large = large_batch_ > 0 && !inputs.empty() && inputs.front().size(0) >= large_batch_;
+    if (!large && !unfused_only_.load()) {
+      try {
+        return unpackOutputs(small_.forward(std::vector<c10::IValue>(inputs.begin(), inputs.end())));
+      } catch (const std::exception&) {
+        // Either the input is bad (the unfused graph below throws too, and that error is reported)
+        // or the oneDNN Graph fuser broke this graph (seen on the lens-ROI graph's data-dependent
+        // scalar arithmetic): then the unfused twin succeeds and is used from now on.
+        if (!fusing_) throw;
+        auto out = unfused(large_, inputs);
+        unfused_only_ = true;
+        return out;
+      }
+    }
+    return unfused(large || (fusing_ && unfused_only_) ? large_ : small_, inputs);
   }
 
  private:
+  // With the executor's passes off (thread-local): no oneDNN Graph fusion, which also cannot read
+  // the oneDNN-packed graph optimize_for_inference wrote.
+  static std::vector<at::Tensor> unfused(torch::jit::Module& module, const std::vector<at::Tensor>& inputs) {
+    torch::jit::GraphOptimizerEnabledGuard no_passes(false);
+    return unpackOutputs(module.forward(std::vector<c10::IValue>(inputs.begin(), inputs.end())));
+  }
+
+  static torch::jit::Module optimized(torch::jit::Module module, const std::string& path) {
+    try {
+      return torch::jit::optimize_for_inference(module);
+    } catch (const std::exception& e) {
+      throw BackendError(path + ": optimize_for_inference failed (" + firstLine(e.what()) + "); use GraphMode::Plain");
+    }
+  }
+
+  int64_t large_batch_;
+  bool fusing_;
+  mutable std::atomic<bool> unfused_only_{false};
   // Module::forward is not const; running a loaded TorchScript module concurrently is supported.
-  mutable torch::jit::Module module_;
+  mutable torch::jit::Module small_, large_;
 };
 
 // The shared object inside an AOTInductor package lists libtorch.so among its dependencies (as
@@ -146,6 +211,24 @@ Backend parseBackend(const std::string& name) {
   throw InputError("unknown backend '" + name + "' (auto, torchscript, aoti, onnxruntime)");
 }
 
+const char* graphModeName(GraphMode m) {
+  switch (m) {
+    case GraphMode::Auto: return "auto";
+    case GraphMode::Plain: return "plain";
+    case GraphMode::Inference: return "inference";
+    case GraphMode::Fused: return "fused";
+  }
+  return "?";
+}
+
+GraphMode parseGraphMode(const std::string& name) {
+  if (name == "auto") return GraphMode::Auto;
+  if (name == "plain") return GraphMode::Plain;
+  if (name == "inference") return GraphMode::Inference;
+  if (name == "fused") return GraphMode::Fused;
+  throw InputError("unknown graph mode '" + name + "' (auto, plain, inference, fused)");
+}
+
 bool backendAvailable(Backend b) {
 #ifdef E2EVISION_WITH_ONNXRUNTIME
   (void)b;
@@ -160,8 +243,38 @@ struct Engine::Impl {
   EngineOptions options;
   PreprocessConfig config;
   Backend backend = Backend::Auto;
+  GraphMode graph_mode = GraphMode::Auto;
   std::unique_ptr<detail::BackendImpl> impl;
 };
+
+namespace {
+
+// Batch-1 calls on a constant image, so that the profiling executor specialises (and oneDNN
+// compiles its partitions) at load time rather than on the first event. Best effort: a graph that
+// refuses a synthetic input (a lens finder that needs a ring) is then specialised by its first
+// real call instead; the real call reports any real error.
+void warmUp(const Engine::Impl& impl, int runs) {
+  if (runs <= 0) return;
+  c10::InferenceMode guard;
+  std::vector<int64_t> batches{1};
+  if (impl.backend == Backend::TorchScript && impl.graph_mode == GraphMode::Auto && impl.options.large_batch > 1)
+    batches.push_back(impl.options.large_batch);  // the second graph too
+  for (int64_t batch : batches) {
+    std::vector<at::Tensor> inputs;
+    for (const auto& spec : impl.config.inputs) {
+      std::vector<int64_t> shape = spec.shape;
+      shape[0] = batch;
+      inputs.push_back(at::ones(shape, at::TensorOptions().dtype(at::kFloat)));
+    }
+    try {
+      for (int i = 0; i < runs; ++i) impl.impl->forward(inputs);
+    } catch (const std::exception&) {
+      return;
+    }
+  }
+}
+
+}  // namespace
 
 Engine::Engine(const std::string& model_path, const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   impl_->model_path = model_path;
@@ -205,7 +318,10 @@ Engine::Engine(const std::string& model_path, const EngineOptions& options) : im
   if (options.intra_op_threads > 0) at::set_num_threads(options.intra_op_threads);
 
   switch (b) {
-    case Backend::TorchScript: impl_->impl = std::make_unique<TorchScriptBackend>(model_path); break;
+    case Backend::TorchScript:
+      impl_->graph_mode = options.graph_mode;
+      impl_->impl = std::make_unique<TorchScriptBackend>(model_path, options.graph_mode, options.large_batch);
+      break;
     case Backend::AOTInductor: impl_->impl = std::make_unique<AotiBackend>(model_path); break;
     case Backend::ONNXRuntime:
 #ifdef E2EVISION_WITH_ONNXRUNTIME
@@ -216,6 +332,7 @@ Engine::Engine(const std::string& model_path, const EngineOptions& options) : im
 #endif
     case Backend::Auto: break;
   }
+  warmUp(*impl_, options.warmup_runs);
 }
 
 Engine::~Engine() = default;
@@ -368,6 +485,7 @@ const std::vector<int64_t>& Engine::getOutputShape(const std::string& name) cons
 
 const PreprocessConfig& Engine::preprocess() const { return impl_->config; }
 Backend Engine::backend() const { return impl_->backend; }
+GraphMode Engine::graphMode() const { return impl_->graph_mode; }
 const std::string& Engine::modelPath() const { return impl_->model_path; }
 
 }  // namespace e2evision

@@ -21,6 +21,7 @@ namespace {
 
 const char* kUsage =
     "usage: e2evision-infer --model PATH [--preprocess PATH] [--backend auto|torchscript|aoti|onnxruntime]\n"
+    "                       [--graph-mode auto|plain|inference|fused] [--large-batch B] [--load-warmup N]\n"
     "                       --input [NAME=]FILE.npy ... [--output NAME=FILE.npy ...]\n"
     "                       [--batch-size B] [--threads N] [--no-preprocess]\n"
     "                       [--bench REPS [--warmup W]] [--info]\n"
@@ -90,6 +91,9 @@ int run(int argc, char** argv) {
     if (a == "--model") model = value();
     else if (a == "--preprocess") options.preprocess_path = value();
     else if (a == "--backend") options.backend = e2evision::parseBackend(value());
+    else if (a == "--graph-mode") options.graph_mode = e2evision::parseGraphMode(value());
+    else if (a == "--load-warmup") options.warmup_runs = static_cast<int>(integer(value()));
+    else if (a == "--large-batch") options.large_batch = integer(value());
     else if (a == "--input") inputs.push_back(splitAssign(value()));
     else if (a == "--output") {
       auto o = splitAssign(value());
@@ -110,7 +114,8 @@ int run(int argc, char** argv) {
 
   e2evision::Engine engine(model, options);
   if (info) {
-    std::cout << "{\"backend\": " << jsonString(e2evision::backendName(engine.backend())) << ", \"inputs\": {";
+    std::cout << "{\"backend\": " << jsonString(e2evision::backendName(engine.backend()))
+              << ", \"graph_mode\": " << jsonString(e2evision::graphModeName(engine.graphMode())) << ", \"inputs\": {";
     auto in = engine.getInputNames();
     for (size_t i = 0; i < in.size(); ++i)
       std::cout << (i ? ", " : "") << jsonString(in[i]) << ": " << jsonShape(engine.getInputShape(in[i]));
@@ -180,9 +185,10 @@ int run(int argc, char** argv) {
     std::sort(sorted.begin(), sorted.end());
     auto q = [&](double p) { return sorted[static_cast<size_t>(p * (sorted.size() - 1) + 0.5)]; };
     double mean = std::accumulate(ms.begin(), ms.end(), 0.0) / ms.size();
-    std::printf("{\"backend\": \"%s\", \"batch_size\": %lld, \"reps\": %d, \"threads\": %d, \"median_ms\": %.6f, "
+    std::printf("{\"backend\": \"%s\", \"graph_mode\": \"%s\", \"batch_size\": %lld, \"reps\": %d, \"threads\": %d, \"median_ms\": %.6f, "
                 "\"mean_ms\": %.6f, \"p10_ms\": %.6f, \"p90_ms\": %.6f, \"min_ms\": %.6f, \"times_ms\": [",
-                e2evision::backendName(engine.backend()), static_cast<long long>(batch_size), reps,
+                e2evision::backendName(engine.backend()), e2evision::graphModeName(engine.graphMode()),
+                static_cast<long long>(batch_size), reps,
                 options.intra_op_threads, q(0.5), mean, q(0.1), q(0.9), sorted.front());
     for (size_t i = 0; i < ms.size(); ++i) std::printf("%s%.6f", i ? ", " : "", ms[i]);
     std::printf("]}\n");

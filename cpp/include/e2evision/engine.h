@@ -29,9 +29,21 @@ enum class Backend {
   ONNXRuntime,  // .onnx: only when built with -DE2EVISION_WITH_ONNXRUNTIME=ON
 };
 
+// How the TorchScript backend runs its frozen graph (docs/deployment.md, "Latency", has the figures).
+enum class GraphMode {
+  Auto,       // Fused below EngineOptions::large_batch rows, Inference from there on (two copies of
+              // the graph; the fastest of the three measured at batch 1 and at batch 256)
+  Plain,      // the exported frozen graph under LibTorch's default executor, nothing added at load
+  Inference,  // + torch::jit::optimize_for_inference at load (oneDNN-packed convolutions, folding)
+  Fused,      // oneDNN Graph (LLGA) fusion under the profiling executor: convolution/linear + bias
+              // + ReLU + residual add become compiled oneDNN partitions, specialised per input shape
+};
+
 const char* backendName(Backend b);
 Backend parseBackend(const std::string& name);  // "auto", "torchscript", "aoti", "onnxruntime"
 bool backendAvailable(Backend b);
+const char* graphModeName(GraphMode m);
+GraphMode parseGraphMode(const std::string& name);  // "auto", "plain", "inference", "fused"
 
 struct EngineOptions {
   Backend backend = Backend::Auto;
@@ -42,6 +54,15 @@ struct EngineOptions {
   std::string preprocess_path;
   // false: feed inputs to the model as given (they are then already normalised).
   bool apply_preprocessing = true;
+  // TorchScript only (ignored by AOTInductor). oneDNN Graph fusion is a process-wide LibTorch
+  // switch: once an engine in the process has enabled it, later TorchScript engines are fused too.
+  GraphMode graph_mode = GraphMode::Auto;
+  // GraphMode::Auto: batches of at least this many rows run the Inference graph.
+  int64_t large_batch = 32;
+  // Calls at batch 1 on a constant image inside the constructor (best effort), so that the
+  // profiling executor has specialised and oneDNN has compiled its partitions before the first
+  // real event.
+  int warmup_runs = 3;
 };
 
 class Engine {
@@ -74,6 +95,8 @@ class Engine {
 
   const PreprocessConfig& preprocess() const;
   Backend backend() const;
+  // The TorchScript graph mode asked for; GraphMode::Auto for other backends.
+  GraphMode graphMode() const;
   const std::string& modelPath() const;
 
   struct Impl;

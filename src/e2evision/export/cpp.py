@@ -88,8 +88,10 @@ def run_tool(model: str | os.PathLike[str], inputs: dict[str, str | os.PathLike[
 
 
 def cpp_predict(model: str | os.PathLike[str], raw: np.ndarray, scalars: np.ndarray | None = None, *,
-                tool: str | os.PathLike[str] | None = None, batch_size: int | None = None) -> dict[str, np.ndarray]:
-    """Every output of the C++ engine for raw inputs (written to and read back from .npy files)."""
+                tool: str | os.PathLike[str] | None = None, batch_size: int | None = None,
+                extra: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Every output of the C++ engine for raw inputs (written to and read back from .npy files);
+    ``extra``: more tool arguments (e.g. ``["--graph-mode", "plain"]``)."""
     from e2evision.export.contract import FILE_NAME, read_contract
 
     contract = read_contract(Path(model).parent / FILE_NAME)
@@ -102,7 +104,7 @@ def cpp_predict(model: str | os.PathLike[str], raw: np.ndarray, scalars: np.ndar
             inputs["scalars"] = t / "scalars.npy"
             save_npy(inputs["scalars"], scalars)
         outs = {n: t / f"{n}.npy" for n in names}
-        proc = run_tool(model, inputs, outs, tool=tool, batch_size=batch_size)
+        proc = run_tool(model, inputs, outs, tool=tool, batch_size=batch_size, extra=extra)
         if proc.returncode != 0:
             raise ExportError(f"{TOOL} failed (exit {proc.returncode}): {proc.stderr.strip()}")
         return {n: np.load(p, allow_pickle=False) for n, p in outs.items()}
@@ -172,11 +174,16 @@ def check_inputs(contract: dict, arrays: dict[str, np.ndarray | None]) -> None:
 
 def benchmark_cpp(model: str | os.PathLike[str], raw_npy: str | os.PathLike[str], batch_size: int, reps: int,
                   warmup: int = 10, threads: int = 1, tool: str | os.PathLike[str] | None = None,
-                  scalars_npy: str | os.PathLike[str] | None = None) -> dict[str, float]:
-    """The tool's own latency measurement of one run() call (JSON from ``--bench``)."""
+                  scalars_npy: str | os.PathLike[str] | None = None, graph_mode: str | None = None) -> dict[str, float]:
+    """The tool's own latency measurement of one run() call (JSON from ``--bench``).
+
+    ``graph_mode`` (TorchScript only): ``plain``, ``inference`` or ``fused``; None is the engine's default.
+    """
     inputs = {"image": raw_npy, **({"scalars": scalars_npy} if scalars_npy else {})}
-    proc = run_tool(model, inputs, None, tool=tool, batch_size=batch_size, threads=threads,
-                    extra=["--bench", str(reps), "--warmup", str(warmup)])
+    extra = ["--bench", str(reps), "--warmup", str(warmup)]
+    if graph_mode:
+        extra += ["--graph-mode", graph_mode]
+    proc = run_tool(model, inputs, None, tool=tool, batch_size=batch_size, threads=threads, extra=extra)
     if proc.returncode != 0:
         raise ExportError(f"{TOOL} --bench failed (exit {proc.returncode}): {proc.stderr.strip()}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

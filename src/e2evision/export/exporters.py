@@ -185,10 +185,19 @@ def _write_onnx(graph: ExportGraph, example: tuple[torch.Tensor, ...], path: Pat
                               "it must stay dynamic")
 
 
+# Inductor bakes the OpenMP thread count of its C++ kernels into the package (by default the
+# compiling process's torch.get_num_threads()); the engine runs one intra-op thread by default, as
+# CMSSW does, so the kernels are compiled serial. Freezing is left off: with it the convolutions
+# become oneDNN-packed calls that were slower at batch 1 here (docs/deployment.md, "Latency").
+AOTI_INDUCTOR_CONFIG: dict[str, Any] = {"cpp.threads": 1}
+
+
 def _write_aoti(graph: ExportGraph, example: tuple[torch.Tensor, ...], path: Path, input_names: list[str]) -> None:
+    import torch._inductor.config as inductor_config
+
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     dynamic = {name: {0: batch} for name in input_names}
-    with _quiet(), torch.no_grad():
+    with _quiet(), torch.no_grad(), inductor_config.patch(AOTI_INDUCTOR_CONFIG):
         program = torch.export.export(graph, example, dynamic_shapes=dynamic)
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
 
