@@ -56,12 +56,21 @@ DATASETS: dict[str, dict[str, Any]] = {
     "egamma": {"prefix": "egamma", "simulate": "egamma", "crop": None, "label": "electron vs photon"},
     "quark_gluon": {"prefix": "quark_gluon", "simulate": "quark-gluon", "crop": 64, "label": "quark vs gluon jets"},
     "top": {"prefix": "top", "simulate": "top", "crop": 96, "label": "boosted top vs QCD jets"},
-    "lensing": {"prefix": "lensing", "simulate": "lensing", "crop": 96,
-                "label": "lensing substructure (axion / cdm / no_sub)"},
+    "lensing": {
+        "prefix": "lensing",
+        "simulate": "lensing",
+        "crop": 96,
+        "label": "lensing substructure (axion / cdm / no_sub)",
+    },
 }
 #: --size cpu: the CPU-sized preset of each family
-CPU_PRESETS = {"resnet15": "resnet15", "vit": "vit_micro", "vit_sd": "vit_sd_micro", "swin": "swin_micro",
-               "coatnet": "coatnet_micro"}
+CPU_PRESETS = {
+    "resnet15": "resnet15",
+    "vit": "vit_micro",
+    "vit_sd": "vit_sd_micro",
+    "swin": "swin_micro",
+    "coatnet": "coatnet_micro",
+}
 PATCHED = ("vit", "vit_sd")  # families whose configs set a patch size that must match the input size
 
 
@@ -141,8 +150,9 @@ def overrides(dataset: str, family: str, args: argparse.Namespace, data: Path, i
     return sets
 
 
-def load(dataset: str, family: str, args: argparse.Namespace, data: Path, image_side: int,
-         extra: list[str] | None = None) -> tuple[Any, list[str]]:
+def load(
+    dataset: str, family: str, args: argparse.Namespace, data: Path, image_side: int, extra: list[str] | None = None
+) -> tuple[Any, list[str]]:
     from e2evision.config import load_config
 
     path = ROOT / "configs" / f"{DATASETS[dataset]['prefix']}_{family}.yaml"
@@ -173,15 +183,22 @@ def gap_test(task: str, best_dir: Path, base_dir: Path, seed: int) -> dict[str, 
     """Paired comparison of the best image model and the baseline on the same test samples."""
     from e2evision.metrics import bootstrap_metric, delong_test, one_vs_rest_auc
 
-    with np.load(best_dir / "predictions.npz", allow_pickle=False) as a, \
-            np.load(base_dir / "predictions.npz", allow_pickle=False) as b:
+    with (
+        np.load(best_dir / "predictions.npz", allow_pickle=False) as a,
+        np.load(base_dir / "predictions.npz", allow_pickle=False) as b,
+    ):
         if not (np.array_equal(a["test_index"], b["test_index"]) and np.array_equal(a["test_label"], b["test_label"])):
             raise RuntimeError(f"{best_dir} and {base_dir} were scored on different test samples")
         y, sa, sb = a["test_label"], a["test_score"], b["test_score"]
     if task == "binary":
         t = delong_test(y, sa, sb)
-        return {"test": "DeLong", "difference": float(t["difference"]), "low": float(t["low"]),
-                "high": float(t["high"]), "p_value": float(t["p_value"])}
+        return {
+            "test": "DeLong",
+            "difference": float(t["difference"]),
+            "low": float(t["low"]),
+            "high": float(t["high"]),
+            "p_value": float(t["p_value"]),
+        }
     from scipy.stats import norm
 
     def diff(yy: np.ndarray, aa: np.ndarray, bb: np.ndarray) -> float:
@@ -190,17 +207,33 @@ def gap_test(task: str, best_dir: Path, base_dir: Path, seed: int) -> dict[str, 
     boot = bootstrap_metric(diff, y, sa, sb, n_boot=500, seed=seed)
     sd = float(boot["std"])
     p = float(2 * norm.sf(abs(boot["value"]) / sd)) if sd > 0 else float(boot["value"] == 0)
-    return {"test": "paired bootstrap (500)", "difference": float(boot["value"]), "low": float(boot["low"]),
-            "high": float(boot["high"]), "p_value": p}
+    return {
+        "test": "paired bootstrap (500)",
+        "difference": float(boot["value"]),
+        "low": float(boot["low"]),
+        "high": float(boot["high"]),
+        "p_value": p,
+    }
 
 
 def row_of(kind: str, family: str, m: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return {
-        "kind": kind, "family": family, "name": m["name"], "model": m["model"], "params": int(m.get("n_params") or 0),
-        "test_auc": m["test_auc"], "test_auc_ci": m["test_auc_ci"], "fold_auc_mean": m["fold_auc_mean"],
-        "fold_auc_std": m["fold_auc_std"], "oof_auc": m["oof_auc"], "train_time_s": m["train_time_s"],
-        "wall_time_s": m.get("wall_time_s"), "epochs": m.get("epochs"), "best_epochs": m.get("best_epochs"),
-        "test_accuracy": m.get("test_accuracy"), "run_dir": str(run_dir),
+        "kind": kind,
+        "family": family,
+        "name": m["name"],
+        "model": m["model"],
+        "params": int(m.get("n_params") or 0),
+        "test_auc": m["test_auc"],
+        "test_auc_ci": m["test_auc_ci"],
+        "fold_auc_mean": m["fold_auc_mean"],
+        "fold_auc_std": m["fold_auc_std"],
+        "oof_auc": m["oof_auc"],
+        "train_time_s": m["train_time_s"],
+        "wall_time_s": m.get("wall_time_s"),
+        "epochs": m.get("epochs"),
+        "best_epochs": m.get("best_epochs"),
+        "test_accuracy": m.get("test_accuracy"),
+        "run_dir": str(run_dir),
     }
 
 
@@ -214,10 +247,15 @@ def seconds(t: float) -> str:
 
 def table(rows: list[dict[str, Any]], task: str) -> str:
     auc = "test macro AUC (3 classes)" if task == "multiclass" else "test AUC"
-    lines = [f"| model | preset | parameters | {auc} [95 % CI] | AUC over folds | training |",
-             "|---|---|---:|---|---|---:|"]
-    best = max((r for r in rows if r["kind"] == "image" and r["test_auc"] is not None),
-               key=lambda r: r["test_auc"], default=None)
+    lines = [
+        f"| model | preset | parameters | {auc} [95 % CI] | AUC over folds | training |",
+        "|---|---|---:|---|---|---:|",
+    ]
+    best = max(
+        (r for r in rows if r["kind"] == "image" and r["test_auc"] is not None),
+        key=lambda r: r["test_auc"],
+        default=None,
+    )
     for r in rows:
         if r.get("error"):
             lines.append(f"| {r['family']} | — | — | failed: {r['error']} | — | — |")
@@ -228,8 +266,10 @@ def table(rows: list[dict[str, Any]], task: str) -> str:
         if r is best:
             value = f"**{fmt(r['test_auc'])}** [{fmt(lo)}, {fmt(hi)}]"
         params = f"{r['params']:,}" if r["kind"] == "image" else "—"
-        lines.append(f"| {name} | `{r['model']}` | {params} | {value} | {fmt(r['fold_auc_mean'])} ± "
-                     f"{fmt(r['fold_auc_std'])} | {seconds(r['train_time_s'])} |")
+        lines.append(
+            f"| {name} | `{r['model']}` | {params} | {value} | {fmt(r['fold_auc_mean'])} ± "
+            f"{fmt(r['fold_auc_std'])} | {seconds(r['train_time_s'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -245,23 +285,37 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=Path("runs/accuracy"), help="data, runs, report.html, accuracy.json")
     ap.add_argument("--seed", type=int, default=7, help="seed of the simulation, the split, the folds and training")
     ap.add_argument("--workers", type=int, default=2, help="processes generating jets and lenses")
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1") or 1),
-                    help="torch CPU threads (default: $OMP_NUM_THREADS, else 1)")
-    ap.add_argument("--size", choices=("cpu", "shipped"), default="cpu",
-                    help="cpu: micro presets and images resized to --img; shipped: the configs' models and sizes")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("OMP_NUM_THREADS", "1") or 1),
+        help="torch CPU threads (default: $OMP_NUM_THREADS, else 1)",
+    )
+    ap.add_argument(
+        "--size",
+        choices=("cpu", "shipped"),
+        default="cpu",
+        help="cpu: micro presets and images resized to --img; shipped: the configs' models and sizes",
+    )
     ap.add_argument("--img", type=int, default=32, help="--size cpu: side of the model input in pixels")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
-    ap.add_argument("--no-scalars", action="store_true",
-                    help="skip the image + scalars runs (jets: the pt and m0 the baseline also reads)")
-    ap.add_argument("--scalar-models", default="all",
-                    help="families also trained with the file's scalars (comma list, or all)")
+    ap.add_argument(
+        "--no-scalars",
+        action="store_true",
+        help="skip the image + scalars runs (jets: the pt and m0 the baseline also reads)",
+    )
+    ap.add_argument(
+        "--scalar-models", default="all", help="families also trained with the file's scalars (comma list, or all)"
+    )
     args = ap.parse_args(argv)
     args.dataset_list = [d.strip() for d in args.datasets.split(",") if d.strip()]
     args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [d for d in args.dataset_list if d not in DATASETS] + [m for m in args.model_list if m not in FAMILIES]
     if bad:
-        ap.error(f"unknown dataset(s)/model(s): {', '.join(bad)}; datasets: {', '.join(DATASETS)}; "
-                 f"models: {', '.join(FAMILIES)}")
+        ap.error(
+            f"unknown dataset(s)/model(s): {', '.join(bad)}; datasets: {', '.join(DATASETS)}; "
+            f"models: {', '.join(FAMILIES)}"
+        )
     if not args.dataset_list:
         ap.error("--datasets is empty")
     if args.folds < 2 or args.epochs < 1 or args.n < 12 or args.batch_size < 1 or args.img < 8:
@@ -285,21 +339,41 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     command = " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else "accuracy.main(" + repr(argv) + ")"
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
-    budget = {"n": args.n, "seed": args.seed, "folds": args.folds, "epochs": args.epochs,
-              "batch_size": args.batch_size, "size": args.size, "img": args.img if args.size == "cpu" else None,
-              "early_stopping": "off (best validation epoch kept)", "tag": budget_tag(args)}
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
+    budget = {
+        "n": args.n,
+        "seed": args.seed,
+        "folds": args.folds,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "size": args.size,
+        "img": args.img if args.size == "cpu" else None,
+        "early_stopping": "off (best validation epoch kept)",
+        "tag": budget_tag(args),
+    }
     log(f"accuracy benchmark: {', '.join(args.dataset_list)} x {', '.join(args.model_list)} + physics baseline")
-    log(f"budget per dataset: {args.n} simulated samples (seed {args.seed}), 20 % test, {args.folds}-fold CV, "
+    log(
+        f"budget per dataset: {args.n} simulated samples (seed {args.seed}), 20 % test, {args.folds}-fold CV, "
         f"{args.epochs} epochs, batch {args.batch_size}, early stopping off; "
-        + (f"CPU sizes: micro presets, inputs {args.img}x{args.img}" if args.size == "cpu" else "shipped model sizes"))
-    log(f"machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch threads {machine['torch_threads']}, "
-        f"device {machine['device']}")
+        + (f"CPU sizes: micro presets, inputs {args.img}x{args.img}" if args.size == "cpu" else "shipped model sizes")
+    )
+    log(
+        f"machine: {machine['platform']}, {machine['cpu_count']} CPUs, torch threads {machine['torch_threads']}, "
+        f"device {machine['device']}"
+    )
     summary: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
-        "machine": machine, "versions": package_versions(), "budget": budget, "datasets": {},
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "machine": machine,
+        "versions": package_versions(),
+        "budget": budget,
+        "datasets": {},
     }
     run_dirs: list[Path] = []
     failures = 0
@@ -315,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             cfgs[family], sets[family] = load(dataset, family, args, data, side)
         # a fair fight: where the baseline reads the file's scalars (pt, m0 of jets), image models get them too
         scalars = [] if dataset == "lensing" or args.no_scalars else list(reader.scalar_names)
-        for family in (args.model_list if scalars else []):
+        for family in args.model_list if scalars else []:
             if args.scalar_models == "all" or family in args.scalar_models.split(","):
                 extra = [f"data.scalars={json.dumps(scalars)}", f"name={dataset}_{family}_scalars"]
                 cfgs[f"{family}+scalars"], sets[f"{family}+scalars"] = load(dataset, family, args, data, side, extra)
@@ -329,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         steps = ([f"crop {pp.crop[0]}"] if pp.crop else []) + ([f"resize {pp.resize[0]}"] if pp.resize else [])
         final = pp.resize or pp.pad or pp.crop or shape[1:]
         model_in = f"{shape[0]}x{final[0]}x{final[1]} ({', '.join(steps)})" if steps else geometry
-        log(f"\n=== {dataset}: {DATASETS[dataset]['label']}, {reader.n_samples} samples {geometry}, task {task}; "
-            f"model input {model_in}")
+        log(
+            f"\n=== {dataset}: {DATASETS[dataset]['label']}, {reader.n_samples} samples {geometry}, task {task}; "
+            f"model input {model_in}"
+        )
         group = out / "runs" / f"{dataset}-{budget_tag(args)}"
         rows: list[dict[str, Any]] = []
 
@@ -339,54 +415,79 @@ def main(argv: list[str] | None = None) -> int:
         bm = physics_baseline(base_cfg, base_dir)
         rows.append(row_of("baseline", "physics_baseline", bm, base_dir))
         run_dirs.append(base_dir)
-        log(f"[{dataset}] physics baseline: test AUC {fmt(bm['test_auc'])} [{fmt(bm['test_auc_ci'][0])}, "
-            f"{fmt(bm['test_auc_ci'][1])}] ({len(bm['features'])} features, {bm['train_time_s']:.1f} s)")
+        log(
+            f"[{dataset}] physics baseline: test AUC {fmt(bm['test_auc'])} [{fmt(bm['test_auc_ci'][0])}, "
+            f"{fmt(bm['test_auc_ci'][1])}] ({len(bm['features'])} features, {bm['train_time_s']:.1f} s)"
+        )
 
         for family, cfg in cfgs.items():
             run_dir = group / family
             log(f"[{dataset}] {family} ({cfg.model.name}) -> {run_dir}")
             try:
-                cmd = (f"e2evision train configs/{DATASETS[dataset]['prefix']}_{family.split('+')[0]}.yaml "
-                       + " ".join(f"--set '{s}'" for s in sets[family]) + f" --out {run_dir} --resume")
+                cmd = (
+                    f"e2evision train configs/{DATASETS[dataset]['prefix']}_{family.split('+')[0]}.yaml "
+                    + " ".join(f"--set '{s}'" for s in sets[family])
+                    + f" --out {run_dir} --resume"
+                )
                 m = run_experiment(cfg, run_dir, command=cmd, resume=True)
             except Exception as err:  # one failing family must not lose the others: reported and counted
                 failures += 1
                 traceback.print_exc()
-                rows.append({"kind": "image", "family": family, "error": f"{type(err).__name__}: {err}",
-                             "test_auc": None})
+                rows.append(
+                    {"kind": "image", "family": family, "error": f"{type(err).__name__}: {err}", "test_auc": None}
+                )
                 continue
             rows.append(row_of("image", family, m, run_dir))
             run_dirs.append(run_dir)
             lo, hi = m["test_auc_ci"]
-            log(f"[{dataset}] {family}: test AUC {fmt(m['test_auc'])} [{fmt(lo)}, {fmt(hi)}], "
-                f"{m['n_params']:,} parameters, {m['train_time_s']:.0f} s training")
+            log(
+                f"[{dataset}] {family}: test AUC {fmt(m['test_auc'])} [{fmt(lo)}, {fmt(hi)}], "
+                f"{m['n_params']:,} parameters, {m['train_time_s']:.0f} s training"
+            )
 
         entry: dict[str, Any] = {
-            "label": DATASETS[dataset]["label"], "task": task, "data": str(data), "simulation": sim_info,
-            "image_shape": list(shape), "model_input": model_in, "n_trainval": bm["n_trainval"],
-            "n_test": bm["n_test"], "overrides": sets, "rows": rows,
+            "label": DATASETS[dataset]["label"],
+            "task": task,
+            "data": str(data),
+            "simulation": sim_info,
+            "image_shape": list(shape),
+            "model_input": model_in,
+            "n_trainval": bm["n_trainval"],
+            "n_test": bm["n_test"],
+            "overrides": sets,
+            "rows": rows,
             "baseline_features": bm["features"],
         }
-        log(f"\n{dataset} ({DATASETS[dataset]['label']}; {bm['n_trainval']} train+validation, {bm['n_test']} test, "
-            f"{args.folds} folds, {args.epochs} epochs, batch {args.batch_size}, input {model_in}):\n")
+        log(
+            f"\n{dataset} ({DATASETS[dataset]['label']}; {bm['n_trainval']} train+validation, {bm['n_test']} test, "
+            f"{args.folds} folds, {args.epochs} epochs, batch {args.batch_size}, input {model_in}):\n"
+        )
         log(table(rows, task))
         # image-only and image + scalars are compared with the baseline apart: the question differs
         for suffix, label in (("", "image model"), ("+scalars", "image + scalars model")):
-            group_rows = [r for r in rows if r["kind"] == "image" and r.get("test_auc") is not None
-                          and r["family"].endswith("+scalars") == bool(suffix)]
+            group_rows = [
+                r
+                for r in rows
+                if r["kind"] == "image"
+                and r.get("test_auc") is not None
+                and r["family"].endswith("+scalars") == bool(suffix)
+            ]
             best = max(group_rows, key=lambda r: r["test_auc"], default=None)
             if best is None:
                 continue
             gap = gap_test(task, Path(best["run_dir"]), base_dir, args.seed)
-            verdict = ("beats" if gap["low"] > 0 else "is below" if gap["high"] < 0
-                       else "is not significantly different from")
+            verdict = (
+                "beats" if gap["low"] > 0 else "is below" if gap["high"] < 0 else "is not significantly different from"
+            )
             key = "" if not suffix else "_scalars"
             entry[f"best_image_model{key}"] = best["family"]
             entry[f"gap{key}"] = gap
             entry[f"verdict{key}"] = verdict
-            log(f"\nbest {label} − physics baseline: {gap['difference']:+.3f} "
+            log(
+                f"\nbest {label} − physics baseline: {gap['difference']:+.3f} "
                 f"[{gap['low']:+.3f}, {gap['high']:+.3f}] ({best['family']}; {gap['test']}, p = {gap['p_value']:.2g}): "
-                f"the best {label} {verdict} the physics baseline")
+                f"the best {label} {verdict} the physics baseline"
+            )
         entry["wall_time_s"] = time.perf_counter() - t_ds
         summary["datasets"][dataset] = entry
         summary["wall_time_s"] = time.perf_counter() - t_start

@@ -52,8 +52,14 @@ def synthetic_file(path: Path, n: int, seed: int) -> Path:
     arr = pa.array(x.reshape(-1))
     for dim, count in ((125, n * 3 * 125), (125, n * 3), (3, n)):
         arr = pa.ListArray.from_arrays(pa.array(np.arange(0, count * dim + 1, dim, dtype=np.int32)), arr)
-    table = pa.table({"X_jets": arr, "pt": rng.uniform(70, 100, n), "m0": rng.uniform(5, 40, n),
-                      "y": (rng.random(n) < 0.5).astype(np.float64)})
+    table = pa.table(
+        {
+            "X_jets": arr,
+            "pt": rng.uniform(70, 100, n),
+            "m0": rng.uniform(5, 40, n),
+            "y": (rng.random(n) < 0.5).astype(np.float64),
+        }
+    )
     pq.write_table(table, path, row_group_size=1, compression="snappy")
     return path
 
@@ -85,12 +91,17 @@ def run_method(method: str, path: Path, batch: int) -> dict:
 
         t0 = time.perf_counter()
         df = pd.read_parquet(path)
-        images = np.array([np.array([[row.tolist() for row in ch] for ch in jet], dtype=np.float32)
-                           for jet in df["X_jets"].tolist()])
+        images = np.array(
+            [np.array([[row.tolist() for row in ch] for ch in jet], dtype=np.float32) for jet in df["X_jets"].tolist()]
+        )
         labels = np.array(df["y"].tolist(), dtype=np.float32)
         dt = time.perf_counter() - t0
-        out.update(n=int(images.shape[0]), seq_img_s=images.shape[0] / dt, checksum=float(images.sum()),
-                   label_sum=float(labels.sum()))
+        out.update(
+            n=int(images.shape[0]),
+            seq_img_s=images.shape[0] / dt,
+            checksum=float(images.sum()),
+            label_sum=float(labels.sum()),
+        )
     else:
         if method == "direct":
             from e2evision.datasets import JetParquet
@@ -111,7 +122,7 @@ def run_method(method: str, path: Path, batch: int) -> dict:
         order = np.random.default_rng(0).permutation(ds.n_samples)
         t0 = time.perf_counter()
         for start in range(0, order.size, batch):
-            ds.read(order[start:start + batch])
+            ds.read(order[start : start + batch])
         out["shuffled_img_s"] = order.size / (time.perf_counter() - t0)
     out["peak_rss_mb"] = _peak_rss_mb()
     return out
@@ -130,8 +141,12 @@ def _peak_rss_mb() -> float:
 
 def _spawn(method: str, path: Path, batch: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, __file__, "--worker", method, "--file", str(path), "--batch", str(batch)],
-                         capture_output=True, text=True, env=env)
+    res = subprocess.run(
+        [sys.executable, __file__, "--worker", method, "--file", str(path), "--batch", str(batch)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if res.returncode != 0:
         raise RuntimeError(f"{method} failed:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -191,21 +206,36 @@ def main() -> None:
     dense = manifest["bytes"]["dense_float32"]
     images = manifest["bytes"]["images"]
     seed_rate = results["seed"]["seq_img_s"]
-    print(f"\nquark/gluon jets: {n} images 3×125×125 ({source}, generated in {gen_s:.1f} s), "
-          f"one core per method, numpy {np.__version__}")
+    print(
+        f"\nquark/gluon jets: {n} images 3×125×125 ({source}, generated in {gen_s:.1f} s), "
+        f"one core per method, numpy {np.__version__}"
+    )
     print(f"{'method':<16}{'images/s':>12}{'× seed':>9}{'shuffled/s':>12}{'peak RSS MB':>13}")
     for m, label in (("seed", "seed reader"), ("direct", "direct Parquet"), ("store", "training store")):
         r = results[m]
         shuf = f"{r['shuffled_img_s']:>12.0f}" if "shuffled_img_s" in r else f"{'-':>12}"
         print(f"{label:<16}{r['seq_img_s']:>12.0f}{r['seq_img_s'] / seed_rate:>9.1f}{shuf}{r['peak_rss_mb']:>13.0f}")
-    print(f"\nsizes: dense float32 {dense / 2**20:.1f} MiB, Parquet file {path.stat().st_size / 2**20:.1f} MiB, "
-          f"store images {images / 2**20:.2f} MiB ({manifest['layout']}) -> store is {dense / images:.1f}× "
-          f"smaller than dense float32; conversion took {convert_s:.1f} s "
-          f"({n / convert_s:.0f} images/s); mean non-zero pixels per image {manifest['nnz'] / n:.0f}")
+    print(
+        f"\nsizes: dense float32 {dense / 2**20:.1f} MiB, Parquet file {path.stat().st_size / 2**20:.1f} MiB, "
+        f"store images {images / 2**20:.2f} MiB ({manifest['layout']}) -> store is {dense / images:.1f}× "
+        f"smaller than dense float32; conversion took {convert_s:.1f} s "
+        f"({n / convert_s:.0f} images/s); mean non-zero pixels per image {manifest['nnz'] / n:.0f}"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"n": n, "source": source, "results": results, "dense_bytes": dense,
-                                         "store_bytes": images, "parquet_bytes": path.stat().st_size,
-                                         "convert_s": convert_s}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "n": n,
+                    "source": source,
+                    "results": results,
+                    "dense_bytes": dense,
+                    "store_bytes": images,
+                    "parquet_bytes": path.stat().st_size,
+                    "convert_s": convert_s,
+                },
+                indent=2,
+            )
+        )
     if tmp:
         tmp.cleanup()
 

@@ -31,11 +31,15 @@ def throughput_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def trainer_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| model | input | bare loop img/s | e2evision img/s | ratio | PNG seed img/s |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| model | input | bare loop img/s | e2evision img/s | ratio | PNG seed img/s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['input']} | {r['plain']:,.0f} | {r['e2evision']:,.0f} | "
-                     f"{r['e2evision'] / r['plain']:.2f} | {r['seed_png']:,.0f} |")
+        lines.append(
+            f"| {r['model']} | {r['input']} | {r['plain']:,.0f} | {r['e2evision']:,.0f} | "
+            f"{r['e2evision'] / r['plain']:.2f} | {r['seed_png']:,.0f} |"
+        )
     return lines
 
 
@@ -46,9 +50,12 @@ def curve_table(curve: dict[str, Any]) -> list[str]:
         cells = []
         for m in models:
             r = next((r for r in curve["rows"] if r["model"] == m and r["size"] == size), None)
-            cells.append("—" if r is None else
-                         f"{r['test_auc']:.4f} [{r['test_auc_ci'][0]:.3f}, {r['test_auc_ci'][1]:.3f}]"
-                         + (" ⚠" if r.get("warnings") else ""))
+            cells.append(
+                "—"
+                if r is None
+                else f"{r['test_auc']:.4f} [{r['test_auc_ci'][0]:.3f}, {r['test_auc_ci'][1]:.3f}]"
+                + (" ⚠" if r.get("warnings") else "")
+            )
         lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
     return lines
 
@@ -61,15 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    parts = {"throughput": _load(args.out / "throughput.json"), "trainer": _load(args.out / "trainer.json"),
-             "learning_curve": _load(args.out / "curve" / "learning_curve.json")}
-    summary = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
-               "wall_time_s": args.seconds, **parts}
+    parts = {
+        "throughput": _load(args.out / "throughput.json"),
+        "trainer": _load(args.out / "trainer.json"),
+        "learning_curve": _load(args.out / "curve" / "learning_curve.json"),
+    }
+    summary = {
+        "device": device,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "wall_time_s": args.seconds,
+        **parts,
+    }
     (args.out / "gpu_suite.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     md = [f"# GPU suite on {device} (torch {torch.__version__}; {args.seconds or 0:.0f} s)", ""]
-    for title, key, fn in (("Training throughput by mode", "throughput", throughput_table),
-                           ("Trainer against a bare loop", "trainer", trainer_table),
-                           ("Learning curve (test AUC [95 % CI])", "learning_curve", curve_table)):
+    for title, key, fn in (
+        ("Training throughput by mode", "throughput", throughput_table),
+        ("Trainer against a bare loop", "trainer", trainer_table),
+        ("Learning curve (test AUC [95 % CI])", "learning_curve", curve_table),
+    ):
         md += [f"## {title}", ""]
         md += fn(parts[key]) if parts[key] else ["not measured (the part did not run or failed)"]
         md.append("")

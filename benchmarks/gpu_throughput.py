@@ -54,15 +54,24 @@ def mode_settings(mode: str, model: nn.Module, image_shape: tuple[int, int, int]
     if mode.startswith("default"):
         perf = resolve_performance(TrainConfig(compile=mode.endswith("+compile")), model, image_shape, on_gpu=on_gpu)
         bf16 = perf.precision.startswith("bf16")
-        return {"bf16": bf16, "channels_last": perf.channels_last, "compile": perf.compile,
-                "matmul": perf.matmul_precision or "highest",
-                "math": "bf16" if bf16 else ("tf32" if perf.matmul_precision in ("high", "medium") else "fp32")}
+        return {
+            "bf16": bf16,
+            "channels_last": perf.channels_last,
+            "compile": perf.compile,
+            "matmul": perf.matmul_precision or "highest",
+            "math": "bf16" if bf16 else ("tf32" if perf.matmul_precision in ("high", "medium") else "fp32"),
+        }
     parts = mode.split("+")
     base = parts[0]
     if base not in ("fp32", "tf32", "bf16"):
         raise ValueError(f"unknown mode {mode!r}: use fp32, tf32, bf16 (+cl, +compile) or default(+compile)")
-    return {"bf16": base == "bf16", "channels_last": "cl" in parts, "compile": "compile" in parts,
-            "matmul": "highest" if base == "fp32" else "high", "math": base}
+    return {
+        "bf16": base == "bf16",
+        "channels_last": "cl" in parts,
+        "compile": "compile" in parts,
+        "matmul": "highest" if base == "fp32" else "high",
+        "math": base,
+    }
 
 
 def images(n: int, c: int, s: int, device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,8 +94,7 @@ def _sync(device: str) -> None:
 class Contender:
     """One model trained under one mode: built, warmed up, then timed in interleaved rounds."""
 
-    def __init__(self, name: str, c: int, s: int, mode: str, x: torch.Tensor, y: torch.Tensor,
-                 device: str) -> None:
+    def __init__(self, name: str, c: int, s: int, mode: str, x: torch.Tensor, y: torch.Tensor, device: str) -> None:
         self.on_gpu = device.startswith("cuda")
         self.device = device
         self.mode = mode
@@ -143,8 +151,18 @@ def _key(settings: dict) -> tuple:
     return settings["bf16"], settings["channels_last"], settings["compile"], settings["matmul"]
 
 
-def measure(name: str, c: int, s: int, modes: list[str], x: torch.Tensor, y: torch.Tensor, warmup: int,
-            steps: int, rounds: int, device: str) -> dict[str, dict]:
+def measure(
+    name: str,
+    c: int,
+    s: int,
+    modes: list[str],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    warmup: int,
+    steps: int,
+    rounds: int,
+    device: str,
+) -> dict[str, dict]:
     """Images/s of every mode: median over ``rounds`` interleaved rounds of ``steps`` steps.
 
     Interleaving spreads a busy spell of the machine (or a clock change) over every mode instead
@@ -156,8 +174,9 @@ def measure(name: str, c: int, s: int, modes: list[str], x: torch.Tensor, y: tor
     failed: dict[str, str] = {}
     for mode in sorted(modes, key=lambda m: m.startswith("default")):  # explicit modes own the measurements
         try:
-            probe = mode_settings(mode, create_model(name, in_chans=c, img_size=s, num_outputs=1), (c, s, s),
-                                  device.startswith("cuda"))
+            probe = mode_settings(
+                mode, create_model(name, in_chans=c, img_size=s, num_outputs=1), (c, s, s), device.startswith("cuda")
+            )
             key = _key(probe)
             if key not in contenders:
                 contenders[key] = Contender(name, c, s, mode, x, y, device)
@@ -177,9 +196,15 @@ def measure(name: str, c: int, s: int, modes: list[str], x: torch.Tensor, y: tor
             continue
         con = contenders[alias[mode]]
         dt = statistics.median(times[alias[mode]])
-        out[mode] = {"mode": mode, "measured_as": con.mode, **con.settings,
-                     "images_per_s": steps * x.shape[0] / dt, "steps_per_s": steps / dt,
-                     "first_step_s": con.first_step_s, "peak_mem_gb": con.peak_mem_gb}
+        out[mode] = {
+            "mode": mode,
+            "measured_as": con.mode,
+            **con.settings,
+            "images_per_s": steps * x.shape[0] / dt,
+            "steps_per_s": steps / dt,
+            "first_step_s": con.first_step_s,
+            "peak_mem_gb": con.peak_mem_gb,
+        }
     return out
 
 
@@ -191,11 +216,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="timed steps per mode (the size knob)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per mode (median taken)")
-    ap.add_argument("--modes", default=None, help=f"comma-separated; default {','.join(GPU_MODES)} on GPU, "
-                                                  f"{','.join(CPU_MODES)} on CPU")
+    ap.add_argument(
+        "--modes",
+        default=None,
+        help=f"comma-separated; default {','.join(GPU_MODES)} on GPU, {','.join(CPU_MODES)} on CPU",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--peak-tflops", type=float, default=None,
-                    help="the device's peak for every mode, when it is not in e2evision's table")
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's peak for every mode, when it is not in e2evision's table",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -203,8 +235,10 @@ def main() -> None:
     modes = args.modes.split(",") if args.modes else list(GPU_MODES if on_gpu else CPU_MODES)
     modes.sort(key=lambda m: m != "fp32")  # fp32 first: the other modes' ratios are to it
     dev_name = torch.cuda.get_device_name(0) if on_gpu else "cpu"
-    print(f"device {dev_name}, torch {torch.__version__}, batch {args.batch}, {args.warmup} warm-up steps, then "
-          f"{args.rounds} interleaved rounds of {args.steps} timed steps per mode (median)")
+    print(
+        f"device {dev_name}, torch {torch.__version__}, batch {args.batch}, {args.warmup} warm-up steps, then "
+        f"{args.rounds} interleaved rounds of {args.steps} timed steps per mode (median)"
+    )
     rows, verdicts = [], []
     for geo in args.geometries.split(","):
         c, s = (int(v) for v in geo.lower().split("x"))
@@ -216,10 +250,12 @@ def main() -> None:
             params = count_parameters(probe)
             default = resolve_performance(TrainConfig(), probe, (c, s, s), on_gpu=True)
             del probe
-            print(f"\n{name} {geo}: {params:,} parameters, {flops / args.batch / 1e9:.2f} GFLOP per image "
-                  f"(training step), GPU default: {default.precision}"
-                  f"{', channels-last' if default.channels_last else ''} (convolutions: "
-                  f"{default.conv_share:.0%} of the forward FLOPs)")
+            print(
+                f"\n{name} {geo}: {params:,} parameters, {flops / args.batch / 1e9:.2f} GFLOP per image "
+                f"(training step), GPU default: {default.precision}"
+                f"{', channels-last' if default.channels_last else ''} (convolutions: "
+                f"{default.conv_share:.0%} of the forward FLOPs)"
+            )
             print(f"  {'mode':<17}{'img/s':>10}{'× fp32':>8}{'MFU':>8}{'first step s':>14}{'peak GB':>9}")
             results = measure(name, c, s, modes, x, y, args.warmup, args.steps, args.rounds, args.device)
             base = results.get("fp32", {}).get("images_per_s")
@@ -233,22 +269,37 @@ def main() -> None:
                 mfu_txt = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
                 mem = f"{r['peak_mem_gb']:.2f}" if r["peak_mem_gb"] is not None else "n/a"
                 same = f"  (= {r['measured_as']})" if r["measured_as"] != mode else ""
-                print(f"  {mode:<17}{r['images_per_s']:>10.1f}{ratio:>8.2f}{mfu_txt:>8}{r['first_step_s']:>14.1f}"
-                      f"{mem:>9}{same}", flush=True)
-                rows.append({"model": name, "input": geo, "params": params, "flops_per_step": flops,
-                             "batch": args.batch, "device": dev_name, **r})
+                print(
+                    f"  {mode:<17}{r['images_per_s']:>10.1f}{ratio:>8.2f}{mfu_txt:>8}{r['first_step_s']:>14.1f}"
+                    f"{mem:>9}{same}",
+                    flush=True,
+                )
+                rows.append(
+                    {
+                        "model": name,
+                        "input": geo,
+                        "params": params,
+                        "flops_per_step": flops,
+                        "batch": args.batch,
+                        "device": dev_name,
+                        **r,
+                    }
+                )
             ok = {m: r for m, r in results.items() if "error" not in r}
             eager = {m: r for m, r in ok.items() if not r["compile"] and not m.startswith("default")}
             if "default" in ok and eager:
                 best = max(eager, key=lambda m: eager[m]["images_per_s"])
                 gain = eager[best]["images_per_s"] / ok["default"]["images_per_s"]
                 comp = ok.get("default+compile")
-                verdicts.append((name, geo, best, gain,
-                                 comp["images_per_s"] / ok["default"]["images_per_s"] if comp else None))
+                verdicts.append(
+                    (name, geo, best, gain, comp["images_per_s"] / ok["default"]["images_per_s"] if comp else None)
+                )
     if verdicts:
         print(f"\nDoes the trainer's default on {args.device} pick what helps?")
-        print(f"  {'model':<14}{'input':>8}  {'fastest eager mode':<20}{'its speed / default':>21}"
-              f"{'compile / default':>19}")
+        print(
+            f"  {'model':<14}{'input':>8}  {'fastest eager mode':<20}{'its speed / default':>21}"
+            f"{'compile / default':>19}"
+        )
         for name, geo, best, gain, comp in verdicts:
             flag = "ok" if gain < 1.05 else "DEFAULT LOSES"
             comp_txt = f"{comp:.2f}" if comp is not None else "n/a"

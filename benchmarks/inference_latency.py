@@ -43,16 +43,23 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MODELS = {"resnet15": ("egamma_resnet15.yaml", "resnet15"), "vit": ("egamma_vit.yaml", "vit_micro"),
-          "vit_sd": ("egamma_vit.yaml", "vit_sd_micro")}
+MODELS = {
+    "resnet15": ("egamma_resnet15.yaml", "resnet15"),
+    "vit": ("egamma_vit.yaml", "vit_micro"),
+    "vit_sd": ("egamma_vit.yaml", "vit_sd_micro"),
+}
 SIZES: dict[str, dict[str, list[str]]] = {
-    "tiny": {"resnet15": ["model.kwargs.widths=[4, 8]", "model.kwargs.blocks_per_stage=1"],
-             "vit": ["model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2"],
-             "vit_sd": ["model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2"]},
+    "tiny": {
+        "resnet15": ["model.kwargs.widths=[4, 8]", "model.kwargs.blocks_per_stage=1"],
+        "vit": ["model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2"],
+        "vit_sd": ["model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2"],
+    },
     "default": {"resnet15": [], "vit": [], "vit_sd": []},
-    "large": {"resnet15": ["model.kwargs.widths=[32, 64]"],
-              "vit": ["model.kwargs.embed_dim=192", "model.kwargs.depth=6", "model.kwargs.num_heads=3"],
-              "vit_sd": ["model.kwargs.embed_dim=192", "model.kwargs.depth=6", "model.kwargs.num_heads=3"]},
+    "large": {
+        "resnet15": ["model.kwargs.widths=[32, 64]"],
+        "vit": ["model.kwargs.embed_dim=192", "model.kwargs.depth=6", "model.kwargs.num_heads=3"],
+        "vit_sd": ["model.kwargs.embed_dim=192", "model.kwargs.depth=6", "model.kwargs.num_heads=3"],
+    },
 }
 
 
@@ -76,11 +83,18 @@ def prepare(name: str, args: argparse.Namespace, work: Path, files: list[Path]) 
     config, model_name = MODELS[name]
     run = work / f"{name}-{args.size}"
     if not (run / "metrics.json").is_file():
-        cfg = load_config(ROOT / "configs" / config, [
-            f"data.paths={json.dumps([str(f) for f in files])}", f"model.name={model_name}", "train.folds=2",
-            "train.max_epochs=1", "train.progress=false",
-            "augment.test_time=false",  # one forward pass per image: the latency of the network itself
-            *SIZES[args.size][name]])
+        cfg = load_config(
+            ROOT / "configs" / config,
+            [
+                f"data.paths={json.dumps([str(f) for f in files])}",
+                f"model.name={model_name}",
+                "train.folds=2",
+                "train.max_epochs=1",
+                "train.progress=false",
+                "augment.test_time=false",  # one forward pass per image: the latency of the network itself
+                *SIZES[args.size][name],
+            ],
+        )
         run_experiment(cfg, run)
     paths = {"torchscript": run / "export" / "model.pt", "onnx": run / "export" / "model.onnx"}
     if "aoti" in args.cpp_variants:
@@ -92,12 +106,17 @@ def prepare(name: str, args: argparse.Namespace, work: Path, files: list[Path]) 
             print(f"{name}: {fmt} export {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     contract = read_contract(paths["torchscript"].parent / "preprocess.json")
     fold = load_fold(run, contract["source"]["fold"])
-    return {"paths": paths, "contract": contract, "fold": fold,
-            "params": sum(p.numel() for p in fold.model.parameters())}
+    return {
+        "paths": paths,
+        "contract": contract,
+        "fold": fold,
+        "params": sum(p.numel() for p in fold.model.parameters()),
+    }
 
 
-def time_batch(model: dict, batch: int, raw256: np.ndarray, raw_npy: Path, tool: Path,
-               args: argparse.Namespace) -> dict[str, list[float]]:
+def time_batch(
+    model: dict, batch: int, raw256: np.ndarray, raw_npy: Path, tool: Path, args: argparse.Namespace
+) -> dict[str, list[float]]:
     """Times of every contender at one batch size, in ``--rounds`` interleaved rounds."""
     import onnxruntime as ort
     import torch
@@ -124,8 +143,9 @@ def time_batch(model: dict, batch: int, raw256: np.ndarray, raw_npy: Path, tool:
         session.run(["prob"], {"image": apply_preprocess(x_np, spec)})
 
     def cpp(path: Path, graph_mode: str | None) -> Callable[[int], list[float]]:
-        return lambda n: benchmark_cpp(path, raw_npy, batch, n, warmup=warm, threads=1, tool=tool,
-                                       graph_mode=graph_mode)["times_ms"]
+        return lambda n: benchmark_cpp(
+            path, raw_npy, batch, n, warmup=warm, threads=1, tool=tool, graph_mode=graph_mode
+        )["times_ms"]
 
     ts = model["paths"]["torchscript"]
     contenders: dict[str, Callable[[int], list[float]]] = {"cpp": cpp(ts, None)}
@@ -149,10 +169,15 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     print("| " + " | ".join(head) + " |")
     print("|---|" + "---:|" * (len(head) - 1))
     for r in rows:  # median (minimum) of the timed calls
-        cells = [r["model"], f"{r['params']:,}", str(r["batch"]), f"{r['cpp_ms']:.3f} ({r['cpp_min_ms']:.3f})",
-                 f"{r['onnxruntime_ms']:.3f} ({r['onnxruntime_min_ms']:.3f})",
-                 f"**{r['cpp_over_onnxruntime']:.2f}** ({r['cpp_over_onnxruntime_min']:.2f})",
-                 *[f"{r[k + '_ms']:.3f} ({r[k + '_min_ms']:.3f})" for k in extra]]
+        cells = [
+            r["model"],
+            f"{r['params']:,}",
+            str(r["batch"]),
+            f"{r['cpp_ms']:.3f} ({r['cpp_min_ms']:.3f})",
+            f"{r['onnxruntime_ms']:.3f} ({r['onnxruntime_min_ms']:.3f})",
+            f"**{r['cpp_over_onnxruntime']:.2f}** ({r['cpp_over_onnxruntime_min']:.2f})",
+            *[f"{r[k + '_ms']:.3f} ({r[k + '_min_ms']:.3f})" for k in extra],
+        ]
         print("| " + " | ".join(cells) + " |")
 
 
@@ -163,9 +188,12 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=200, help="timed calls at batch 1 (batch 256: reps // 10, at least 5)")
     ap.add_argument("--warmup", type=int, default=20, help="untimed calls before each round")
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds of C++, eager and onnxruntime")
-    ap.add_argument("--cpp-variants", default="plain",
-                    help="comma list of other engine paths to time beside the default: plain, inference "
-                         "(TorchScript graph modes), aoti (exports an AOTInductor package, ~20-60 s per model)")
+    ap.add_argument(
+        "--cpp-variants",
+        default="plain",
+        help="comma list of other engine paths to time beside the default: plain, inference "
+        "(TorchScript graph modes), aoti (exports an AOTInductor package, ~20-60 s per model)",
+    )
     ap.add_argument("--no-eager", action="store_true", help="skip PyTorch eager")
     ap.add_argument("--n-train", type=int, default=400, help="simulated crops for the 1-epoch training")
     ap.add_argument("--workdir", type=Path, default=None, help="keep runs and exports here (default: a temp dir)")
@@ -210,23 +238,40 @@ def main() -> int:
             got = time_batch(model, batch, raw256, raw_npy, tool, args)
             med = {k: statistics.median(v) for k, v in got.items()}
             low = {k: min(v) for k, v in got.items()}
-            row = {"model": model["fold"].config.model.name, "size": args.size, "params": model["params"],
-                   "batch": batch, "reps": len(got["cpp"]), **{f"{k}_ms": med[k] for k in got},
-                   **{f"{k}_min_ms": low[k] for k in got},
-                   "cpp_over_onnxruntime": med["cpp"] / med["onnxruntime"],
-                   "cpp_over_onnxruntime_min": low["cpp"] / low["onnxruntime"]}
+            row = {
+                "model": model["fold"].config.model.name,
+                "size": args.size,
+                "params": model["params"],
+                "batch": batch,
+                "reps": len(got["cpp"]),
+                **{f"{k}_ms": med[k] for k in got},
+                **{f"{k}_min_ms": low[k] for k in got},
+                "cpp_over_onnxruntime": med["cpp"] / med["onnxruntime"],
+                "cpp_over_onnxruntime_min": low["cpp"] / low["onnxruntime"],
+            }
             rows.append(row)
-            print(f"{row['model']:<14}{row['params']:>9,} batch {batch:>3}: median (min) ms "
-                  + ", ".join(f"{k} {med[k]:.3f} ({low[k]:.3f})" for k in got)
-                  + f"; C++/ORT {row['cpp_over_onnxruntime']:.2f}", file=sys.stderr)
+            print(
+                f"{row['model']:<14}{row['params']:>9,} batch {batch:>3}: median (min) ms "
+                + ", ".join(f"{k} {med[k]:.3f} ({low[k]:.3f})" for k in got)
+                + f"; C++/ORT {row['cpp_over_onnxruntime']:.2f}",
+                file=sys.stderr,
+            )
 
     print_table(rows, args)
-    meta = {"threads": 1, "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": ort.__version__, "cores": os.cpu_count()}
+    meta = {
+        "threads": 1,
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "cores": os.cpu_count(),
+    }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     meta["load_average_1min_at_end"] = round(load, 2)
-    print(f"\none thread each; median (minimum) of timed calls in {args.rounds} interleaved rounds; raw float32 images "
-          f"in, normalisation included; {meta}")
+    print(
+        f"\none thread each; median (minimum) of timed calls in {args.rounds} interleaved rounds; raw float32 images "
+        f"in, normalisation included; {meta}"
+    )
     if args.out:
         args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return 0

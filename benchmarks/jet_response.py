@@ -61,14 +61,12 @@ def main() -> None:
     for label, s in (("without", without), ("with", with_)):
         cls = s.truth["class_index"]
         for c, name in enumerate(names):
-            st = response_statistics(s.images[cls == c], s.truth["eta"][cls == c], s.channels,
-                                     on.jet_radius)
+            st = response_statistics(s.images[cls == c], s.truth["eta"][cls == c], s.channels, on.jet_radius)
             out[f"{label}_{name}"] = {
                 "ecal_nonzero_per_jet": round(float(st["ecal_nonzero"].mean()), 1),
                 "hottest_fraction": round(float(st["hottest_fraction"].mean()), 3),
                 "pileup_density_gev": round(float(st["pileup_density"].mean()), 2),
-                "far_ecal_pixels_per_jet": round(
-                    st["far_energy"].size / max(1, int((cls == c).sum())), 1),
+                "far_ecal_pixels_per_jet": round(st["far_energy"].size / max(1, int((cls == c).sum())), 1),
             }
     out["n_pileup_mean"] = round(float(np.mean(with_.truth["n_pileup"])), 2)
     print(json.dumps(out, indent=1))

@@ -59,14 +59,26 @@ def simulate_pool(dataset: str, n: int, seed: int, workers: int, out: Path) -> l
         chunks = max(1, min(workers, n // 2000))
         sizes = [n // chunks + (1 if i < n % chunks else 0) for i in range(chunks)]
         with cf.ProcessPoolExecutor(max_workers=chunks) as pool:
-            jobs = [pool.submit(_egamma_chunk, str(where / f"chunk{i:02d}"), m, seed * 1000 + i)
-                    for i, m in enumerate(sizes)]
+            jobs = [
+                pool.submit(_egamma_chunk, str(where / f"chunk{i:02d}"), m, seed * 1000 + i)
+                for i, m in enumerate(sizes)
+            ]
             files = sorted(f for job in jobs for f in job.result())
     else:
         from e2evision.simulate.jets import jet_config, write_jets
 
-        files = [str(p) for p in write_jets(DATASETS[dataset], where, n, seed=seed,
-                                            config=jet_config(DATASETS[dataset]), workers=workers, progress=False)]
+        files = [
+            str(p)
+            for p in write_jets(
+                DATASETS[dataset],
+                where,
+                n,
+                seed=seed,
+                config=jet_config(DATASETS[dataset]),
+                workers=workers,
+                progress=False,
+            )
+        ]
     seconds = time.perf_counter() - t0
     marker.write_text(json.dumps({"n": n, "seed": seed, "files": files, "seconds": seconds}), encoding="utf-8")
     log(f"[{dataset}] simulated {n} samples in {seconds:.0f} s ({workers} workers)")
@@ -74,10 +86,17 @@ def simulate_pool(dataset: str, n: int, seed: int, workers: int, out: Path) -> l
 
 
 def overrides(args: argparse.Namespace, files: list[str], size: int, pool: int) -> list[str]:
-    sets = [f"seed={args.seed}", "data.paths=" + json.dumps(files), "data.max_samples=null",
-            f"data.test_fraction={args.test / pool!r}", f"data.max_trainval_samples={size}",
-            f"train.folds={args.folds}", "train.progress=false", "train.checkpoint_every_n_steps=null",
-            "train.loggers=[csv]"]
+    sets = [
+        f"seed={args.seed}",
+        "data.paths=" + json.dumps(files),
+        "data.max_samples=null",
+        f"data.test_fraction={args.test / pool!r}",
+        f"data.max_trainval_samples={size}",
+        f"train.folds={args.folds}",
+        "train.progress=false",
+        "train.checkpoint_every_n_steps=null",
+        "train.loggers=[csv]",
+    ]
     if args.epochs is not None:
         sets.append(f"train.max_epochs={args.epochs}")
     if args.dataset == "quark_gluon" and args.img:
@@ -91,8 +110,9 @@ def run_point(args: argparse.Namespace, model: str, files: list[str], size: int,
     from e2evision.training.runner import run_experiment
 
     cfg_model = "resnet15" if model == "physics_baseline" else model
-    cfg = load_config(ROOT / "configs" / f"{args.dataset}_{cfg_model}.yaml",
-                      overrides(args, files, size, pool) + [f"name={model}"])
+    cfg = load_config(
+        ROOT / "configs" / f"{args.dataset}_{cfg_model}.yaml", overrides(args, files, size, pool) + [f"name={model}"]
+    )
     run_dir = args.out.resolve() / "runs" / f"n{size}" / model
     t0 = time.perf_counter()
     if model == "physics_baseline":
@@ -100,9 +120,17 @@ def run_point(args: argparse.Namespace, model: str, files: list[str], size: int,
         m = json.loads(done.read_text()) if done.is_file() else physics_baseline(cfg, run_dir)
     else:
         m = run_experiment(cfg, run_dir, resume=True)
-    return {"model": model, "size": size, "n_trainval": m.get("n_trainval"), "n_test": m.get("n_test"),
-            "test_auc": m["test_auc"], "test_auc_ci": m["test_auc_ci"], "warnings": m.get("warnings", []),
-            "seconds": time.perf_counter() - t0, "run_dir": str(run_dir)}
+    return {
+        "model": model,
+        "size": size,
+        "n_trainval": m.get("n_trainval"),
+        "n_test": m.get("n_test"),
+        "test_auc": m["test_auc"],
+        "test_auc_ci": m["test_auc_ci"],
+        "warnings": m.get("warnings", []),
+        "seconds": time.perf_counter() - t0,
+        "run_dir": str(run_dir),
+    }
 
 
 def gap(best_dir: str, base_dir: str) -> tuple[float, float]:
@@ -146,13 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="egamma")
     ap.add_argument("--sizes", default="1000,2000,4000,8000,16000", help="train+validation samples per point")
     ap.add_argument("--test", type=int, default=4000, help="fixed test samples (the same for every point)")
-    ap.add_argument("--pool", type=int, default=None,
-                    help="samples simulated (default: the largest size + --test); give the same value to "
-                         "calls that add points to one curve, so that they share the data and the test split")
+    ap.add_argument(
+        "--pool",
+        type=int,
+        default=None,
+        help="samples simulated (default: the largest size + --test); give the same value to "
+        "calls that add points to one curve, so that they share the data and the test split",
+    )
     ap.add_argument("--models", default=",".join(MODELS), help="shipped configs <dataset>_<model>.yaml")
     ap.add_argument("--folds", type=int, default=2)
-    ap.add_argument("--model-max-size", action="append", default=[], metavar="MODEL=N",
-                    help="train MODEL only up to N samples (e.g. vit=8000: the slow model stops earlier)")
+    ap.add_argument(
+        "--model-max-size",
+        action="append",
+        default=[],
+        metavar="MODEL=N",
+        help="train MODEL only up to N samples (e.g. vit=8000: the slow model stops earlier)",
+    )
     ap.add_argument("--epochs", type=int, default=None, help="override train.max_epochs (default: the config's)")
     ap.add_argument("--img", type=int, default=32, help="quark_gluon: crop 64 then resize to this side (0: keep)")
     ap.add_argument("--seed", type=int, default=11)
@@ -178,14 +215,20 @@ def main(argv: list[str] | None = None) -> int:
             partial = {"dataset": args.dataset, "test": args.test, "partial": True, "rows": rows}
             (args.out.resolve() / "learning_curve.json").write_text(json.dumps(partial, indent=1), encoding="utf-8")
             warn = "  NOT LEARNING" if row["warnings"] else ""
-            log(f"n={size:>7} {model:<17} test AUC {row['test_auc']:.4f} "
-                f"[{row['test_auc_ci'][0]:.3f}, {row['test_auc_ci'][1]:.3f}]  {row['seconds']:.0f} s{warn}")
+            log(
+                f"n={size:>7} {model:<17} test AUC {row['test_auc']:.4f} "
+                f"[{row['test_auc_ci'][0]:.3f}, {row['test_auc_ci'][1]:.3f}]  {row['seconds']:.0f} s{warn}"
+            )
     log(f"\n{args.dataset}: test AUC on {args.test} fixed test samples, {args.folds}-fold models, seed {args.seed}")
     log(f"{'samples':>8}" + "".join(f"{m:>26}" for m in models) + f"{'best image − baseline':>24}{'DeLong p':>10}")
     for size in sizes:
         pts = {r["model"]: r for r in rows if r["size"] == size}
-        cells = "".join(f"{pts[m]['test_auc']:>10.4f} [{pts[m]['test_auc_ci'][0]:.3f}, "
-                        f"{pts[m]['test_auc_ci'][1]:.3f}]" if m in pts else f"{'—':>26}" for m in models)
+        cells = "".join(
+            f"{pts[m]['test_auc']:>10.4f} [{pts[m]['test_auc_ci'][0]:.3f}, {pts[m]['test_auc_ci'][1]:.3f}]"
+            if m in pts
+            else f"{'—':>26}"
+            for m in models
+        )
         images = [pts[m] for m in models if m != "physics_baseline" and m in pts]
         best = max(images, key=lambda r: r["test_auc"]) if images else None
         if best is not None:
@@ -193,9 +236,16 @@ def main(argv: list[str] | None = None) -> int:
             for r in (best, pts["physics_baseline"]):
                 r.setdefault("gap", {})[str(size)] = d
             log(f"{size:>8}{cells}{d:>+16.4f} ({best['model']}){p:>10.2g}")
-    summary = {"dataset": args.dataset, "test": args.test, "folds": args.folds, "seed": args.seed,
-               "epochs": args.epochs, "sizes": sizes, "rows": rows,
-               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}
+    summary = {
+        "dataset": args.dataset,
+        "test": args.test,
+        "folds": args.folds,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "sizes": sizes,
+        "rows": rows,
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+    }
     out = args.out.resolve()
     (out / "learning_curve.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     plot(rows, out / "learning_curve.png", f"{args.dataset}: {args.test} test samples, {args.folds} folds")

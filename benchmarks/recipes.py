@@ -25,20 +25,55 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: name -> overrides. ``linear`` is the recipe shipped before log transforms existed.
 PRESETS: dict[str, list[str]] = {
-    "linear": ["preprocess.normalize=scale", "preprocess.clip=50.0", "preprocess.log1p=null",
-               "preprocess.per_sample=null", "preprocess.channel_scale=null"],
-    "global_max": ["preprocess.normalize=minmax", "preprocess.clip=null", "preprocess.log1p=null",
-                   "preprocess.per_sample=null", "preprocess.channel_scale=null"],
-    "per_sample_sum": ["preprocess.normalize=scale", "preprocess.clip=50.0", "preprocess.log1p=null",
-                       "preprocess.per_sample=[sum, none]", "preprocess.channel_scale=null"],
-    "log1p": ["preprocess.normalize=none", "preprocess.clip=null", "preprocess.log1p=[1.0, null]",
-              "preprocess.per_sample=null", "preprocess.channel_scale=[1.0, 0.1]"],
-    "log1p_scale": ["preprocess.normalize=scale", "preprocess.clip=null", "preprocess.log1p=[1.0, null]",
-                    "preprocess.per_sample=null", "preprocess.channel_scale=[1.0, 0.1]"],
-    "log1p_0.1": ["preprocess.normalize=none", "preprocess.clip=null", "preprocess.log1p=[0.1, null]",
-                  "preprocess.per_sample=null", "preprocess.channel_scale=[1.0, 0.1]"],
-    "log1p_zscore": ["preprocess.normalize=zscore", "preprocess.clip=null", "preprocess.log1p=[1.0, null]",
-                     "preprocess.per_sample=null", "preprocess.channel_scale=[1.0, 0.1]"],
+    "linear": [
+        "preprocess.normalize=scale",
+        "preprocess.clip=50.0",
+        "preprocess.log1p=null",
+        "preprocess.per_sample=null",
+        "preprocess.channel_scale=null",
+    ],
+    "global_max": [
+        "preprocess.normalize=minmax",
+        "preprocess.clip=null",
+        "preprocess.log1p=null",
+        "preprocess.per_sample=null",
+        "preprocess.channel_scale=null",
+    ],
+    "per_sample_sum": [
+        "preprocess.normalize=scale",
+        "preprocess.clip=50.0",
+        "preprocess.log1p=null",
+        "preprocess.per_sample=[sum, none]",
+        "preprocess.channel_scale=null",
+    ],
+    "log1p": [
+        "preprocess.normalize=none",
+        "preprocess.clip=null",
+        "preprocess.log1p=[1.0, null]",
+        "preprocess.per_sample=null",
+        "preprocess.channel_scale=[1.0, 0.1]",
+    ],
+    "log1p_scale": [
+        "preprocess.normalize=scale",
+        "preprocess.clip=null",
+        "preprocess.log1p=[1.0, null]",
+        "preprocess.per_sample=null",
+        "preprocess.channel_scale=[1.0, 0.1]",
+    ],
+    "log1p_0.1": [
+        "preprocess.normalize=none",
+        "preprocess.clip=null",
+        "preprocess.log1p=[0.1, null]",
+        "preprocess.per_sample=null",
+        "preprocess.channel_scale=[1.0, 0.1]",
+    ],
+    "log1p_zscore": [
+        "preprocess.normalize=zscore",
+        "preprocess.clip=null",
+        "preprocess.log1p=[1.0, null]",
+        "preprocess.per_sample=null",
+        "preprocess.channel_scale=[1.0, 0.1]",
+    ],
     "shipped": [],
 }
 
@@ -78,6 +113,7 @@ def loss_curve(run_dir: Path) -> tuple[float, float]:
         if losses:
             first.append(losses[0])
             last.append(losses[-1])
+
     def mean(v: list[float]) -> float:
         return sum(v) / len(v) if v else float("nan")
 
@@ -109,8 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     data = out / "data" / f"egamma-n{args.n}-seed{args.seed}"
     files = sorted(data.glob("*.hdf5")) or write_egamma(data, args.n, seed=args.seed, progress=False)
-    common = [f"data.paths={json.dumps([str(f) for f in files])}", f"train.folds={args.folds}",
-              "train.progress=false", *args.set]
+    common = [
+        f"data.paths={json.dumps([str(f) for f in files])}",
+        f"train.folds={args.folds}",
+        "train.progress=false",
+        *args.set,
+    ]
     rows = []
     if not args.no_baseline:
         cfg = load_config(args.config, common + ["name=physics_baseline"])

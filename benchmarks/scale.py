@@ -63,8 +63,7 @@ def synth_batch(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarra
     phi = np.clip(np.round(SIDE // 2 + r[1]).astype(np.int64), 0, SIDE - 1)
     energy = rng.exponential(1.0, (b, CHANNELS, k_max)) * np.array([0.8, 1.5, 2.5])[None, :, None]
     energy *= keep
-    flat = (((np.arange(b)[:, None, None] * CHANNELS + np.arange(CHANNELS)[None, :, None]) * SIDE + eta) * SIDE
-            + phi)
+    flat = ((np.arange(b)[:, None, None] * CHANNELS + np.arange(CHANNELS)[None, :, None]) * SIDE + eta) * SIDE + phi
     dense = np.bincount(flat.reshape(-1), weights=energy.reshape(-1), minlength=b * CHANNELS * SIDE * SIDE)
     pt = energy.sum(axis=(1, 2))
     dr2 = ((eta - SIDE // 2) ** 2 + (phi - SIDE // 2) ** 2) * PIXEL_RAD**2
@@ -83,8 +82,7 @@ def jets_table(dense: np.ndarray, pt: np.ndarray, m0: np.ndarray, y: np.ndarray)
     # offset buffers directly (pa.array on the offsets took ~1 ms per jet)
     for count, width in ((b * CHANNELS * SIDE, SIDE), (b * CHANNELS, SIDE), (b, CHANNELS)):
         offsets = np.arange(0, count * width + 1, width, dtype=np.int32)
-        level = pa.ListArray.from_buffers(pa.list_(level.type), count, [None, pa.py_buffer(offsets)],
-                                          children=[level])
+        level = pa.ListArray.from_buffers(pa.list_(level.type), count, [None, pa.py_buffer(offsets)], children=[level])
     chans = level
     return pa.table({"X_jets": chans, "pt": pa.array(pt), "m0": pa.array(m0), "y": pa.array(y.astype(np.float64))})
 
@@ -102,7 +100,7 @@ def synthesise(out: Path, n: int, seed: int, rows_per_file: int, batch: int = 12
         path = out / f"QCDToGGQQ_IMGjet_RH1all_jet0_run{f}_n{hi - lo}.synth.snappy.parquet"
         writer = None
         for start in range(lo, hi, batch):
-            y = labels[start:min(hi, start + batch)]
+            y = labels[start : min(hi, start + batch)]
             table = jets_table(*synth_batch(rng, y), y)
             if writer is None:
                 # snappy as the public files; plain encoding: dictionary encoding of the images
@@ -151,25 +149,50 @@ def train_streaming(store: Path, steps: int, batch: int, workers: int, loader_ba
     loader_rate = loader_alone(data, loader_batches, batch)
     data = FoldData(train, ReaderDataset(reader, rows[:batch]), batch_size=batch, seed=0, num_workers=workers)
 
-    cfg = load_config(data={"name": "scale", "model": {"name": "resnet15"},
-                            "train": {"batch_size": batch, "max_epochs": 1, "progress": False}})
+    cfg = load_config(
+        data={
+            "name": "scale",
+            "model": {"name": "resnet15"},
+            "train": {"batch_size": batch, "max_epochs": 1, "progress": False},
+        }
+    )
     module = build_module(cfg, shape, "binary")
     module.normalizer.fit(reader.channel_stats())  # from the manifest: no pass over the data
     perf = resolve_performance(cfg.train, module, shape)
     apply_performance(module, perf)
     clock = StepClock()
-    trainer = pl.Trainer(max_epochs=1, accelerator=cfg.train.accelerator, devices=1, precision=perf.precision,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                         limit_train_batches=steps if steps > 0 else 1.0, use_distributed_sampler=False,
-                         callbacks=[History(0), LoaderWait(), clock])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator=cfg.train.accelerator,
+        devices=1,
+        precision=perf.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        limit_train_batches=steps if steps > 0 else 1.0,
+        use_distributed_sampler=False,
+        callbacks=[History(0), LoaderWait(), clock],
+    )
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=data)
     fit_s = time.perf_counter() - t0
-    result = {"image_shape": list(shape), "n_samples": reader.n_samples, "batch": batch, "workers": workers,
-              "steps": len(clock.seconds), "fit_s": fit_s, "step_s": clock.seconds, "wait_s": clock.waits,
-              "loader_alone": loader_rate, "device": "cuda" if torch.cuda.is_available() else "cpu",
-              "threads": torch.get_num_threads(), "performance": perf.to_dict()}
+    result = {
+        "image_shape": list(shape),
+        "n_samples": reader.n_samples,
+        "batch": batch,
+        "workers": workers,
+        "steps": len(clock.seconds),
+        "fit_s": fit_s,
+        "step_s": clock.seconds,
+        "wait_s": clock.waits,
+        "loader_alone": loader_rate,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "performance": perf.to_dict(),
+    }
     out.write_text(json.dumps(result))
 
 
@@ -202,8 +225,9 @@ class StepClock(pl.Callback):
         self._mark = time.perf_counter()
         self._wait_before = 0.0
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         now = time.perf_counter()
         self.seconds.append(now - self._mark)
         self._mark = now
@@ -234,8 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-child", nargs=2, metavar=("STORE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.train_child:
-        train_streaming(Path(args.train_child[0]), args.steps, args.batch, args.workers, args.loader_batches,
-                        Path(args.train_child[1]))
+        train_streaming(
+            Path(args.train_child[0]),
+            args.steps,
+            args.batch,
+            args.workers,
+            args.loader_batches,
+            Path(args.train_child[1]),
+        )
         return 0
     work = args.workdir
     if work.exists():
@@ -253,24 +283,56 @@ def drive(args: argparse.Namespace, work: Path) -> int:
     files = synthesise(work / "parquet", args.n, args.seed, args.rows_per_file)
     synth_s = time.perf_counter() - t0
     parquet_bytes = sum(f.stat().st_size for f in files)
-    print(f"synthesised {args.n:,} jets in {len(files)} Parquet files ({parquet_bytes / 1e9:.2f} GB) "
-          f"in {synth_s:.0f} s", flush=True)
+    print(
+        f"synthesised {args.n:,} jets in {len(files)} Parquet files ({parquet_bytes / 1e9:.2f} GB) in {synth_s:.0f} s",
+        flush=True,
+    )
     store = work / "store"
     py = sys.executable
-    conv_s, rc, conv_rss = run_child([py, "-m", "e2evision", "convert", str(work / "parquet"), "--out", str(store),
-                                      "--format", "quark-gluon", "--no-progress"], work / "convert.log")
+    conv_s, rc, conv_rss = run_child(
+        [
+            py,
+            "-m",
+            "e2evision",
+            "convert",
+            str(work / "parquet"),
+            "--out",
+            str(store),
+            "--format",
+            "quark-gluon",
+            "--no-progress",
+        ],
+        work / "convert.log",
+    )
     if rc:
         print((work / "convert.log").read_text()[-3000:], file=sys.stderr)
         return rc
     manifest = json.loads((store / "manifest.json").read_text())
     store_bytes = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
-    print(f"converted in {conv_s:.0f} s ({args.n / conv_s:,.0f} jets/s), peak RSS {conv_rss / 1e9:.2f} GB, "
-          f"store {store_bytes / 1e9:.3f} GB ({manifest['layout']})", flush=True)
+    print(
+        f"converted in {conv_s:.0f} s ({args.n / conv_s:,.0f} jets/s), peak RSS {conv_rss / 1e9:.2f} GB, "
+        f"store {store_bytes / 1e9:.3f} GB ({manifest['layout']})",
+        flush=True,
+    )
     result_path = work / "train.json"
     train_s, rc, train_rss = run_child(
-        [py, str(Path(__file__).resolve()), "--train-child", str(store), str(result_path), "--steps", str(args.steps),
-         "--batch", str(args.batch), "--workers", str(args.workers), "--loader-batches", str(args.loader_batches)],
-        work / "train.log")
+        [
+            py,
+            str(Path(__file__).resolve()),
+            "--train-child",
+            str(store),
+            str(result_path),
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+            "--workers",
+            str(args.workers),
+            "--loader-batches",
+            str(args.loader_batches),
+        ],
+        work / "train.log",
+    )
     if rc:
         print((work / "train.log").read_text()[-3000:], file=sys.stderr)
         return rc
@@ -278,18 +340,33 @@ def drive(args: argparse.Namespace, work: Path) -> int:
     steps = tr["step_s"][1:] or tr["step_s"]  # the first step includes start-up
     rate = summary(steps, args.batch)
     wait_share = sum(tr["wait_s"][1:] or tr["wait_s"]) / max(sum(steps), 1e-12)
-    report = {"n": args.n, "files": len(files), "parquet_bytes": parquet_bytes, "synth_s": synth_s,
-              "convert_s": conv_s, "convert_peak_rss_bytes": conv_rss, "store_bytes": store_bytes,
-              "store_layout": manifest["layout"], "train_process_s": train_s, "train_peak_rss_bytes": train_rss,
-              "step_images_per_s": rate, "loader_wait_fraction": wait_share, **tr}
-    print(f"training: {tr['steps']} steps of {args.batch} on {tr['device']} ({tr['threads']} threads, "
-          f"{args.workers} workers): images/s per step median {rate['median']:.1f} "
-          f"(10–90 %: {rate['p10']:.1f}–{rate['p90']:.1f}); waited for data {100 * wait_share:.1f} % of step time; "
-          f"peak RSS {train_rss / 1e9:.2f} GB")
+    report = {
+        "n": args.n,
+        "files": len(files),
+        "parquet_bytes": parquet_bytes,
+        "synth_s": synth_s,
+        "convert_s": conv_s,
+        "convert_peak_rss_bytes": conv_rss,
+        "store_bytes": store_bytes,
+        "store_layout": manifest["layout"],
+        "train_process_s": train_s,
+        "train_peak_rss_bytes": train_rss,
+        "step_images_per_s": rate,
+        "loader_wait_fraction": wait_share,
+        **tr,
+    }
+    print(
+        f"training: {tr['steps']} steps of {args.batch} on {tr['device']} ({tr['threads']} threads, "
+        f"{args.workers} workers): images/s per step median {rate['median']:.1f} "
+        f"(10–90 %: {rate['p10']:.1f}–{rate['p90']:.1f}); waited for data {100 * wait_share:.1f} % of step time; "
+        f"peak RSS {train_rss / 1e9:.2f} GB"
+    )
     la = tr["loader_alone"]
     print(f"loader alone: {la['images_per_s']:,.0f} images/s ({la['batches']} batches of {args.batch})")
-    print("per step (images/s, wait ms): " + ", ".join(f"{args.batch / s:.0f}/{1e3 * w:.0f}"
-                                                      for s, w in zip(tr["step_s"], tr["wait_s"])))
+    print(
+        "per step (images/s, wait ms): "
+        + ", ".join(f"{args.batch / s:.0f}/{1e3 * w:.0f}" for s, w in zip(tr["step_s"], tr["wait_s"]))
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -64,31 +64,49 @@ def main() -> None:
 
     args.out = args.out.resolve()  # the configs name the data: absolute, so a rerun from elsewhere reuses runs
     data = simulate(args.out / "data", args.n, args.seed, args.workers)
-    budget = [f"data.paths=[{data}]", f"seed={args.seed}", f"train.folds={args.folds}",
-              f"train.max_epochs={args.epochs}", f"train.batch_size={args.batch}", "train.progress=false",
-              "train.early_stopping_patience=null", "train.checkpoint_every_n_steps=null"]
+    budget = [
+        f"data.paths=[{data}]",
+        f"seed={args.seed}",
+        f"train.folds={args.folds}",
+        f"train.max_epochs={args.epochs}",
+        f"train.batch_size={args.batch}",
+        "train.progress=false",
+        "train.early_stopping_patience=null",
+        "train.checkpoint_every_n_steps=null",
+    ]
     if args.size:
         budget.append(f"preprocess.resize=[{args.size}, {args.size}]")
-    print(f"budget: {args.n} jets, {args.folds} folds, {args.epochs} epochs, batch {args.batch}, "
-          f"images {args.size or 125}², scalars pt/ieta/iphi")
+    print(
+        f"budget: {args.n} jets, {args.folds} folds, {args.epochs} epochs, batch {args.batch}, "
+        f"images {args.size or 125}², scalars pt/ieta/iphi"
+    )
     runs, rows = [], []
     for member in args.members.split(","):
         cfg = load_config(ROOT / "configs" / f"top_mass_{member}.yaml", budget)
         t0 = time.perf_counter()
         m = run_experiment(cfg, args.out / member)
         runs.append(args.out / member)
-        rows.append((cfg.name, cfg.model.name, m["n_params"], m["test_mae"], m["test_mae_ci"], time.perf_counter() - t0))
+        rows.append(
+            (cfg.name, cfg.model.name, m["n_params"], m["test_mae"], m["test_mae_ci"], time.perf_counter() - t0)
+        )
     t0 = time.perf_counter()
-    base_cfg = load_config(ROOT / "configs" / f"top_mass_{args.members.split(',')[0]}.yaml",
-                           [*budget, "name=topmass_physics_baseline"])
+    base_cfg = load_config(
+        ROOT / "configs" / f"top_mass_{args.members.split(',')[0]}.yaml", [*budget, "name=topmass_physics_baseline"]
+    )
     b = physics_baseline(base_cfg, args.out / "baseline")
     rows.append((b["name"], "gbdt", 0, b["test_mae"], b["test_mae_ci"], time.perf_counter() - t0))
     ens = {}
     for method in ("stack", "mean"):
-        ens[method] = build_ensemble(runs, args.out / f"ensemble_{method}", method=method, name=f"topmass_{method}",
-                                     seed=args.seed)
-    ens["stack_with_baseline"] = build_ensemble([*runs, args.out / "baseline"], args.out / "ensemble_stack_all",
-                                                method="stack", name="topmass_stack_with_baseline", seed=args.seed)
+        ens[method] = build_ensemble(
+            runs, args.out / f"ensemble_{method}", method=method, name=f"topmass_{method}", seed=args.seed
+        )
+    ens["stack_with_baseline"] = build_ensemble(
+        [*runs, args.out / "baseline"],
+        args.out / "ensemble_stack_all",
+        method="stack",
+        name="topmass_stack_with_baseline",
+        seed=args.seed,
+    )
     runs.append(args.out / "baseline")
     print(f"\n{'model':<20} {'arch':<10} {'params':>10}  {'test MAE [GeV] (95 % CI)':<28} {'time':>7}")
     for name, arch, n_params, mae, ci, secs in rows:
@@ -98,8 +116,11 @@ def main() -> None:
         print(f"{m['name']:<20} {'ensemble':<10} {m['n_params']:>10,}  {m['test_mae']:7.2f} [{lo:6.2f}, {hi:6.2f}]")
     for method, m in ens.items():
         print(f"{method}: {m['versus_best_member']['verdict']}")
-    page = build_report([*runs, *(args.out / f"ensemble_{k}" for k in ("stack", "mean", "stack_all"))],
-                        args.out / "report.html", title="Top-quark mass: five CNNs, the physics baseline and their stacks")
+    page = build_report(
+        [*runs, *(args.out / f"ensemble_{k}" for k in ("stack", "mean", "stack_all"))],
+        args.out / "report.html",
+        title="Top-quark mass: five CNNs, the physics baseline and their stacks",
+    )
     print(f"report: {page}")
 
 

@@ -60,8 +60,17 @@ def sparse_images(n: int, c: int, s: int, seed: int) -> tuple[torch.Tensor, torc
 
 
 # ------------------------------------------------------------------------------------ bare loop
-def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, batch: int, epochs: int,
-              device: str, channels_last: bool, max_batches: int | None = None) -> tuple[float, float]:
+def bare_loop(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    xv: torch.Tensor,
+    batch: int,
+    epochs: int,
+    device: str,
+    channels_last: bool,
+    max_batches: int | None = None,
+) -> tuple[float, float]:
     """Wall and CPU seconds for ``epochs`` epochs of a plain loop (train, then a forward pass over ``xv``)."""
     model.to(device).train()
     if channels_last:
@@ -85,16 +94,26 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xv: torch.Tens
         model.eval()
         with torch.no_grad():
             for start in range(0, xv.shape[0], max(256, batch)):
-                xb = xv[start:start + max(256, batch)].to(device).contiguous(memory_format=fmt)
+                xb = xv[start : start + max(256, batch)].to(device).contiguous(memory_format=fmt)
                 torch.sigmoid(model(xb)).cpu()
     _sync(device)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
 # ------------------------------------------------------------------------------------ e2evision
-def e2evision_trainer(model_name: str, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
-                      batch: int, epochs: int, device: str, workdir: Path, progress: bool,
-                      max_batches: int | None = None) -> tuple[float, float, dict[str, Any]]:
+def e2evision_trainer(
+    model_name: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    xv: torch.Tensor,
+    yv: torch.Tensor,
+    batch: int,
+    epochs: int,
+    device: str,
+    workdir: Path,
+    progress: bool,
+    max_batches: int | None = None,
+) -> tuple[float, float, dict[str, Any]]:
     """Wall and CPU seconds of ``trainer.fit`` for ``epochs`` epochs, set up as the runner sets up a fold, and
     what the trainer recorded (history rows, checkpoints saved, loader wait)."""
     import lightning.pytorch as pl
@@ -111,7 +130,7 @@ def e2evision_trainer(model_name: str, x: torch.Tensor, y: torch.Tensor, xv: tor
     module = build_module(cfg, (c, h, w), "binary")
     stats = ChannelStats(c)
     for start in range(0, x.shape[0], 4096):
-        stats.update(x[start:start + 4096].numpy())
+        stats.update(x[start : start + 4096].numpy())
     module.normalizer.fit(stats)
     perf = performance(cfg, module, (c, h, w), device)
     apply_performance(module, perf)
@@ -119,17 +138,30 @@ def e2evision_trainer(model_name: str, x: torch.Tensor, y: torch.Tensor, xv: tor
     ckpt = RunCheckpoint(workdir / "checkpoints", cfg.train.checkpoint_every_n_steps)
     wait = LoaderWait()
     trainer = pl.Trainer(
-        default_root_dir=workdir, max_epochs=epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+        default_root_dir=workdir,
+        max_epochs=epochs,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
         precision=perf.precision,
         deterministic="warn" if cfg.train.deterministic else False,
-        callbacks=[best, hist, ckpt, wait], logger=build_loggers(list(cfg.train.loggers), workdir, run_name="bench",
-                                                                fold=0, run_dir=workdir),
-        enable_checkpointing=True, use_distributed_sampler=False, enable_model_summary=False,
-        enable_progress_bar=progress, num_sanity_val_steps=0, log_every_n_steps=10,
+        callbacks=[best, hist, ckpt, wait],
+        logger=build_loggers(list(cfg.train.loggers), workdir, run_name="bench", fold=0, run_dir=workdir),
+        enable_checkpointing=True,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
         limit_train_batches=max_batches if max_batches is not None else 1.0,
     )
-    data = FoldData(TensorDataset(x, y), TensorDataset(xv, yv), batch_size=batch, seed=0,
-                    num_workers=cfg.train.num_workers, val_batch_size=max(256, batch))
+    data = FoldData(
+        TensorDataset(x, y),
+        TensorDataset(xv, yv),
+        batch_size=batch,
+        seed=0,
+        num_workers=cfg.train.num_workers,
+        val_batch_size=max(256, batch),
+    )
     _sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit(module, datamodule=data)
@@ -143,9 +175,13 @@ def trainer_config(model_name: str, batch: int, epochs: int, progress: bool) -> 
     without early stopping and augmentation, so both contenders do the same work per image."""
     from e2evision.config import load_config
 
-    return load_config(data={"name": "bench", "model": {"name": model_name},
-                             "train": {"batch_size": batch, "max_epochs": epochs, "progress": progress,
-                                       "early_stopping_patience": None}})
+    return load_config(
+        data={
+            "name": "bench",
+            "model": {"name": model_name},
+            "train": {"batch_size": batch, "max_epochs": epochs, "progress": progress, "early_stopping_patience": None},
+        }
+    )
 
 
 def performance(cfg: Any, module: nn.Module, shape: tuple[int, int, int], device: str) -> Any:
@@ -180,8 +216,11 @@ def seed_pipeline(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int
     with tempfile.TemporaryDirectory() as tmp:
         root = png_folder(x, y, Path(tmp))
         mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c]
-        ds = datasets.ImageFolder(str(root), transform=transforms.ToTensor(),
-                                  loader=lambda p: __import__("PIL.Image").Image.open(p).convert(mode))
+        ds = datasets.ImageFolder(
+            str(root),
+            transform=transforms.ToTensor(),
+            loader=lambda p: __import__("PIL.Image").Image.open(p).convert(mode),
+        )
         loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=0)
         t0 = time.perf_counter()
         for _ in range(epochs):
@@ -230,8 +269,9 @@ def measure(name: str, geo: str, n: int, args: argparse.Namespace) -> dict[str, 
     with tempfile.TemporaryDirectory() as tmp:
         # untimed warm-up of both (oneDNN primitives, allocator, Lightning imports)
         bare_loop(fresh(), x, y, xv[:8], args.batch, 1, args.device, cl, max_batches=3)
-        e2evision_trainer(name, x, y, xv[:8], yv[:8], args.batch, 1, args.device, Path(tmp) / "warm", False,
-                          max_batches=3)
+        e2evision_trainer(
+            name, x, y, xv[:8], yv[:8], args.batch, 1, args.device, Path(tmp) / "warm", False, max_batches=3
+        )
         for r in range(args.rounds):
             order = ("bare", "e2e") if r % 2 == 0 else ("e2e", "bare")
             for who in order:
@@ -240,35 +280,51 @@ def measure(name: str, geo: str, n: int, args: argparse.Namespace) -> dict[str, 
                     bare_t.append(wall)
                     bare_c.append(cpu)
                 else:
-                    wall, cpu, extra = e2evision_trainer(name, x, y, xv, yv, args.batch, args.epochs, args.device,
-                                                         Path(tmp) / f"round{r}", args.progress)
+                    wall, cpu, extra = e2evision_trainer(
+                        name, x, y, xv, yv, args.batch, args.epochs, args.device, Path(tmp) / f"round{r}", args.progress
+                    )
                     e2e_t.append(wall)
                     e2e_c.append(cpu)
-            print(f"  round {r + 1}: bare {n * args.epochs / bare_t[-1]:.1f} img/s, "
-                  f"e2evision {n * args.epochs / e2e_t[-1]:.1f} img/s, ratio {bare_t[-1] / e2e_t[-1]:.3f} "
-                  f"(CPU time {bare_c[-1] / e2e_c[-1]:.3f})",
-                  flush=True)
+            print(
+                f"  round {r + 1}: bare {n * args.epochs / bare_t[-1]:.1f} img/s, "
+                f"e2evision {n * args.epochs / e2e_t[-1]:.1f} img/s, ratio {bare_t[-1] / e2e_t[-1]:.3f} "
+                f"(CPU time {bare_c[-1] / e2e_c[-1]:.3f})",
+                flush=True,
+            )
     images = n * args.epochs
     ratios = [b / e for b, e in zip(bare_t, e2e_t)]
     cpu_ratios = [b / e for b, e in zip(bare_c, e2e_c)]  # one thread: robust to other jobs
-    seed = (seed_pipeline(fresh(), x, y, args.batch, args.epochs, args.device)
-            if args.png and c <= 4 else float("nan"))
+    seed = seed_pipeline(fresh(), x, y, args.batch, args.epochs, args.device) if args.png and c <= 4 else float("nan")
     waits = [row["loader_wait_fraction"] for row in extra.get("loader_wait", [])]
-    return {"model": name, "input": geo, "n": n, "epochs": args.epochs, "batch": args.batch,
-            "params": count_parameters(fresh()), "channels_last": cl,
-            "plain": images / statistics.median(bare_t), "e2evision": images / statistics.median(e2e_t),
-            "ratio_median": statistics.median(ratios), "ratios": ratios,
-            "cpu_ratio_median": statistics.median(cpu_ratios), "cpu_ratios": cpu_ratios,
-            "plain_rounds": [images / t for t in bare_t], "e2evision_rounds": [images / t for t in e2e_t],
-            "loader_wait_fraction": waits, "checkpoints": extra.get("checkpoints"), "seed_png": seed}
+    return {
+        "model": name,
+        "input": geo,
+        "n": n,
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "params": count_parameters(fresh()),
+        "channels_last": cl,
+        "plain": images / statistics.median(bare_t),
+        "e2evision": images / statistics.median(e2e_t),
+        "ratio_median": statistics.median(ratios),
+        "ratios": ratios,
+        "cpu_ratio_median": statistics.median(cpu_ratios),
+        "cpu_ratios": cpu_ratios,
+        "plain_rounds": [images / t for t in bare_t],
+        "e2evision_rounds": [images / t for t in e2e_t],
+        "loader_wait_fraction": waits,
+        "checkpoints": extra.get("checkpoints"),
+        "seed_png": seed,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet15")
     ap.add_argument("--geometries", default="2x32,3x125", help="comma-separated CxS, e.g. 2x32,3x125")
-    ap.add_argument("--n", default="20000,2000",
-                    help="training images per epoch, one per geometry or one for all (the size knob)")
+    ap.add_argument(
+        "--n", default="20000,2000", help="training images per epoch, one per geometry or one for all (the size knob)"
+    )
     ap.add_argument("--val", type=int, default=512, help="validation images, forwarded after every epoch")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=1, help="epochs per timed round")
@@ -287,19 +343,25 @@ def main() -> None:
     sizes = sizes * len(geos) if len(sizes) == 1 else sizes
     if len(sizes) != len(geos):
         ap.error(f"--n gives {len(sizes)} sizes for {len(geos)} geometries")
-    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{args.epochs} epoch(s) per round, {args.rounds} alternating rounds, median")
+    print(
+        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"{args.epochs} epoch(s) per round, {args.rounds} alternating rounds, median"
+    )
     rows = []
     for geo, n in zip(geos, sizes):
         for name in args.models.split(","):
             print(f"{name} {geo} × {n:,}", flush=True)
             rows.append(measure(name, geo, n, args))
-    print(f"\n{'model':<12}{'input':>7}{'images':>8}{'bare img/s':>12}{'e2evision':>11}{'e2e/bare':>10}"
-          f"{'ratio range':>15}{'CPU-time ratio':>16}{'PNG seed':>10}")
+    print(
+        f"\n{'model':<12}{'input':>7}{'images':>8}{'bare img/s':>12}{'e2evision':>11}{'e2e/bare':>10}"
+        f"{'ratio range':>15}{'CPU-time ratio':>16}{'PNG seed':>10}"
+    )
     for r in rows:
-        print(f"{r['model']:<12}{r['input']:>7}{r['n']:>8,}{r['plain']:>12.1f}{r['e2evision']:>11.1f}"
-              f"{r['ratio_median']:>10.3f}{min(r['ratios']):>8.3f}–{max(r['ratios']):.3f}{r['cpu_ratio_median']:>16.3f}"
-              f"{r['seed_png']:>10.1f}")
+        print(
+            f"{r['model']:<12}{r['input']:>7}{r['n']:>8,}{r['plain']:>12.1f}{r['e2evision']:>11.1f}"
+            f"{r['ratio_median']:>10.3f}{min(r['ratios']):>8.3f}–{max(r['ratios']):.3f}{r['cpu_ratio_median']:>16.3f}"
+            f"{r['seed_png']:>10.1f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -60,13 +60,16 @@ def sparse_jets(n: int, channels: int, rng: np.random.Generator, size: int = 125
     return x
 
 
-def write_jet_parquet(path: Path, columns: dict, *, item_name: str = "item", dtype: str = "double",
-                      row_group_size: int = 1) -> Path:
+def write_jet_parquet(
+    path: Path, columns: dict, *, item_name: str = "item", dtype: str = "double", row_group_size: int = 1
+) -> Path:
     """Write columns in the public Parquet layout: images nested lists, one row per row group."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    arrays = {k: (nested_list_array(v, item_name, dtype) if isinstance(v, np.ndarray) and v.ndim == 4 else v)
-              for k, v in columns.items()}
+    arrays = {
+        k: (nested_list_array(v, item_name, dtype) if isinstance(v, np.ndarray) and v.ndim == 4 else v)
+        for k, v in columns.items()
+    }
     pq.write_table(pa.table(arrays), path, row_group_size=row_group_size, compression="snappy")
     return path

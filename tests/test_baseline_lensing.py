@@ -35,8 +35,10 @@ def lenses(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(data: Path, *extra: str):
-    return load_config(ROOT / "configs/lensing_resnet15.yaml",
-                       [f"data.paths={json.dumps([str(data)])}", "train.folds=2", "name=lens", *extra])
+    return load_config(
+        ROOT / "configs/lensing_resnet15.yaml",
+        [f"data.paths={json.dumps([str(data)])}", "train.folds=2", "name=lens", *extra],
+    )
 
 
 def _multiclass_keys() -> set[str]:
@@ -95,12 +97,21 @@ def test_lensing_baseline_split_equals_run_experiments(lenses, tmp_path):
     from e2evision.report import build_report
     from e2evision.training.runner import run_experiment
 
-    cfg = _config(lenses, "train.max_epochs=1", "train.batch_size=16", "preprocess.resize=[16, 16]",
-                  "train.progress=false", "train.checkpoint_every_n_steps=null", "train.early_stopping_patience=null")
+    cfg = _config(
+        lenses,
+        "train.max_epochs=1",
+        "train.batch_size=16",
+        "preprocess.resize=[16, 16]",
+        "train.progress=false",
+        "train.checkpoint_every_n_steps=null",
+        "train.early_stopping_patience=null",
+    )
     run_experiment(cfg, tmp_path / "image")
     physics_baseline(cfg, tmp_path / "baseline")
-    with np.load(tmp_path / "image" / "predictions.npz", allow_pickle=False) as a, \
-            np.load(tmp_path / "baseline" / "predictions.npz", allow_pickle=False) as b:
+    with (
+        np.load(tmp_path / "image" / "predictions.npz", allow_pickle=False) as a,
+        np.load(tmp_path / "baseline" / "predictions.npz", allow_pickle=False) as b,
+    ):
         for key in ("test_index", "test_label", "oof_index", "oof_label", "oof_fold"):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
         assert a["test_score"].shape == b["test_score"].shape == (N // 5, 3)
@@ -122,8 +133,14 @@ def test_axion_mass_scalar_is_not_a_lens_feature(lenses):
 
 
 def _stub_reader(fmt: str, task: str) -> SimpleNamespace:
-    return SimpleNamespace(format=fmt, task=task, class_names=["a", "b"], scalar_names=[],
-                           labels=lambda: np.array([0.0, 1.0] * 10), paths=[])
+    return SimpleNamespace(
+        format=fmt,
+        task=task,
+        class_names=["a", "b"],
+        scalar_names=[],
+        labels=lambda: np.array([0.0, 1.0] * 10),
+        paths=[],
+    )
 
 
 def test_a_format_without_features_is_an_error_that_names_it(tmp_path, monkeypatch):
@@ -154,12 +171,23 @@ def test_top_mass_regression_baseline(tmp_path):
     rng = np.random.default_rng(3)
     n = 150
     pt = rng.uniform(300, 700, n)
-    columns = {"X_jet": sparse_jets(n, 8, rng, size=16, hits=20), "m": 120 + 0.1 * pt + rng.normal(0, 1, n),
-               "iphi": rng.uniform(0, 360, n), "pt": pt, "ieta": rng.uniform(-100, 100, n)}
+    columns = {
+        "X_jet": sparse_jets(n, 8, rng, size=16, hits=20),
+        "m": 120 + 0.1 * pt + rng.normal(0, 1, n),
+        "iphi": rng.uniform(0, 360, n),
+        "pt": pt,
+        "ieta": rng.uniform(-100, 100, n),
+    }
     data = write_jet_parquet(tmp_path / "top_gun_opendata_0.parquet", columns, row_group_size=50)
-    cfg = load_config(data={"name": "topmass", "seed": 4, "model": {"name": "resnet15"},
-                            "data": {"format": "top-mass", "paths": [str(data)], "kwargs": {"image_size": [16, 16]}},
-                            "train": {"folds": 3}})
+    cfg = load_config(
+        data={
+            "name": "topmass",
+            "seed": 4,
+            "model": {"name": "resnet15"},
+            "data": {"format": "top-mass", "paths": [str(data)], "kwargs": {"image_size": [16, 16]}},
+            "train": {"folds": 3},
+        }
+    )
     m = physics_baseline(cfg, tmp_path / "baseline")
     assert m["task"] == "regression" and len(m["fold_mae"]) == 3 and {"pt", "ieta", "iphi"} <= set(m["features"])
     with np.load(tmp_path / "baseline" / "predictions.npz") as npz:

@@ -18,9 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_gpu_suite_smoke_runs_every_part_and_summarises(tmp_path):
     out = tmp_path / "suite"
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks/gpu_suite.sh"), "--smoke", "--out", str(out),
-                           "--python", sys.executable], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks/gpu_suite.sh"), "--smoke", "--out", str(out), "--python", sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     summary = json.loads((out / "gpu_suite.json").read_text())
     assert summary["throughput"] and summary["trainer"] and summary["learning_curve"]
@@ -40,8 +44,9 @@ def test_gpu_suite_smoke_runs_every_part_and_summarises(tmp_path):
         assert row["test_auc"] == pytest.approx(roc_auc(pred["test_label"], pred["test_score"]))
     assert all(np.array_equal(t, tests[0]) for t in tests)
     # the smaller point's training samples are among the larger one's (nested subsets)
-    small, large = (np.load(Path(r["run_dir"]) / "predictions.npz")["oof_index"]
-                    for r in curve["rows"] if r["model"] == "resnet15")
+    small, large = (
+        np.load(Path(r["run_dir"]) / "predictions.npz")["oof_index"] for r in curve["rows"] if r["model"] == "resnet15"
+    )
     assert set(small) < set(large)
     assert (out / "curve" / "learning_curve.png").stat().st_size > 1000
     # the report shows the curve: its plot and one row per size, AUCs as the JSON has them
@@ -57,9 +62,28 @@ def test_gpu_suite_smoke_runs_every_part_and_summarises(tmp_path):
 @pytest.mark.slow
 def test_training_throughput_smoke_times_whole_epochs_of_both(tmp_path):
     out = tmp_path / "trainer.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/training_throughput.py"), "--geometries", "2x16",
-                           "--n", "96", "--val", "16", "--batch", "16", "--rounds", "2", "--json", str(out)],
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/training_throughput.py"),
+            "--geometries",
+            "2x16",
+            "--n",
+            "96",
+            "--val",
+            "16",
+            "--batch",
+            "16",
+            "--rounds",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     (row,) = json.loads(out.read_text())
     assert row["model"] == "resnet15" and row["input"] == "2x16" and row["n"] == 96
@@ -75,10 +99,31 @@ def test_training_throughput_smoke_times_whole_epochs_of_both(tmp_path):
 @pytest.mark.slow
 def test_scale_smoke_synthesises_converts_and_trains_streaming(tmp_path):
     out, work = tmp_path / "scale.json", tmp_path / "work"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/scale.py"), "--n", "300", "--rows-per-file", "128",
-                           "--steps", "3", "--batch", "8", "--loader-batches", "4", "--workdir", str(work),
-                           "--json", str(out), "--keep"],
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/scale.py"),
+            "--n",
+            "300",
+            "--rows-per-file",
+            "128",
+            "--steps",
+            "3",
+            "--batch",
+            "8",
+            "--loader-batches",
+            "4",
+            "--workdir",
+            str(work),
+            "--json",
+            str(out),
+            "--keep",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     r = json.loads(out.read_text())
     assert r["files"] == 3 and r["n_samples"] == 300 and r["image_shape"] == [3, 125, 125]
@@ -97,4 +142,9 @@ def test_scale_smoke_synthesises_converts_and_trains_streaming(tmp_path):
 
     meta = pq.ParquetFile(sorted((work / "parquet").glob("*.parquet"))[0]).metadata
     assert meta.num_rows == meta.num_row_groups == 128  # one row per row group
-    assert pq.ParquetFile(sorted((work / "parquet").glob("*.parquet"))[0]).schema_arrow.names == ["X_jets", "pt", "m0", "y"]
+    assert pq.ParquetFile(sorted((work / "parquet").glob("*.parquet"))[0]).schema_arrow.names == [
+        "X_jets",
+        "pt",
+        "m0",
+        "y",
+    ]

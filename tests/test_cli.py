@@ -67,8 +67,20 @@ def test_simulate_train_report_on_simulated_data(tmp_path):
     assert info["n_samples"] == 2400 and info["labels"] == {"0": 1200, "1": 1200}
 
     run = tmp_path / "resnet15"
-    result = invoke("train", ROOT / "configs/egamma_resnet15.yaml", "--data", data, "--out", run,
-                    "--set", "train.folds=2", "--set", "train.max_epochs=3", "--set", "train.progress=false")
+    result = invoke(
+        "train",
+        ROOT / "configs/egamma_resnet15.yaml",
+        "--data",
+        data,
+        "--out",
+        run,
+        "--set",
+        "train.folds=2",
+        "--set",
+        "train.max_epochs=3",
+        "--set",
+        "train.progress=false",
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
     # The simulated classes overlap as in the real data (a shower-width cut gives ~0.65): a short

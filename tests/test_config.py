@@ -20,8 +20,10 @@ def test_shipped_configs_validate(name):
 
 
 def test_overrides_are_typed():
-    cfg = load_config(ROOT / "configs/egamma_vit.yaml",
-                      ["train.max_epochs=3", "train.lr=2e-4", "model.kwargs.depth=2", 'data.paths=["a", "b"]'])
+    cfg = load_config(
+        ROOT / "configs/egamma_vit.yaml",
+        ["train.max_epochs=3", "train.lr=2e-4", "model.kwargs.depth=2", 'data.paths=["a", "b"]'],
+    )
     assert cfg.train.max_epochs == 3 and cfg.train.lr == 2e-4
     assert cfg.model.kwargs["depth"] == 2 and cfg.data.paths == ["a", "b"]
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])

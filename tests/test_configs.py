@@ -70,10 +70,17 @@ def test_shipped_config_builds_its_model(path: Path):
 
 
 def test_stage_pattern_that_matches_nothing_is_an_error_naming_it():
-    cfg = load_config(ROOT / "configs/quark_gluon_hybrid.yaml",
-                      ['train.stages=[{epochs: 2, train: [cnnn]}, {epochs: 3}]'])
-    with torch.device("meta"), pytest.raises(ValueError, match=r"train\.stages\[0\]\.train: pattern 'cnnn' matches no "
-                                                                r"parameter.*groups: cnn, head, proj, transformer"):
+    cfg = load_config(
+        ROOT / "configs/quark_gluon_hybrid.yaml", ["train.stages=[{epochs: 2, train: [cnnn]}, {epochs: 3}]"]
+    )
+    with (
+        torch.device("meta"),
+        pytest.raises(
+            ValueError,
+            match=r"train\.stages\[0\]\.train: pattern 'cnnn' matches no "
+            r"parameter.*groups: cnn, head, proj, transformer",
+        ),
+    ):
         build_module(cfg, (3, 125, 125), "binary")
     with pytest.raises(ValueError, match="stage 2 would start at epoch 30 but max_epochs is 30"):
         load_config(ROOT / "configs/quark_gluon_hybrid.yaml", ["train.stages=[{epochs: 30}, {epochs: 1}]"])
@@ -90,8 +97,12 @@ def test_configs_are_packaged_and_usable_by_name(tmp_path, monkeypatch):
     assert {n: p.read_bytes() for n, p in shipped.items()} == {p.stem: p.read_bytes() for p in CONFIGS}
     monkeypatch.chdir(tmp_path)  # no configs/ here: the name resolves inside the package
     assert resolve_config("egamma_resnet15") == resolve_config("egamma_resnet15.yaml") == shipped["egamma_resnet15"]
-    assert load_config("egamma_resnet15").model_dump() == load_config(ROOT / "configs/egamma_resnet15.yaml").model_dump()
-    with pytest.raises(FileNotFoundError, match=r"config file not found: nope \(neither a file nor a packaged config name"):
+    assert (
+        load_config("egamma_resnet15").model_dump() == load_config(ROOT / "configs/egamma_resnet15.yaml").model_dump()
+    )
+    with pytest.raises(
+        FileNotFoundError, match=r"config file not found: nope \(neither a file nor a packaged config name"
+    ):
         load_config("nope")
     with pytest.raises(FileNotFoundError, match="config file not found: sub/nope.yaml"):
         load_config("sub/nope.yaml")

@@ -81,8 +81,11 @@ def test_cpp_equals_pytorch_within_1e5_on_raw_inputs(cpp_tool, toy_runs, ts_expo
     fold = load_fold(toy_runs[name], pre["source"]["fold"])
     # the toy runs cover the detector transforms: per-sample max + log1p, log1p alone, per-sample sum
     steps = pre["inputs"][0]["preprocess"]
-    want = {"resnet15": (["max", "none"], [0.01, None]), "vit": (["none", "none"], [1.0, None]),
-            "vit_sd": (["sum", "none"], [None, None])}[name]
+    want = {
+        "resnet15": (["max", "none"], [0.01, None]),
+        "vit": (["none", "none"], [1.0, None]),
+        "vit_sd": (["sum", "none"], [None, None]),
+    }[name]
     assert (steps["per_sample"], steps["log1p"]) == want and pre["schema_version"] == 2
     raw = _inputs(fold)
     result = verify_cpp(model, raw, tool=cpp_tool, atol=TOL, rtol=0.0)
@@ -90,7 +93,7 @@ def test_cpp_equals_pytorch_within_1e5_on_raw_inputs(cpp_tool, toy_runs, ts_expo
     # and against what training itself stored for these test samples
     got = cpp_predict(model, raw, tool=cpp_tool, batch_size=5)  # several engine calls, last one short
     _, _, stored = read_test_batch(fold, 32)  # the toy test split has 24 samples
-    np.testing.assert_allclose(got["prob"][:stored.size, 0], stored, rtol=0, atol=TOL)
+    np.testing.assert_allclose(got["prob"][: stored.size, 0], stored, rtol=0, atol=TOL)
     ref = reference_outputs(fold, raw)
     np.testing.assert_allclose(got["logit"], ref["logit"], rtol=0, atol=TOL)
     assert got["prob"].shape == (raw.shape[0], 1) and got["prob"].dtype == np.float32
@@ -128,13 +131,33 @@ def test_cpp_test_executable(cpp_tool, toy_runs, ts_exports, tmp_path, name):
         expected += ["--expected", f"{key}={tmp_path / f'ref_{key}.npy'}"]
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run([str(build_dir() / TEST), "--workdir", str(work), "--model", str(model),
-                           "--raw", str(tmp_path / "raw.npy"), *expected], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(build_dir() / TEST),
+            "--workdir",
+            str(work),
+            "--model",
+            str(model),
+            "--raw",
+            str(tmp_path / "raw.npy"),
+            *expected,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all checks passed" in proc.stdout and "FAIL" not in proc.stdout
-    for check in ("equals PyTorch's within 1e-5", "4 threads", "wrong flat size", "unknown input name",
-                  "corrupt TorchScript file", "missing preprocess.json", "npy: big-endian rejected"):
+    for check in (
+        "equals PyTorch's within 1e-5",
+        "4 threads",
+        "wrong flat size",
+        "unknown input name",
+        "corrupt TorchScript file",
+        "missing preprocess.json",
+        "npy: big-endian rejected",
+    ):
         assert check in proc.stdout, check
 
 
@@ -150,33 +173,57 @@ def test_named_errors_through_the_tool(cpp_tool, ts_exports, tmp_path):
     ok = run_tool(model, {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool)
     assert ok.returncode == 0 and "wrote prob (3, 1)" in ok.stdout, ok.stderr
 
-    _tool_error(run_tool(model, {"images": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
-                "InputError", "'images' is not an input of this model (inputs: image)")
+    _tool_error(
+        run_tool(model, {"images": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+        "InputError",
+        "'images' is not an input of this model (inputs: image)",
+    )
     wrong = save_npy(tmp_path / "wrong.npy", raw[:, :, :30, :30])
-    _tool_error(run_tool(model, {"image": wrong}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
-                "InputError", "has shape (3, 2, 30, 30), the model expects (N, 2, 32, 32)")
-    _tool_error(run_tool(model, {"image": good}, {"score": tmp_path / "p.npy"}, tool=cpp_tool),
-                "InputError", "'score' is not an output of this model (outputs: prob, logit)")
+    _tool_error(
+        run_tool(model, {"image": wrong}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+        "InputError",
+        "has shape (3, 2, 30, 30), the model expects (N, 2, 32, 32)",
+    )
+    _tool_error(
+        run_tool(model, {"image": good}, {"score": tmp_path / "p.npy"}, tool=cpp_tool),
+        "InputError",
+        "'score' is not an output of this model (outputs: prob, logit)",
+    )
     f64 = tmp_path / "f64.npy"
     np.save(f64, raw.astype(np.float64))
     _tool_error(run_tool(model, {"image": f64}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool), "NpyError", "'<f8'")
-    _tool_error(run_tool(tmp_path / "absent.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
-                "ModelFileError", "model file not found")
+    _tool_error(
+        run_tool(tmp_path / "absent.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+        "ModelFileError",
+        "model file not found",
+    )
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
     (bad_dir / "model.pt").write_bytes(b"PK\x03\x04 not really a zip")
-    _tool_error(run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
-                "PreprocessError", "preprocess.json: file not found")
+    _tool_error(
+        run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+        "PreprocessError",
+        "preprocess.json: file not found",
+    )
     shutil.copy(model.parent / "preprocess.json", bad_dir / "preprocess.json")
-    _tool_error(run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
-                "ModelFileError", f"the file has 21 bytes, {bad_dir / 'preprocess.json'} recorded {model.stat().st_size}")
+    _tool_error(
+        run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+        "ModelFileError",
+        f"the file has 21 bytes, {bad_dir / 'preprocess.json'} recorded {model.stat().st_size}",
+    )
     size = model.stat().st_size
     (bad_dir / "model.pt").write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))  # same size, garbage
-    _tool_error(run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
-                "ModelFileError", "differs from exports.torchscript.sha256")  # checked before loading
+    _tool_error(
+        run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+        "ModelFileError",
+        "differs from exports.torchscript.sha256",
+    )  # checked before loading
     (bad_dir / "preprocess.json").write_text('{"schema": "e2evision.preprocess", "inputs": [')
-    _tool_error(run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
-                "PreprocessError", "invalid JSON")
+    _tool_error(
+        run_tool(bad_dir / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+        "PreprocessError",
+        "invalid JSON",
+    )
     usage = run_tool(model, {}, {}, tool=cpp_tool)
     assert usage.returncode == 1 and "give at least one --input" in usage.stderr
 
@@ -223,15 +270,30 @@ def _scalar_run(base: Path, task: str = "binary") -> Path:
     pt, m0 = rng.uniform(70, 100, n), rng.uniform(5, 40, n)
     data = base / "qg.parquet"
     data.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"X_jets": pa.array(x.tolist()), "pt": pt, "m0": m0, "y": (np.arange(n) % 2).astype(float)}),
-                   data, row_group_size=4)
-    cfg = load_config(data={
-        "name": "qg_scalars", "seed": 1,
-        "preprocess": {"normalize": "zscore", "zero_suppression": 0.05, "channel_scale": [1.0, 2.0, 0.5], "clip": 4.0},
-        "data": {"format": "quark-gluon", "paths": [str(data)], "kwargs": {"image_size": [16, 16]},
-                 "scalars": ["pt", "m0"]},
-        "model": {"name": "resnet15", "kwargs": {"widths": [4, 8], "blocks_per_stage": 1}},
-    })
+    pq.write_table(
+        pa.table({"X_jets": pa.array(x.tolist()), "pt": pt, "m0": m0, "y": (np.arange(n) % 2).astype(float)}),
+        data,
+        row_group_size=4,
+    )
+    cfg = load_config(
+        data={
+            "name": "qg_scalars",
+            "seed": 1,
+            "preprocess": {
+                "normalize": "zscore",
+                "zero_suppression": 0.05,
+                "channel_scale": [1.0, 2.0, 0.5],
+                "clip": 4.0,
+            },
+            "data": {
+                "format": "quark-gluon",
+                "paths": [str(data)],
+                "kwargs": {"image_size": [16, 16]},
+                "scalars": ["pt", "m0"],
+            },
+            "model": {"name": "resnet15", "kwargs": {"widths": [4, 8], "blocks_per_stage": 1}},
+        }
+    )
     torch.manual_seed(0)
     if task == "regression":
         module = build_module(cfg, (3, 16, 16), "regression", target_shift=172.5, target_scale=25.0).eval()
@@ -246,8 +308,18 @@ def _scalar_run(base: Path, task: str = "binary") -> Path:
     fold_dir = run / "fold_0"
     fold_dir.mkdir(parents=True)
     (run / "config.yaml").write_text(cfg.to_yaml())
-    (run / "run.json").write_text(json.dumps({"data": {"image_shape": [3, 16, 16], "channels": ["tracks", "ecal", "hcal"],
-                                                       "scalars": ["pt", "m0"], "class_names": ["quark", "gluon"]}}))
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "data": {
+                    "image_shape": [3, 16, 16],
+                    "channels": ["tracks", "ecal", "hcal"],
+                    "scalars": ["pt", "m0"],
+                    "class_names": ["quark", "gluon"],
+                }
+            }
+        )
+    )
     names = ["quark", "gluon"] if task == "binary" else []
     (run / "metrics.json").write_text(json.dumps({"task": task, "fold_auc": [0.5], "class_names": names}))
     (fold_dir / "normalizer.json").write_text(json.dumps(module.normalizer.to_dict()))
@@ -269,7 +341,12 @@ def test_scalar_inputs_travel_through_the_contract_and_the_engine(cpp_tool, tmp_
     pre = json.loads((tmp_path / "exp" / "preprocess.json").read_text())
     image, scalars = pre["inputs"]
     assert {k: v for k, v in scalars.items() if k != "preprocess"} == {
-        "name": "scalars", "kind": "scalars", "dtype": "float32", "shape": [-1, 2], "names": ["pt", "m0"]}
+        "name": "scalars",
+        "kind": "scalars",
+        "dtype": "float32",
+        "shape": [-1, 2],
+        "names": ["pt", "m0"],
+    }
     assert scalars["preprocess"]["centre"] == [85.0, 22.0] and scalars["preprocess"]["scale"] == [8.0, 10.0]
     assert scalars["preprocess"]["clip"] is None and scalars["preprocess"]["zero_suppression"] is None
     assert image["shape"] == [-1, 3, 16, 16] and image["preprocess"]["channel_scale"] == [1.0, 2.0, 0.5]
@@ -284,11 +361,22 @@ def test_scalar_inputs_travel_through_the_contract_and_the_engine(cpp_tool, tmp_
     assert np.abs(shifted["logit"] - cpp_predict(ts.path, raw, s, tool=cpp_tool)["logit"]).min() > 0.1
 
     save_npy(tmp_path / "raw.npy", raw)
-    _tool_error(run_tool(ts.path, {"image": tmp_path / "raw.npy"}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
-                "InputError", "input 'scalars' is not provided (given: image)")
+    _tool_error(
+        run_tool(ts.path, {"image": tmp_path / "raw.npy"}, {"prob": tmp_path / "p.npy"}, tool=cpp_tool),
+        "InputError",
+        "input 'scalars' is not provided (given: image)",
+    )
     save_npy(tmp_path / "s.npy", s[:5])
-    _tool_error(run_tool(ts.path, {"image": tmp_path / "raw.npy", "scalars": tmp_path / "s.npy"},
-                         {"prob": tmp_path / "p.npy"}, tool=cpp_tool), "InputError", "have 12 and 5 rows")
+    _tool_error(
+        run_tool(
+            ts.path,
+            {"image": tmp_path / "raw.npy", "scalars": tmp_path / "s.npy"},
+            {"prob": tmp_path / "p.npy"},
+            tool=cpp_tool,
+        ),
+        "InputError",
+        "have 12 and 5 rows",
+    )
     with pytest.raises(ExportError, match="takes 2 scalar inputs"):
         reference_outputs(fold, raw)
 
@@ -324,8 +412,12 @@ def test_cpp_engine_runs_the_aoti_package(cpp_tool, toy_runs, tmp_path_factory, 
     save_npy(tmp_path / "raw.npy", raw)
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.run([str(build_dir() / TEST), "--workdir", str(work), "--model", str(path),
-                           "--raw", str(tmp_path / "raw.npy")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(build_dir() / TEST), "--workdir", str(work), "--model", str(path), "--raw", str(tmp_path / "raw.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     print(proc.stdout, f"({time.perf_counter() - t0:.1f} s)")
     assert proc.returncode == 0 and "model loads with the aoti backend" in proc.stdout, proc.stdout + proc.stderr
 
@@ -352,12 +444,15 @@ def _lens_roi_run(base: Path) -> Path:
             arc = 1 + 0.8 * np.cos(np.arctan2(yy - cy, xx - cx) - rng.uniform(0, 2 * np.pi))
             img = arc * np.exp(-0.5 * ((r - 7 - 2 * c) / 1.5) ** 2) + rng.normal(0, 0.05, r.shape)
             np.save(base / "lenses" / cls / f"{cls}_{i}.npy", img.astype(np.float32)[None])
-    cfg = load_config(data={
-        "name": "lens_roi_cpp", "seed": 1,
-        "preprocess": {"normalize": "zscore", "lens_roi": {"size": 24, "rotate": True}},
-        "data": {"format": "deeplense", "paths": [str(base / "lenses")]},
-        "model": {"name": "vit_sd_micro", "kwargs": {"patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2}},
-    })
+    cfg = load_config(
+        data={
+            "name": "lens_roi_cpp",
+            "seed": 1,
+            "preprocess": {"normalize": "zscore", "lens_roi": {"size": 24, "rotate": True}},
+            "data": {"format": "deeplense", "paths": [str(base / "lenses")]},
+            "model": {"name": "vit_sd_micro", "kwargs": {"patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2}},
+        }
+    )
     torch.manual_seed(0)
     module = build_module(cfg, (1, 48, 48), "multiclass", 3).eval()
     module.normalizer.centre.copy_(torch.tensor([0.1]))
@@ -365,8 +460,11 @@ def _lens_roi_run(base: Path) -> Path:
     fold_dir = run / "fold_0"
     fold_dir.mkdir(parents=True)
     (run / "config.yaml").write_text(cfg.to_yaml())
-    (run / "run.json").write_text(json.dumps({"data": {"image_shape": [1, 48, 48], "channels": ["intensity"],
-                                                       "scalars": [], "class_names": classes}}))
+    (run / "run.json").write_text(
+        json.dumps(
+            {"data": {"image_shape": [1, 48, 48], "channels": ["intensity"], "scalars": [], "class_names": classes}}
+        )
+    )
     (run / "metrics.json").write_text(json.dumps({"task": "multiclass", "fold_auc": [0.5], "class_names": classes}))
     (fold_dir / "normalizer.json").write_text(json.dumps(module.normalizer.to_dict()))
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(fold_dir / "model.safetensors"))

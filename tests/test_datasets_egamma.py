@@ -71,9 +71,11 @@ def test_missing_key_names_file_and_key(tmp_path):
 
 @pytest.mark.parametrize(
     "shape, message",
-    [((4, 32, 32), r"field 'X' has shape \(4, 32, 32\)"),
-     ((4, 2, 32, 32), r"field 'X' has shape \(4, 2, 32, 32\), expected \(N, 32, 32, 2\)"),
-     ((4, 31, 32, 2), r"field 'X' has shape \(4, 31, 32, 2\)")],
+    [
+        ((4, 32, 32), r"field 'X' has shape \(4, 32, 32\)"),
+        ((4, 2, 32, 32), r"field 'X' has shape \(4, 2, 32, 32\), expected \(N, 32, 32, 2\)"),
+        ((4, 31, 32, 2), r"field 'X' has shape \(4, 31, 32, 2\)"),
+    ],
 )
 def test_wrong_shape(tmp_path, shape, message):
     path = write_egamma_file(tmp_path / "bad.h5", np.zeros(shape, np.float32), np.zeros(4, np.float32))

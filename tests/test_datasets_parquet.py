@@ -30,8 +30,9 @@ def _qg_columns(n: int, seed: int = 0, channels: int = 3, size: int = 125) -> di
 @pytest.mark.parametrize("dtype", ["double", "float"])
 def test_quark_gluon_round_trip_is_bit_exact(tmp_path, item_name, dtype):
     cols = _qg_columns(12)
-    path = write_jet_parquet(tmp_path / "QCDToGGQQ_IMGjet_RH1all_jet0_run0_n12.test.snappy.parquet", cols,
-                             item_name=item_name, dtype=dtype)
+    path = write_jet_parquet(
+        tmp_path / "QCDToGGQQ_IMGjet_RH1all_jet0_run0_n12.test.snappy.parquet", cols, item_name=item_name, dtype=dtype
+    )
     pf = pq.ParquetFile(path)
     assert pf.metadata.num_row_groups == 12 and pf.schema_arrow.names == ["X_jets", "pt", "m0", "y"]
     assert detect_format(path) == "quark-gluon"
@@ -43,7 +44,9 @@ def test_quark_gluon_round_trip_is_bit_exact(tmp_path, item_name, dtype):
     assert x.dtype == np.float32 and x.flags.c_contiguous
     np.testing.assert_array_equal(x, cols["X_jets"][order].astype(np.float32))
     np.testing.assert_array_equal(y, cols["y"][order].astype(np.float32))
-    np.testing.assert_array_equal(ds.read_scalars(order), np.stack([cols["pt"], cols["m0"]], 1)[order].astype(np.float32))
+    np.testing.assert_array_equal(
+        ds.read_scalars(order), np.stack([cols["pt"], cols["m0"]], 1)[order].astype(np.float32)
+    )
     assert ds.scalar_names == ["pt", "m0"]
 
 
@@ -74,23 +77,31 @@ def test_channel_selection_renaming_and_row_groups_of_any_size(tmp_path):
 
 def test_top_and_top_mass_schemas(tmp_path):
     rng = np.random.default_rng(3)
-    top = {"X_jets": sparse_jets(4, 8, rng), "m0": rng.uniform(100, 200, 4), "pt": rng.uniform(400, 600, 4),
-           "y": np.array([1.0, 0.0, 1.0, 0.0])}
+    top = {
+        "X_jets": sparse_jets(4, 8, rng),
+        "m0": rng.uniform(100, 200, 4),
+        "pt": rng.uniform(400, 600, 4),
+        "y": np.array([1.0, 0.0, 1.0, 0.0]),
+    }
     p = write_jet_parquet(tmp_path / "BoostedTop_x1_fixed_0.snappy.parquet", top)
     assert detect_format(p) == "top"
     ds = open_dataset(p)
     assert ds.image_shape == (8, 125, 125) and ds.channel_names[3:5] == ["ecal", "hcal"]
     np.testing.assert_array_equal(ds.read([2])[0], top["X_jets"][[2]].astype(np.float32))
 
-    reg = {"X_jet": sparse_jets(5, 8, rng), "am": rng.uniform(150, 200, 5), "iphi": rng.uniform(0, 360, 5),
-           "pt": rng.uniform(400, 600, 5), "ieta": rng.uniform(-140, 140, 5)}
+    reg = {
+        "X_jet": sparse_jets(5, 8, rng),
+        "am": rng.uniform(150, 200, 5),
+        "iphi": rng.uniform(0, 360, 5),
+        "pt": rng.uniform(400, 600, 5),
+        "ieta": rng.uniform(-140, 140, 5),
+    }
     p = write_jet_parquet(tmp_path / "top_gun_opendata_0.parquet", reg)
     assert detect_format(p) == "top-mass"
     ds = open_dataset(p)
     assert ds.task == "regression" and ds.label_column == "am" and ds.class_names == []
     np.testing.assert_array_equal(ds.labels(), reg["am"].astype(np.float32))
-    np.testing.assert_array_equal(ds.read_scalars([4]),
-                                  np.float32([[reg["pt"][4], reg["ieta"][4], reg["iphi"][4]]]))
+    np.testing.assert_array_equal(ds.read_scalars([4]), np.float32([[reg["pt"][4], reg["ieta"][4], reg["iphi"][4]]]))
     summary = ds.label_summary()
     assert summary["count"] == 5 and summary["min"] == pytest.approx(reg["am"].min())
     with pytest.raises(DatasetError, match="missing target column 'genM'"):
@@ -124,10 +135,13 @@ def test_truncated_file_names_file(tmp_path):
 
 def test_wrong_nesting_missing_column_and_channel_count(tmp_path):
     cols = _qg_columns(2)
-    shallow = pa.ListArray.from_arrays(pa.array([0, 3 * 125, 6 * 125], pa.int32()),
-                                       nested_list_array(cols["X_jets"]).flatten().flatten())
+    shallow = pa.ListArray.from_arrays(
+        pa.array([0, 3 * 125, 6 * 125], pa.int32()), nested_list_array(cols["X_jets"]).flatten().flatten()
+    )
     p = tmp_path / "shallow.parquet"
-    pq.write_table(pa.table({"X_jets": shallow, "pt": cols["pt"], "m0": cols["m0"], "y": cols["y"]}), p, row_group_size=1)
+    pq.write_table(
+        pa.table({"X_jets": shallow, "pt": cols["pt"], "m0": cols["m0"], "y": cols["y"]}), p, row_group_size=1
+    )
     with pytest.raises(DatasetError, match=r"shallow\.parquet: column 'X_jets' has type .* expected a 3-level nested"):
         JetParquet(p)
 
@@ -155,7 +169,9 @@ def test_ragged_rows_nan_inf_empty_and_bad_labels(tmp_path):
     mid = pa.ListArray.from_arrays(arr.flatten().offsets, inner_bad)
     ragged = pa.ListArray.from_arrays(arr.offsets, mid)
     p = tmp_path / "ragged.parquet"
-    pq.write_table(pa.table({"X_jets": ragged, "pt": cols["pt"], "m0": cols["m0"], "y": cols["y"]}), p, row_group_size=1)
+    pq.write_table(
+        pa.table({"X_jets": ragged, "pt": cols["pt"], "m0": cols["m0"], "y": cols["y"]}), p, row_group_size=1
+    )
     ds = JetParquet(p)
     with pytest.raises(DatasetError, match=r"row 2 has 124 columns \(φ\), expected 125"):
         ds.read([2])
@@ -206,8 +222,9 @@ def test_streaming_stays_within_a_memory_budget(tmp_path):
     path = write_jet_parquet(tmp_path / "big.parquet", cols)
     dense_mb = n * 3 * 125 * 125 * 8 / 2**20
     budget = 8.0
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(path), str(budget)], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(path), str(budget)], capture_output=True, text=True, check=True
+    )
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["count"] == n * 125 * 125
     assert dense_mb > 10 * budget

@@ -26,9 +26,17 @@ from e2evision.training import run_experiment
 from e2evision.training.data import EpochBatchSampler, ResumableLoader, batch_view
 
 ROOT = Path(__file__).resolve().parents[1]
-SETS = ["train.folds=2", "train.max_epochs=2", "train.batch_size=16", "train.progress=false",
-        "model.kwargs.widths=[4, 8]", "augment.flip_eta=false", "augment.flip_phi=false",
-        "train.accelerator=cpu", "train.checkpoint_every_n_steps=3"]
+SETS = [
+    "train.folds=2",
+    "train.max_epochs=2",
+    "train.batch_size=16",
+    "train.progress=false",
+    "model.kwargs.widths=[4, 8]",
+    "augment.flip_eta=false",
+    "augment.flip_phi=false",
+    "train.accelerator=cpu",
+    "train.checkpoint_every_n_steps=3",
+]
 
 
 def test_global_batches_are_split_over_processes_and_resumable():
@@ -76,12 +84,26 @@ def test_two_cpu_processes_match_one(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     data = tmp_path / "data"
     data.mkdir()
-    write_egamma_file(data / "SinglePhotonPt50_IMGCROPS_n100.hdf5", blob_images(100, 1.0, rng), np.zeros(100, np.float32))
-    write_egamma_file(data / "SingleElectronPt50_IMGCROPS_n100.hdf5", blob_images(100, 1.8, rng), np.ones(100, np.float32))
+    write_egamma_file(
+        data / "SinglePhotonPt50_IMGCROPS_n100.hdf5", blob_images(100, 1.0, rng), np.zeros(100, np.float32)
+    )
+    write_egamma_file(
+        data / "SingleElectronPt50_IMGCROPS_n100.hdf5", blob_images(100, 1.8, rng), np.ones(100, np.float32)
+    )
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "e2evision", "train", str(ROOT / "configs/egamma_resnet15.yaml"), "--data", str(data),
-           "--out", str(ddp), *[a for s in [*SETS, "train.devices=2"] for a in ("--set", s)]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "e2evision",
+        "train",
+        str(ROOT / "configs/egamma_resnet15.yaml"),
+        "--data",
+        str(data),
+        "--out",
+        str(ddp),
+        *[a for s in [*SETS, "train.devices=2"] for a in ("--set", s)],
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for k in range(2):

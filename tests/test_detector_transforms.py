@@ -50,11 +50,14 @@ def _reference(x: np.ndarray, per_sample: list[str], log1p: list[float | None]) 
     return out
 
 
-@pytest.mark.parametrize("per_sample,log1p", [
-    (["sum", "max", "none"], [0.5, None, 2.0]),
-    (["none", "none", "none"], [1.0, 1.0, 1.0]),
-    (["max", "sum", "sum"], [None, None, None]),
-])
+@pytest.mark.parametrize(
+    "per_sample,log1p",
+    [
+        (["sum", "max", "none"], [0.5, None, 2.0]),
+        (["none", "none", "none"], [1.0, 1.0, 1.0]),
+        (["max", "sum", "sum"], [None, None, None]),
+    ],
+)
 def test_per_sample_and_log1p_equal_a_loop_computation(per_sample, log1p):
     x = _sparse()
     norm = ChannelNormalizer(3, "none", per_sample=per_sample, log1p=log1p)
@@ -65,8 +68,15 @@ def test_per_sample_and_log1p_equal_a_loop_computation(per_sample, log1p):
 
 def test_statistics_are_fitted_after_the_log_and_on_the_given_rows_only():
     x = _sparse(1, (40, 2, 4, 4))
-    norm = ChannelNormalizer(2, "zscore", clip=4.0, zero_suppression=0.05, channel_scale=[2.0, 1.0],
-                             per_sample=["none", "sum"], log1p=[0.1, None])
+    norm = ChannelNormalizer(
+        2,
+        "zscore",
+        clip=4.0,
+        zero_suppression=0.05,
+        channel_scale=[2.0, 1.0],
+        per_sample=["none", "sum"],
+        log1p=[0.1, None],
+    )
     stats = ChannelStats(2)
     stats.update(norm.raw_transform(x[:30]))  # "training folds": the first 30 samples
     norm.fit(stats)
@@ -83,8 +93,15 @@ def test_statistics_are_fitted_after_the_log_and_on_the_given_rows_only():
 
 def test_version_one_contracts_still_apply_and_bad_entries_are_named():
     x = _sparse(2, (3, 2, 4, 4))
-    spec = {"order": ORDER_V1, "mode": "scale", "zero_suppression": None, "channel_scale": [1.0, 1.0],
-            "centre": [0.0, 0.0], "scale": [2.0, 4.0], "clip": None}
+    spec = {
+        "order": ORDER_V1,
+        "mode": "scale",
+        "zero_suppression": None,
+        "channel_scale": [1.0, 1.0],
+        "centre": [0.0, 0.0],
+        "scale": [2.0, 4.0],
+        "clip": None,
+    }
     np.testing.assert_allclose(apply_preprocess(x, spec), x / np.array([2.0, 4.0])[None, :, None, None], rtol=1e-6)
     from e2evision.export import ExportError
 
@@ -113,7 +130,9 @@ def test_shipped_egamma_configs_treat_energy_and_time_differently():
 # ----------------------------------------------------------------------------- is it learning?
 def test_chance_loss_is_the_label_entropy():
     assert chance_loss("binary", np.array([0, 1, 0, 1])) == pytest.approx(np.log(2))
-    assert chance_loss("multiclass", np.array([0, 1, 2, 2])) == pytest.approx(-(2 * 0.25 * np.log(0.25) + 0.5 * np.log(0.5)))
+    assert chance_loss("multiclass", np.array([0, 1, 2, 2])) == pytest.approx(
+        -(2 * 0.25 * np.log(0.25) + 0.5 * np.log(0.5))
+    )
     assert chance_loss("regression", np.array([0.3, 1.2])) is None
 
 
@@ -131,8 +150,14 @@ def test_loss_warning_fires_only_for_a_flat_curve():
 def test_collapsed_scores_are_flagged():
     assert "collapsed to one value" in scores_warning(0, np.full(50, 0.5) + 1e-5 * np.arange(50) / 50, "binary")
     assert scores_warning(0, np.linspace(0.3, 0.7, 50), "binary") is None
-    warnings = diagnose("binary", [], np.r_[np.full(10, 0.5), np.linspace(0, 1, 10)],
-                        np.r_[np.zeros(10, int), np.ones(10, int)], np.r_[np.arange(10) % 2, np.arange(10) % 2], 3)
+    warnings = diagnose(
+        "binary",
+        [],
+        np.r_[np.full(10, 0.5), np.linspace(0, 1, 10)],
+        np.r_[np.zeros(10, int), np.ones(10, int)],
+        np.r_[np.arange(10) % 2, np.arange(10) % 2],
+        3,
+    )
     assert len(warnings) == 1 and warnings[0].startswith("fold 0:")
 
 
@@ -142,11 +167,35 @@ def test_a_model_that_cannot_learn_is_reported(egamma_pair, tmp_path):
     p, e, _, _ = egamma_pair
     out = tmp_path / "frozen"
     runner = CliRunner()
-    res = runner.invoke(app, ["train", str(ROOT / "configs/egamma_resnet15.yaml"), "--data", str(p), "--data", str(e),
-                              "--out", str(out), "--set", "train.lr=1e-12", "--set", "train.folds=2",
-                              "--set", "train.max_epochs=2", "--set", "train.not_learning_epochs=2",
-                              "--set", "train.progress=false", "--set", "train.batch_size=32",
-                              "--set", "model.kwargs.widths=[4, 8]", "--set", "train.early_stopping_patience=null"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            str(ROOT / "configs/egamma_resnet15.yaml"),
+            "--data",
+            str(p),
+            "--data",
+            str(e),
+            "--out",
+            str(out),
+            "--set",
+            "train.lr=1e-12",
+            "--set",
+            "train.folds=2",
+            "--set",
+            "train.max_epochs=2",
+            "--set",
+            "train.not_learning_epochs=2",
+            "--set",
+            "train.progress=false",
+            "--set",
+            "train.batch_size=32",
+            "--set",
+            "model.kwargs.widths=[4, 8]",
+            "--set",
+            "train.early_stopping_patience=null",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "WARNING resnet15: fold 0: the model is not learning" in res.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -157,11 +206,33 @@ def test_a_model_that_cannot_learn_is_reported(egamma_pair, tmp_path):
     html = (tmp_path / "r.html").read_text()
     assert 'class="badge warn"' in html and "Not learning:" in html
     # the same run with a real learning rate learns and carries no warning
-    res = runner.invoke(app, ["train", str(ROOT / "configs/egamma_resnet15.yaml"), "--data", str(p), "--data", str(e),
-                              "--out", str(tmp_path / "ok"), "--set", "train.lr=3e-3", "--set", "train.folds=2",
-                              "--set", "train.max_epochs=3", "--set", "train.progress=false",
-                              "--set", "train.batch_size=16", "--set", "model.kwargs.widths=[4, 8]",
-                              "--set", "train.early_stopping_patience=null"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            str(ROOT / "configs/egamma_resnet15.yaml"),
+            "--data",
+            str(p),
+            "--data",
+            str(e),
+            "--out",
+            str(tmp_path / "ok"),
+            "--set",
+            "train.lr=3e-3",
+            "--set",
+            "train.folds=2",
+            "--set",
+            "train.max_epochs=3",
+            "--set",
+            "train.progress=false",
+            "--set",
+            "train.batch_size=16",
+            "--set",
+            "model.kwargs.widths=[4, 8]",
+            "--set",
+            "train.early_stopping_patience=null",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "ok" / "metrics.json").read_text())["warnings"] == []
 
@@ -211,8 +282,10 @@ def test_test_time_flips_act_in_evaluation_only_and_need_flips():
     from e2evision.config import load_config
     from e2evision.training.build import build_module
 
-    cfg = load_config(ROOT / "configs/egamma_resnet15.yaml", [
-        "model.kwargs.widths=[4, 8]", "augment.test_time=true", "augment.flip_about=pixel"])
+    cfg = load_config(
+        ROOT / "configs/egamma_resnet15.yaml",
+        ["model.kwargs.widths=[4, 8]", "augment.test_time=true", "augment.flip_about=pixel"],
+    )
     module = build_module(cfg, (2, 32, 32), "binary", 2)
     x = torch.from_numpy(np.random.default_rng(1).gamma(1.0, size=(5, 2, 32, 32)).astype(np.float32))
     module.eval()
@@ -231,5 +304,7 @@ def test_test_time_flips_act_in_evaluation_only_and_need_flips():
     assert train_out.shape == (5,)
     torch.testing.assert_close(train_out, train_plain, rtol=0, atol=0)
     with pytest.raises(ValueError, match="augment.test_time averages over the flips"):
-        load_config(ROOT / "configs/egamma_resnet15.yaml", [
-            "augment.flip_eta=false", "augment.flip_phi=false", "augment.test_time=true"])
+        load_config(
+            ROOT / "configs/egamma_resnet15.yaml",
+            ["augment.flip_eta=false", "augment.flip_phi=false", "augment.test_time=true"],
+        )

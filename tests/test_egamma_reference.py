@@ -116,8 +116,7 @@ def test_fit_material_respects_the_lower_bounds() -> None:
     eta = np.linspace(FASTSIM_COMPLETE_ETA + 0.05, 1.44, 30)
     model = (
         cfg.material_x0_central
-        + (cfg.material_x0_edge - cfg.material_x0_central)
-        * (eta / cfg.eta_max) ** cfg.material_eta_power
+        + (cfg.material_x0_edge - cfg.material_x0_central) * (eta / cfg.eta_max) ** cfg.material_eta_power
     )
     # Point-wise the bound can dip at single layers; on average over the outer region it holds.
     assert model.mean() >= cms_fastsim_material_x0(eta).mean()
@@ -193,8 +192,22 @@ def test_simulate_egamma_plots_include_the_published_comparison(tmp_path) -> Non
 
     from e2evision.cli import app
 
-    res = CliRunner().invoke(app, ["simulate", "egamma", "--n", "60", "--seed", "4", "--out", str(tmp_path / "d"),
-                                   "--plots", str(tmp_path / "plots"), "--no-progress"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "egamma",
+            "--n",
+            "60",
+            "--seed",
+            "4",
+            "--out",
+            str(tmp_path / "d"),
+            "--plots",
+            str(tmp_path / "plots"),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = tmp_path / "plots" / "egamma_published_comparison.json"
     assert f"plot {summary}" in res.output

@@ -12,8 +12,9 @@ from sklearn.metrics import roc_auc_score
 from e2evision.ensemble import Combiner, build_ensemble, load_combiner
 
 
-def _fake_runs(tmp_path: Path, noise=(1.0, 1.2, 1.5), n_tv=900, n_test=600, folds=3, seed=0,
-               task="binary") -> list[Path]:
+def _fake_runs(
+    tmp_path: Path, noise=(1.0, 1.2, 1.5), n_tv=900, n_test=600, folds=3, seed=0, task="binary"
+) -> list[Path]:
     """Run directories whose members see a shared latent through independent noise."""
     rng = np.random.default_rng(seed)
     n = n_tv + n_test
@@ -28,11 +29,20 @@ def _fake_runs(tmp_path: Path, noise=(1.0, 1.2, 1.5), n_tv=900, n_test=600, fold
         score = 1 / (1 + np.exp(-raw)) if task == "binary" else raw
         d = tmp_path / f"m{j}"
         d.mkdir(parents=True)
-        np.savez(d / "predictions.npz", oof_score=score[:n_tv], oof_label=y[:n_tv], oof_fold=fold,
-                 oof_index=np.arange(n_tv), test_score=score[n_tv:], test_label=y[n_tv:],
-                 test_index=np.arange(n_tv, n), test_fold_scores=np.tile(score[n_tv:], (folds, 1)))
-        (d / "metrics.json").write_text(json.dumps({"name": f"m{j}", "model": "fake", "task": task,
-                                                    "n_params": 10, "train_time_s": 1.0}))
+        np.savez(
+            d / "predictions.npz",
+            oof_score=score[:n_tv],
+            oof_label=y[:n_tv],
+            oof_fold=fold,
+            oof_index=np.arange(n_tv),
+            test_score=score[n_tv:],
+            test_label=y[n_tv:],
+            test_index=np.arange(n_tv, n),
+            test_fold_scores=np.tile(score[n_tv:], (folds, 1)),
+        )
+        (d / "metrics.json").write_text(
+            json.dumps({"name": f"m{j}", "model": "fake", "task": task, "n_params": 10, "train_time_s": 1.0})
+        )
         dirs.append(d)
     return dirs
 

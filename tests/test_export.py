@@ -39,21 +39,53 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:F
 #: normalisation so that zero suppression, channel scale factors, centring and clipping all act;
 #: two of them evaluate with test-time flips (about the centre line, about the seed pixel).
 TOY_RUNS: dict[str, tuple[str, list[str]]] = {
-    "resnet15": ("egamma_resnet15.yaml", [
-        "model.kwargs.widths=[4, 8]", "model.kwargs.blocks_per_stage=1",
-        "preprocess.normalize=zscore", "preprocess.zero_suppression=0.05",
-        "preprocess.channel_scale=[2.0, 0.5]", "preprocess.clip=3.0",
-        "preprocess.per_sample=[max, none]", "preprocess.log1p=[0.01, null]",
-        "augment.flip_eta=true", "augment.flip_about=centre", "augment.test_time=true"]),
-    "vit": ("egamma_vit.yaml", [
-        "model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2",
-        "preprocess.normalize=scale", "preprocess.clip=50.0", "preprocess.channel_scale=null",
-        "preprocess.per_sample=null", "preprocess.log1p=[1.0, null]",
-        "augment.flip_eta=true", "augment.flip_phi=true", "augment.flip_about=pixel", "augment.test_time=true"]),
-    "vit_sd": ("egamma_vit.yaml", [
-        "model.name=vit_sd_micro", "model.kwargs.embed_dim=16", "model.kwargs.depth=1", "model.kwargs.num_heads=2",
-        "preprocess.normalize=minmax", "preprocess.zero_suppression=0.02", "preprocess.channel_scale=[1.0, 25.0]",
-        "preprocess.per_sample=[sum, none]", "preprocess.log1p=null"]),
+    "resnet15": (
+        "egamma_resnet15.yaml",
+        [
+            "model.kwargs.widths=[4, 8]",
+            "model.kwargs.blocks_per_stage=1",
+            "preprocess.normalize=zscore",
+            "preprocess.zero_suppression=0.05",
+            "preprocess.channel_scale=[2.0, 0.5]",
+            "preprocess.clip=3.0",
+            "preprocess.per_sample=[max, none]",
+            "preprocess.log1p=[0.01, null]",
+            "augment.flip_eta=true",
+            "augment.flip_about=centre",
+            "augment.test_time=true",
+        ],
+    ),
+    "vit": (
+        "egamma_vit.yaml",
+        [
+            "model.kwargs.embed_dim=16",
+            "model.kwargs.depth=1",
+            "model.kwargs.num_heads=2",
+            "preprocess.normalize=scale",
+            "preprocess.clip=50.0",
+            "preprocess.channel_scale=null",
+            "preprocess.per_sample=null",
+            "preprocess.log1p=[1.0, null]",
+            "augment.flip_eta=true",
+            "augment.flip_phi=true",
+            "augment.flip_about=pixel",
+            "augment.test_time=true",
+        ],
+    ),
+    "vit_sd": (
+        "egamma_vit.yaml",
+        [
+            "model.name=vit_sd_micro",
+            "model.kwargs.embed_dim=16",
+            "model.kwargs.depth=1",
+            "model.kwargs.num_heads=2",
+            "preprocess.normalize=minmax",
+            "preprocess.zero_suppression=0.02",
+            "preprocess.channel_scale=[1.0, 25.0]",
+            "preprocess.per_sample=[sum, none]",
+            "preprocess.log1p=null",
+        ],
+    ),
 }
 
 
@@ -67,10 +99,20 @@ def build_toy_runs(base: Path) -> dict[str, Path]:
         return runs
     files = write_egamma(base / "data", 120, seed=3, progress=False)
     for name, (config, extra) in TOY_RUNS.items():
-        cfg = load_config(ROOT / "configs" / config, [
-            f"data.paths={json.dumps([str(f) for f in files])}", "train.folds=2", "train.max_epochs=1",
-            "train.progress=false", "train.batch_size=32", "augment.flip_eta=false", "augment.flip_phi=false",
-            "augment.test_time=false", *extra])
+        cfg = load_config(
+            ROOT / "configs" / config,
+            [
+                f"data.paths={json.dumps([str(f) for f in files])}",
+                "train.folds=2",
+                "train.max_epochs=1",
+                "train.progress=false",
+                "train.batch_size=32",
+                "augment.flip_eta=false",
+                "augment.flip_phi=false",
+                "augment.test_time=false",
+                *extra,
+            ],
+        )
         run_experiment(cfg, runs[name])
     (base / "done").touch()
     return runs
@@ -117,8 +159,10 @@ def test_fold_choice_is_the_best_validation_auc_and_stated(toy_runs, tmp_path):
     # An interrupted run without metrics.json: the best val_auc in each fold.json history.
     partial = shutil.copytree(run, tmp_path / "partial")
     (partial / "metrics.json").unlink()
-    best = {kk: max(h["val_auc"] for h in json.loads((partial / f"fold_{kk}" / "fold.json").read_text())["history"])
-            for kk in (0, 1)}
+    best = {
+        kk: max(h["val_auc"] for h in json.loads((partial / f"fold_{kk}" / "fold.json").read_text())["history"])
+        for kk in (0, 1)
+    }
     k2, reason2 = choose_fold(partial)
     assert k2 == max(best, key=best.get) and "fold.json" in reason2
     with pytest.raises(ExportError, match="run directory not found"):
@@ -247,7 +291,9 @@ def test_inconsistent_or_missing_run_pieces_are_named(toy_runs, tmp_path):
         load_fold(run, k)
 
     moved = shutil.copytree(toy_runs["resnet15"], tmp_path / "moved")
-    cfg_text = (moved / "config.yaml").read_text().replace(str(toy_runs["resnet15"].parent / "data"), str(tmp_path / "gone"))
+    cfg_text = (
+        (moved / "config.yaml").read_text().replace(str(toy_runs["resnet15"].parent / "data"), str(tmp_path / "gone"))
+    )
     (moved / "config.yaml").write_text(cfg_text)
     with pytest.raises(ExportError, match="pass --data"):
         export_model(moved, "torchscript", tmp_path / "x.pt", n_check=4)
@@ -274,8 +320,21 @@ def test_reference_is_the_training_module(toy_runs):
 
 def test_cli_export_and_sample(toy_runs, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["export", str(toy_runs["vit"]), "--format", "onnx", "--out", str(tmp_path / "vit.onnx"),
-                                 "--fold", "0", "--n-check", "6"])
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            str(toy_runs["vit"]),
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "vit.onnx"),
+            "--fold",
+            "0",
+            "--n-check",
+            "6",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "chose fold 0 (asked for)" in result.output and "verified on 6 samples" in result.output
     assert (tmp_path / "vit.onnx").is_file() and (tmp_path / "preprocess.json").is_file()
@@ -283,8 +342,21 @@ def test_cli_export_and_sample(toy_runs, tmp_path):
     assert bad.exit_code == 2 and "unknown format 'tflite'" in bad.output
 
     data = toy_runs["vit"].parent / "data"
-    result = runner.invoke(app, ["sample", str(data), "--n", "5", "--out", str(tmp_path / "raw.npy"),
-                                 "--labels-out", str(tmp_path / "y.npy"), "--scalars-out", str(tmp_path / "s.npy")])
+    result = runner.invoke(
+        app,
+        [
+            "sample",
+            str(data),
+            "--n",
+            "5",
+            "--out",
+            str(tmp_path / "raw.npy"),
+            "--labels-out",
+            str(tmp_path / "y.npy"),
+            "--scalars-out",
+            str(tmp_path / "s.npy"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     raw = np.load(tmp_path / "raw.npy")
     assert raw.dtype == np.dtype("<f4") and raw.shape == (5, 2, 32, 32) and raw.flags.c_contiguous

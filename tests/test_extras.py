@@ -21,9 +21,22 @@ def test_onnx_export_names_the_export_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript -> ImportError
     want = r"^ONNX export needs `pip install 'e2evision\[export\]'` \(.*onnxscript"
     with pytest.raises(ExportError, match=want):
-        stage_verify_publish("onnx", None, (), ["image"], ["prob"],  # type: ignore[arg-type]
-                             lambda rows: {}, {}, 1, tmp_path / "m.onnx", {}, "resnet15", "rows",
-                             1e-5, 1e-5)
+        stage_verify_publish(
+            "onnx",
+            None,
+            (),
+            ["image"],
+            ["prob"],  # type: ignore[arg-type]
+            lambda rows: {},
+            {},
+            1,
+            tmp_path / "m.onnx",
+            {},
+            "resnet15",
+            "rows",
+            1e-5,
+            1e-5,
+        )
     assert list(tmp_path.iterdir()) == []  # nothing staged
 
 
@@ -39,9 +52,25 @@ def test_tune_names_the_tune_extra(monkeypatch, egamma_pair, tmp_path):
     with pytest.raises(MissingExtraError, match=tune):
         run_study(cfg, "s", 1, out_dir=tmp_path / "study")
     config = str(ROOT / "configs/egamma_resnet15.yaml")
-    res = CliRunner().invoke(app, ["tune", config, "--trials", "1",
-                                   "--study", "s", "--out", str(tmp_path / "s2"), "--data", str(p),
-                                   "--data", str(e), "--set", space])
+    res = CliRunner().invoke(
+        app,
+        [
+            "tune",
+            config,
+            "--trials",
+            "1",
+            "--study",
+            "s",
+            "--out",
+            str(tmp_path / "s2"),
+            "--data",
+            str(p),
+            "--data",
+            str(e),
+            "--set",
+            space,
+        ],
+    )
     assert res.exit_code == 2 and "pip install 'e2evision[tune]'" in res.output
 
 

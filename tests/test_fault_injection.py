@@ -29,9 +29,7 @@ from e2evision.datasets import DatasetError, JetParquet, open_dataset
 from e2evision.store import TrainingStore, write_store
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_ROOT = (
-    Path(e2evision.__file__).resolve().parents[1]
-)  # the code under test, for subprocesses
+PACKAGE_ROOT = Path(e2evision.__file__).resolve().parents[1]  # the code under test, for subprocesses
 runner = CliRunner()
 TINY = [
     "train.max_epochs=1",
@@ -118,9 +116,7 @@ def rewrite_array(store: Path, name: str, arr: np.ndarray) -> None:
 # ---------------------------------------------------------------- 1. destructive --overwrite
 def test_overwrite_never_deletes_an_input_or_a_non_store(tmp_path):
     src, _ = qg_parquet(tmp_path / "data" / "qg.parquet")
-    r = cli(
-        "convert", tmp_path / "data", "--out", tmp_path / "data", "--overwrite", "--no-progress"
-    )
+    r = cli("convert", tmp_path / "data", "--out", tmp_path / "data", "--overwrite", "--no-progress")
     assert_one_line_error(r, str(tmp_path / "data"), "holds the input", "choose another --out")
     assert src.is_file()
     folder = tmp_path / "thesis"
@@ -196,9 +192,7 @@ def test_publish_refuses_to_replace_what_appeared_meanwhile(tmp_path, monkeypatc
     monkeypatch.setattr(fmt, "_write_contents", racing)
     with pytest.raises(DatasetError, match="changed while this conversion ran"):
         write_store(JetParquet(src), out)
-    assert [c["n"] for c in TrainingStore(out).manifest["chunks"]] == [
-        5
-    ] * 8  # the other's store, intact
+    assert [c["n"] for c in TrainingStore(out).manifest["chunks"]] == [5] * 8  # the other's store, intact
     assert not list(tmp_path.glob(".s.partial-*"))
 
 
@@ -213,15 +207,11 @@ def test_a_flipped_bit_in_a_chunk_is_never_read(store):
     path, _ = store
     values = path / "chunks" / "000001.values.npy"
     data = bytearray(values.read_bytes())
-    data[len(data) - 7] ^= (
-        0x10  # inside a float's mantissa: the size and the .npy header stay valid
-    )
+    data[len(data) - 7] ^= 0x10  # inside a float's mantissa: the size and the .npy header stay valid
     values.write_bytes(bytes(data))
     st = TrainingStore(path)
     st.read([0])  # chunk 0 is intact
-    with pytest.raises(
-        DatasetError, match=r"000001\.values\.npy: checksum differs from the manifest"
-    ):
+    with pytest.raises(DatasetError, match=r"000001\.values\.npy: checksum differs from the manifest"):
         st.read([20])
 
 
@@ -230,9 +220,7 @@ def test_bad_labels_and_nan_pixels_are_refused_like_the_source_readers(store):
     labels = cols["y"].astype(np.float32)
     labels[3] = 2.0
     rewrite_array(path, "labels.npy", labels)
-    with pytest.raises(
-        DatasetError, match=r"labels.npy: field 'labels' has 2\.0 at sample 3, outside \{0\.\.1\}"
-    ):
+    with pytest.raises(DatasetError, match=r"labels.npy: field 'labels' has 2\.0 at sample 3, outside \{0\.\.1\}"):
         TrainingStore(path)
     labels[3] = np.nan
     rewrite_array(path, "labels.npy", labels)
@@ -242,9 +230,7 @@ def test_bad_labels_and_nan_pixels_are_refused_like_the_source_readers(store):
     values = np.load(path / "chunks" / "000000.values.npy")
     values[5] = np.nan
     rewrite_array(path, "000000.values.npy", values)
-    with pytest.raises(
-        DatasetError, match="000000.values.npy: field 'values' has NaN or infinite pixels"
-    ):
+    with pytest.raises(DatasetError, match="000000.values.npy: field 'values' has NaN or infinite pixels"):
         TrainingStore(path).read([0])
 
 
@@ -262,9 +248,7 @@ def test_the_manifest_is_validated(store, tmp_path):
     shutil.copy(path / "chunks" / "000000.values.npy", outside)
     (path / "manifest.json").write_bytes(good)
     rewrite_manifest(path, lambda m: m["chunks"][0]["files"][2].update(file="../../elsewhere.npy"))
-    with pytest.raises(
-        DatasetError, match=r"chunks\[0\]\.files\[2\]\.file is '\.\./\.\./elsewhere\.npy'"
-    ):
+    with pytest.raises(DatasetError, match=r"chunks\[0\]\.files\[2\]\.file is '\.\./\.\./elsewhere\.npy'"):
         TrainingStore(path)
     (path / "manifest.json").write_bytes(good)
     rewrite_manifest(path, lambda m: m.update(image_shape=[3, 16]))
@@ -276,13 +260,9 @@ def test_the_manifest_is_validated(store, tmp_path):
         TrainingStore(path)
     # a renamed key and invalid UTF-8, through the CLI
     (path / "manifest.json").write_bytes(good.replace(b'"chunk_size"', b'"chunksize"'))
-    assert_one_line_error(
-        cli("inspect", path, "--no-progress"), "manifest.json", "chunk_size", "reconvert"
-    )
+    assert_one_line_error(cli("inspect", path, "--no-progress"), "manifest.json", "chunk_size", "reconvert")
     (path / "manifest.json").write_bytes(good.replace(b'"layout"', b'"lay\xffout"'))
-    assert_one_line_error(
-        cli("inspect", path, "--no-progress"), "manifest.json", "not valid UTF-8", "reconvert"
-    )
+    assert_one_line_error(cli("inspect", path, "--no-progress"), "manifest.json", "not valid UTF-8", "reconvert")
     (path / "manifest.json").write_bytes(good)
     assert TrainingStore(path).n_samples == 40
 
@@ -306,11 +286,7 @@ def test_random_single_bit_flips_are_never_read_as_valid(tmp_path):
     flips = 360
     for i in range(flips):
         # two flips in three land in chunk files (the bulk of the bytes), the rest anywhere
-        path = (
-            chunk_files[rng.integers(len(chunk_files))]
-            if i % 3
-            else files[rng.integers(len(files))]
-        )
+        path = chunk_files[rng.integers(len(chunk_files))] if i % 3 else files[rng.integers(len(files))]
         data = bytearray(path.read_bytes())
         pos, bit = int(rng.integers(len(data))), int(rng.integers(8))
         data[pos] ^= 1 << bit
@@ -393,9 +369,7 @@ def test_the_same_file_given_twice_is_refused(tmp_path):
     ):
         with pytest.raises(DatasetError, match="is the same file as .*give each data file once"):
             open_dataset(paths)
-    (tmp_path / "data" / "loop").symlink_to(
-        tmp_path / "data"
-    )  # a recursive pattern walks it many times
+    (tmp_path / "data" / "loop").symlink_to(tmp_path / "data")  # a recursive pattern walks it many times
     with pytest.raises(DatasetError, match="is the same file as"):
         open_dataset(str(tmp_path / "data" / "**" / "*.hdf5"), "egamma")
     r = cli("inspect", p, "--no-progress", "--json")
@@ -415,9 +389,7 @@ def test_one_class_binary_data_and_too_many_folds_stop_before_training(tmp_path)
     ):
         run_experiment(_cfg([p]), out)
     assert not out.exists()  # no provenance, no folds
-    with pytest.raises(
-        ValueError, match="train.folds: 50 folds need at least 50 samples of every class"
-    ):
+    with pytest.raises(ValueError, match="train.folds: 50 folds need at least 50 samples of every class"):
         run_experiment(_cfg([p, e], "train.folds=50"), out)
     assert not out.exists()
 
@@ -452,11 +424,7 @@ def test_cpp_engine_checks_the_model_sha256_and_refuses_non_finite_inputs(export
         {"prob": tmp_path / "p.npy"},
         tool=tool_path(),
     )
-    assert (
-        proc.returncode == 2
-        and "InputError: " in proc.stderr
-        and "NaN value at sample 2" in proc.stderr
-    )
+    assert proc.returncode == 2 and "InputError: " in proc.stderr and "NaN value at sample 2" in proc.stderr
     bad[2, 1, 5, 6] = np.inf
     proc = run_tool(
         exported,
@@ -471,13 +439,9 @@ def test_cpp_engine_checks_the_model_sha256_and_refuses_non_finite_inputs(export
     data = bytearray((copy / "model.pt").read_bytes())
     data[len(data) // 2] ^= 0x01
     (copy / "model.pt").write_bytes(bytes(data))
-    proc = run_tool(
-        copy / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=tool_path()
-    )
+    proc = run_tool(copy / "model.pt", {"image": good}, {"prob": tmp_path / "p.npy"}, tool=tool_path())
     assert proc.returncode == 2 and "ModelFileError: " in proc.stderr, proc.stderr
-    assert (
-        "differs from exports.torchscript.sha256" in proc.stderr and "export again" in proc.stderr
-    )
+    assert "differs from exports.torchscript.sha256" in proc.stderr and "export again" in proc.stderr
     # verify-cpp refuses channels-last and empty inputs in one line
     np.save(tmp_path / "nhwc.npy", raw.transpose(0, 2, 3, 1).copy())
     r = cli("verify-cpp", exported, "--raw", tmp_path / "nhwc.npy", "--tool", tool_path())
@@ -598,9 +562,7 @@ def test_weak_cases_give_one_line_errors(tmp_path):
     write_run(run, name="r", model="m", shift=1.0, seed=3, n_params=9)
     data = (run / "predictions.npz").read_bytes()
     (run / "predictions.npz").write_bytes(data[: len(data) // 2])
-    assert_one_line_error(
-        cli("report", run, "--out", tmp_path / "r.html"), "predictions.npz", "truncated"
-    )
+    assert_one_line_error(cli("report", run, "--out", tmp_path / "r.html"), "predictions.npz", "truncated")
     assert_one_line_error(cli("report", p, "--out", tmp_path / "r.html"), str(p), "not a directory")
     assert_one_line_error(
         cli(
@@ -621,9 +583,7 @@ def test_weak_cases_give_one_line_errors(tmp_path):
     )
     dup = tmp_path / "dup.yaml"
     dup.write_text(cfg.read_text() + "\nseed: 1\nseed: 2\n")
-    assert_one_line_error(
-        cli("train", dup, "--data", p, "--out", tmp_path / "t"), str(dup), "'seed' appears twice"
-    )
+    assert_one_line_error(cli("train", dup, "--data", p, "--out", tmp_path / "t"), str(dup), "'seed' appears twice")
     assert_one_line_error(
         cli(
             "train",
@@ -643,17 +603,13 @@ def test_weak_cases_give_one_line_errors(tmp_path):
     mixed.mkdir()
     shutil.copy(p, mixed / "photons.hdf5")
     qg_parquet(mixed / "jets.parquet")
-    assert_one_line_error(
-        cli("inspect", mixed, "--no-progress"), str(mixed), "mixes formats", "photons.hdf5"
-    )
+    assert_one_line_error(cli("inspect", mixed, "--no-progress"), str(mixed), "mixes formats", "photons.hdf5")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     img = np.zeros((3, 4, 4)).tolist()
     pq.write_table(
-        pa.table(
-            {"X_jets": pa.array([None, img]), "y": [0.0, 1.0], "pt": [1.0, 2.0], "m0": [1.0, 2.0]}
-        ),
+        pa.table({"X_jets": pa.array([None, img]), "y": [0.0, 1.0], "pt": [1.0, 2.0], "m0": [1.0, 2.0]}),
         tmp_path / "null.parquet",
     )
     assert_one_line_error(
@@ -671,9 +627,7 @@ def test_kill_9_at_random_points_of_convert_never_leaves_a_wrong_store(tmp_path)
     folder of the dead writer removed)."""
     rng0 = np.random.default_rng(5)
     n = 3000
-    src = write_egamma_file(
-        tmp_path / "photons.hdf5", blob_images(n, 1.0, rng0), (np.arange(n) % 2).astype(np.float32)
-    )
+    src = write_egamma_file(tmp_path / "photons.hdf5", blob_images(n, 1.0, rng0), (np.arange(n) % 2).astype(np.float32))
     out = tmp_path / "s"
     env = dict(
         os.environ,
@@ -717,10 +671,7 @@ def test_kill_9_at_random_points_of_convert_never_leaves_a_wrong_store(tmp_path)
         assert again.returncode == 0, again.stderr
         assert not list(tmp_path.glob(".s.partial-*"))
         np.testing.assert_array_equal(TrainingStore(out).read(np.arange(n))[0], expected)
-    print(
-        f"\n{kills} kills of convert ({duration:.1f} s each), "
-        f"{mid_write} while chunks were being written"
-    )
+    print(f"\n{kills} kills of convert ({duration:.1f} s each), {mid_write} while chunks were being written")
     assert kills >= 3
 
 
@@ -736,9 +687,7 @@ def test_kill_9_at_random_points_of_train_then_resume_reports_the_uninterrupted_
     data = tmp_path / "data"
     data.mkdir()
     write_egamma_file(data / "photons.hdf5", blob_images(100, 1.0, rng0), np.zeros(100, np.float32))
-    write_egamma_file(
-        data / "electrons.hdf5", blob_images(100, 1.8, rng0), np.ones(100, np.float32)
-    )
+    write_egamma_file(data / "electrons.hdf5", blob_images(100, 1.8, rng0), np.ones(100, np.float32))
     env = dict(
         os.environ,
         OMP_NUM_THREADS="1",
@@ -764,24 +713,18 @@ def test_kill_9_at_random_points_of_train_then_resume_reports_the_uninterrupted_
         ]
 
     t0 = time.perf_counter()
-    ref = subprocess.run(
-        cmd(tmp_path / "reference"), env=env, capture_output=True, text=True, timeout=300
-    )
+    ref = subprocess.run(cmd(tmp_path / "reference"), env=env, capture_output=True, text=True, timeout=300)
     duration = time.perf_counter() - t0
     assert ref.returncode == 0, ref.stdout + ref.stderr
     rng = np.random.default_rng(18)
     for i in range(2):
         run = tmp_path / f"run{i}"
-        proc = subprocess.Popen(
-            cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        proc = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(float(rng.uniform(0.3, 0.95)) * duration)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if (run / "metrics.json").exists():  # finished before the kill: must already be right
             _assert_same_run(run, tmp_path / "reference")
-        resumed = subprocess.run(
-            cmd(run, "--resume"), env=env, capture_output=True, text=True, timeout=300
-        )
+        resumed = subprocess.run(cmd(run, "--resume"), env=env, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         _assert_same_run(run, tmp_path / "reference")

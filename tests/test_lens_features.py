@@ -36,8 +36,7 @@ def blob(h: int, w: int, cx: float, cy: float, amp: float, sigma: float = 1.2) -
 def test_ring_area_is_the_pixel_count_of_a_known_annulus():
     r1, r2 = radius_grid(50, 64, 30.3, 25.6), radius_grid(50, 64, 20.0, 22.5)
     x = np.stack([0.2 + ((r1 >= 8) & (r1 < 12)), 0.2 + 0.5 * ((r2 >= 5) & (r2 < 15))])
-    count = np.array([np.count_nonzero((r1 >= 8) & (r1 < 12)),
-                      np.count_nonzero((r2 >= 5) & (r2 < 15))])
+    count = np.array([np.count_nonzero((r1 >= 8) & (r1 < 12)), np.count_nonzero((r2 >= 5) & (r2 < 15))])
     f = lens_features(x, RAW)
     np.testing.assert_array_equal(f["ring_area_px"], count)
     np.testing.assert_allclose(f["ring_fraction"], count / (50 * 64))
@@ -52,10 +51,15 @@ def test_ring_area_is_the_pixel_count_of_a_known_annulus():
 
 def test_bright_peaks_are_counted_with_threshold_and_minimum_separation():
     h, w = 60, 80
-    img = (blob(h, w, 10, 10, 1.0) + blob(h, w, 40, 15, 0.8) + blob(h, w, 62, 45, 0.6)
-           + blob(h, w, 20, 45, 0.5)
-           + blob(h, w, 70, 10, 0.2)  # under 30 % of the peak: not bright
-           + blob(h, w, 44, 40, 0.7) + blob(h, w, 47, 41, 0.65))  # 3 px apart: one peak
+    img = (
+        blob(h, w, 10, 10, 1.0)
+        + blob(h, w, 40, 15, 0.8)
+        + blob(h, w, 62, 45, 0.6)
+        + blob(h, w, 20, 45, 0.5)
+        + blob(h, w, 70, 10, 0.2)  # under 30 % of the peak: not bright
+        + blob(h, w, 44, 40, 0.7)
+        + blob(h, w, 47, 41, 0.65)
+    )  # 3 px apart: one peak
     x = np.stack([img, np.zeros((h, w)), img[::-1, ::-1].copy()])
     f = lens_features(x)
     assert f["n_peaks"].tolist() == [5, 0, 5]
@@ -96,7 +100,7 @@ def test_einstein_radius_is_the_peak_of_the_azimuthal_profile():
 def test_asymmetry_of_mirrored_squares():
     def squares(a: float, b: float) -> np.ndarray:
         img = np.zeros((40, 61))
-        img[10:14, 8:12] = a   # mirror of the other square through (x, y) = (30, 20)
+        img[10:14, 8:12] = a  # mirror of the other square through (x, y) = (30, 20)
         img[27:31, 49:53] = b
         return img
 
@@ -201,8 +205,7 @@ def test_simulated_lenses_einstein_radius_and_lens_centre():
     from e2evision.simulate.lensing import LensingConfig, simulate_lens
 
     config = LensingConfig()
-    samples = [simulate_lens(c, i, seed=21, config=config) for c in ("no_sub", "cdm", "axion")
-               for i in range(3)]
+    samples = [simulate_lens(c, i, seed=21, config=config) for c in ("no_sub", "cdm", "axion") for i in range(3)]
     x = np.stack([s.image for s in samples])
     pix = config.pixel_scale_arcsec
     theta = np.array([s.params["theta_E_arcsec"] for s in samples])

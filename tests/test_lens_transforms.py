@@ -26,8 +26,16 @@ from e2evision.transforms import (
 from e2evision.transforms.lensing import light_statistics
 
 
-def ring(h: int, w: int, cx: float, cy: float, radius: float, width: float = 1.5,
-         amp: float = 1.0, arc: tuple[float, float] | None = None) -> np.ndarray:
+def ring(
+    h: int,
+    w: int,
+    cx: float,
+    cy: float,
+    radius: float,
+    width: float = 1.5,
+    amp: float = 1.0,
+    arc: tuple[float, float] | None = None,
+) -> np.ndarray:
     """A Gaussian-profile ring (or an arc between two angles in degrees) of peak ``amp``."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
     img = amp * np.exp(-0.5 * ((np.hypot(x - cx, y - cy) - radius) / width) ** 2)
@@ -39,8 +47,9 @@ def ring(h: int, w: int, cx: float, cy: float, radius: float, width: float = 1.5
     return img
 
 
-def ellipse(h: int, w: int, cx: float, cy: float, angle_deg: float, s_major: float,
-            s_minor: float, amp: float = 1.0) -> np.ndarray:
+def ellipse(
+    h: int, w: int, cx: float, cy: float, angle_deg: float, s_major: float, s_minor: float, amp: float = 1.0
+) -> np.ndarray:
     """An elliptical Gaussian, major axis at ``angle_deg`` (counter-clockwise from +x)."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
     a = math.radians(angle_deg)
@@ -83,7 +92,7 @@ def test_roi_centres_off_centre_rings_despite_noise():
         top, left = int(frame.centre_y[i] - 23.5), int(frame.centre_x[i] - 23.5)
         assert abs(frame.centre_x[i] - tx[i]) <= 0.8 and abs(frame.centre_y[i] - ty[i]) <= 0.8
         assert top >= 0 and left >= 0
-        np.testing.assert_array_equal(crops[i], x[i, top:top + 48, left:left + 48])
+        np.testing.assert_array_equal(crops[i], x[i, top : top + 48, left : left + 48])
     again = detect_roi(crops)  # the ring now sits in the middle of the crop
     u, v = image_to_canonical(tx, ty, frame)
     assert np.abs(again.centre_x - u).max() < 0.3 and np.abs(again.centre_y - v).max() < 0.3
@@ -91,8 +100,7 @@ def test_roi_centres_off_centre_rings_despite_noise():
 
 
 def test_circle_fit_finds_the_centre_of_an_arc_where_the_centroid_is_pulled_away():
-    x = np.stack([0.1 + ring(90, 90, 41.7, 47.2, 25.0, arc=(-60, 110)),
-                  ring(90, 90, 50.0, 40.0, 18.0, arc=(150, 300))])
+    x = np.stack([0.1 + ring(90, 90, 41.7, 47.2, 25.0, arc=(-60, 110)), ring(90, 90, 50.0, 40.0, 18.0, arc=(150, 300))])
     circle = detect_roi(x, method="circle")
     centroid = detect_roi(x, method="centroid")
     np.testing.assert_allclose(circle.centre_x, [41.7, 50.0], atol=0.4)
@@ -126,8 +134,8 @@ def test_crops_reaching_past_the_border_are_padded(pad: str):
     top, left = int(frame.centre_y[0] - 14.5), int(frame.centre_x[0] - 14.5)
     assert top < 0 and left + 30 > 60  # the window hangs over the bottom and right edges
     inside = crops[0, -top:, : 60 - left]
-    np.testing.assert_array_equal(inside, x[0, 0:top + 30, left:60])
-    below, right = crops[0, : -top, :], crops[0, :, 60 - left:]
+    np.testing.assert_array_equal(inside, x[0, 0 : top + 30, left:60])
+    below, right = crops[0, :-top, :], crops[0, :, 60 - left :]
     if pad == "zeros":
         assert (below == 0).all() and (right == 0).all()
     elif pad == "background":
@@ -203,8 +211,8 @@ def test_canonical_crops_put_the_major_axis_along_x_and_the_satellite_on_plus_x(
     assert (mxx > 3 * myy).all()
     assert (np.abs(0.5 * np.degrees(np.arctan2(2 * mxy, mxx - myy))) < 1.5).all()
     assert ((w * xx**3).sum(axis=(1, 2)) > 0).all()  # the documented sign: third moment along +x
-    satellite = crops[:, 31:33, 31 + 14:33 + 14].mean(axis=(1, 2))
-    opposite = crops[:, 31:33, 31 - 14:33 - 14].mean(axis=(1, 2))
+    satellite = crops[:, 31:33, 31 + 14 : 33 + 14].mean(axis=(1, 2))
+    opposite = crops[:, 31:33, 31 - 14 : 33 - 14].mean(axis=(1, 2))
     assert (satellite > opposite + 0.2).all()
 
 
@@ -223,8 +231,8 @@ def test_a_lens_ring_turns_its_brightest_arc_to_plus_x():
     assert angle_error_deg(frame.angle, betas).max() < 3.0
     assert np.isfinite(frame.radius).all()  # ring-like: the circle fit was used
     np.testing.assert_allclose(frame.radius, 22.0, atol=0.5)
-    right = crops[:, 28:36, 31 + 22 - 3:31 + 22 + 4].mean(axis=(1, 2))
-    left = crops[:, 28:36, 31 - 22 - 3:31 - 22 + 4].mean(axis=(1, 2))
+    right = crops[:, 28:36, 31 + 22 - 3 : 31 + 22 + 4].mean(axis=(1, 2))
+    left = crops[:, 28:36, 31 - 22 - 3 : 31 - 22 + 4].mean(axis=(1, 2))
     assert (right > left + 0.5).all()
 
 
@@ -262,7 +270,7 @@ def test_module_matches_functions_and_images_do_not_mix():
     ref, frame = canonicalize(x, 48, pad="edge")
     np.testing.assert_allclose(out[:, 0].numpy(), ref, atol=1e-6)
     for i in (0, 3):  # vectorised over the batch, yet each image is treated alone
-        one, f1 = canonicalize(x[i:i + 1], 48, pad="edge")
+        one, f1 = canonicalize(x[i : i + 1], 48, pad="edge")
         np.testing.assert_allclose(one[0], ref[i], atol=1e-5)
         assert f1.angle[0] == pytest.approx(frame.angle[i], abs=1e-6)
     again = to_canonical(x[:, None], frame, pad="edge")  # a stored frame reapplied
@@ -341,7 +349,7 @@ def test_traced_module_keeps_the_exact_slice_of_unrotated_on_grid_frames():
     got = traced(torch.from_numpy(x[:, None]))[:, 0].numpy()
     for k in range(3):
         top, left = 9 + k, 11 + k
-        np.testing.assert_array_equal(got[k], x[k, top:top + 21, left:left + 21])
+        np.testing.assert_array_equal(got[k], x[k, top : top + 21, left : left + 21])
     np.testing.assert_array_equal(got, crops)
 
 
@@ -349,8 +357,7 @@ def test_exported_program_has_a_dynamic_batch():
     """torch.export (the AOTInductor front end) captures the module with a symbolic batch."""
     module = LensCanonicalize(40, method="auto")
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(module, (lens_batch(4, seed=1),),
-                                  dynamic_shapes={"x": {0: batch}})
+    program = torch.export.export(module, (lens_batch(4, seed=1),), dynamic_shapes={"x": {0: batch}})
     run = program.module()
     for n, seed in ((1, 6), (7, 3)):
         x = lens_batch(n, seed)

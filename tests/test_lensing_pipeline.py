@@ -15,10 +15,17 @@ from e2evision.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = [
-    "model.name=vit_sd_micro", "model.kwargs={patch_size: 8, embed_dim: 16, depth: 1, num_heads: 2}",
-    "preprocess.lens_roi.size=40", "train.folds=2", "train.max_epochs=2", "train.batch_size=16",
-    "train.progress=false", "train.early_stopping_patience=null", "train.warmup_epochs=0",
-    "train.checkpoint_every_n_steps=null", "tune.n_startup_trials=2",
+    "model.name=vit_sd_micro",
+    "model.kwargs={patch_size: 8, embed_dim: 16, depth: 1, num_heads: 2}",
+    "preprocess.lens_roi.size=40",
+    "train.folds=2",
+    "train.max_epochs=2",
+    "train.batch_size=16",
+    "train.progress=false",
+    "train.early_stopping_patience=null",
+    "train.warmup_epochs=0",
+    "train.checkpoint_every_n_steps=null",
+    "tune.n_startup_trials=2",
 ]
 
 
@@ -71,8 +78,11 @@ def test_lensing_pipeline_end_to_end(tmp_path):
     from e2evision.rundir import load_fold_module
 
     exported = {}
-    for arm, fmt, name in [("image", "torchscript", "image.pt"), ("both", "torchscript", "both.pt"),
-                           ("both", "onnx", "both.onnx")]:
+    for arm, fmt, name in [
+        ("image", "torchscript", "image.pt"),
+        ("both", "torchscript", "both.pt"),
+        ("both", "onnx", "both.onnx"),
+    ]:
         res = export_model(out / arm, fmt, tmp_path / f"export_{arm}" / name, fold=0, n_check=8)
         assert res.batch_sizes == [8, 1, 3] and res.path.exists()
         assert max(res.max_abs_diff.values()) <= 1e-5, (arm, fmt, res.max_abs_diff)
@@ -93,8 +103,7 @@ def test_lensing_pipeline_end_to_end(tmp_path):
         for rows in (slice(0, 11), slice(0, 1), slice(3, 8)):  # not the trace's batch size (2)
             prob, logit = (t.numpy() for t in graph(x[rows]))
             np.testing.assert_allclose(prob, want[rows], rtol=0, atol=1e-5)
-            np.testing.assert_allclose(prob, torch.softmax(torch.from_numpy(logit), -1).numpy(),
-                                       rtol=0, atol=1e-6)
+            np.testing.assert_allclose(prob, torch.softmax(torch.from_numpy(logit), -1).numpy(), rtol=0, atol=1e-6)
 
     page = build_report([out, study], tmp_path / "report.html", saliency=False).read_text()
     assert "Ablation: image only / features only / both" in page

@@ -77,11 +77,13 @@ def test_fast_algorithm_matches_quadratic_structural_components_with_ties():
     rng = np.random.default_rng(12)
     y = rng.integers(0, 2, 90)
     latent = rng.normal(0.9 * y, 1.0)
-    scores = np.stack([
-        np.round(latent, 1),                                   # many ties
-        np.round(latent + rng.normal(0, 0.5, y.size), 0),      # very many ties
-        latent + rng.normal(0, 1.0, y.size),                   # none
-    ])
+    scores = np.stack(
+        [
+            np.round(latent, 1),  # many ties
+            np.round(latent + rng.normal(0, 0.5, y.size), 0),  # very many ties
+            latent + rng.normal(0, 1.0, y.size),  # none
+        ]
+    )
     got = delong_covariance(y, scores)
     m, n = int(y.sum()), int((1 - y).sum())
     v10 = np.stack([psi_matrix(s[y == 1], s[y == 0]).mean(axis=1) for s in scores])
@@ -117,8 +119,7 @@ def test_delong_p_value_agrees_with_a_paired_bootstrap(data_seed, p_delong):
     boot = np.random.default_rng(100)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     idx = np.concatenate(
-        [pos[boot.integers(0, pos.size, (2000, pos.size))],
-         neg[boot.integers(0, neg.size, (2000, neg.size))]],
+        [pos[boot.integers(0, pos.size, (2000, pos.size))], neg[boot.integers(0, neg.size, (2000, neg.size))]],
         axis=1,
     )
     auc_a, auc_b = auc_rank(y[idx], a[idx]), auc_rank(y[idx], b[idx])

@@ -62,8 +62,9 @@ def test_rejection_by_hand_with_ties_and_interpolation():
     # ε_S = 1 is first reached at the cut 0.5 (ε_B = ⅖): the lowest ε_B with all signal kept.
     np.testing.assert_allclose(r["background_efficiency"], [0.0, 0.2, 0.2, 0.3, 0.4], atol=1e-15)
     np.testing.assert_allclose(r["rejection"], [np.inf, 5.0, 5.0, 10 / 3, 2.5])
-    np.testing.assert_allclose(r["sic"], [np.inf, 0.3 / math.sqrt(0.2), 0.5 / math.sqrt(0.2),
-                                          0.75 / math.sqrt(0.3), 1 / math.sqrt(0.4)])
+    np.testing.assert_allclose(
+        r["sic"], [np.inf, 0.3 / math.sqrt(0.2), 0.5 / math.sqrt(0.2), 0.75 / math.sqrt(0.3), 1 / math.sqrt(0.4)]
+    )
     np.testing.assert_allclose(r["background_passing"], [0.0, 1.0, 1.0, 1.5, 2.0])
     np.testing.assert_array_equal(r["threshold_below"], [0.9, 0.8, 0.7, 0.7, 0.5])
     np.testing.assert_array_equal(r["threshold_above"], [0.9, 0.7, 0.7, 0.5, 0.5])
@@ -123,7 +124,8 @@ def test_auc_in_bins_matches_sklearn_per_bin_and_histogram_counts():
         assert got["auc"][b] == pytest.approx(roc_auc_score(y[sel], s[sel]), abs=1e-12)
         assert got["n_signal"][b] == y[sel].sum()
         assert (got["low"][b], got["high"][b]) == pytest.approx(
-            bootstrap_auc(y[sel], s[sel], n_boot=200, seed=4 + b)[1:], abs=1e-15)
+            bootstrap_auc(y[sel], s[sel], n_boot=200, seed=4 + b)[1:], abs=1e-15
+        )
         assert got["low"][b] < got["auc"][b] < got["high"][b]
     assert got["reason"] == [""] * 4 and got["n_outside"] == 0
     assert np.all(np.diff(got["auc"]) > 0)
@@ -170,8 +172,7 @@ def test_one_vs_rest_and_macro_auc_match_sklearn():
     np.testing.assert_allclose(got["auc"], per_class, atol=1e-12)
     macro = roc_auc_score(y, prob, multi_class="ovr", average="macro")
     assert got["macro"] == pytest.approx(macro, abs=1e-12)
-    assert got["weighted"] == pytest.approx(
-        roc_auc_score(y, prob, multi_class="ovr", average="weighted"), abs=1e-12)
+    assert got["weighted"] == pytest.approx(roc_auc_score(y, prob, multi_class="ovr", average="weighted"), abs=1e-12)
     np.testing.assert_array_equal(got["support"], np.bincount(y, minlength=3))
     # Logits rank events differently within a column than probabilities: a different number.
     assert one_vs_rest_auc(y, logits)["auc"][0] != pytest.approx(got["auc"][0], abs=1e-6)

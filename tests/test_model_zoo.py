@@ -27,10 +27,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 IMAGE_MODELS = [n for n in list_models() if get_entry(n).family != "scalars"]
 LARGE = {n for n in IMAGE_MODELS if not n.endswith("micro")} - {"resnet15", "simple_cnn", "lenet5"}
 CASES = [
-    (name, c, s)
-    for name in IMAGE_MODELS
-    for (c, s) in GEOMETRIES
-    if name not in LARGE or (c, s) in {(2, 32), (1, 150)}
+    (name, c, s) for name in IMAGE_MODELS for (c, s) in GEOMETRIES if name not in LARGE or (c, s) in {(2, 32), (1, 150)}
 ]
 
 

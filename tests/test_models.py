@@ -57,9 +57,11 @@ def test_resnet15_matches_published_architecture():
     assert len(convs) == 15  # stem + 7 blocks × 2
     assert convs[0].kernel_size == (7, 7) and convs[0].out_channels == 16
     assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules())
+
     # Parameter count computed from the published layer list, independently of the code.
     def conv(i, o, k):
         return i * o * k * k + o
+
     expected = conv(2, 16, 7) + 3 * 2 * conv(16, 16, 3) + conv(16, 32, 3) + conv(32, 32, 3) + conv(16, 32, 1)
     expected += 3 * 2 * conv(32, 32, 3) + (32 + 1)
     assert count_parameters(m) == expected
@@ -107,8 +109,15 @@ def test_flops_match_a_hand_count_for_resnet15():
     # (3×3 16→32 and 1×1 projection at 8², then 32→32), six 32→32 at 8², and the 32→1 head.
     def conv(i, o, k, hw):
         return 2 * i * o * k * k * hw * hw
-    expected = (conv(2, 16, 7, 32) + 6 * conv(16, 16, 3, 16) + conv(16, 32, 3, 8) + conv(16, 32, 1, 8)
-                + 7 * conv(32, 32, 3, 8) + 2 * 32)
+
+    expected = (
+        conv(2, 16, 7, 32)
+        + 6 * conv(16, 16, 3, 16)
+        + conv(16, 32, 3, 8)
+        + conv(16, 32, 1, 8)
+        + 7 * conv(32, 32, 3, 8)
+        + 2 * 32
+    )
     model = create_model("resnet15", in_chans=2, img_size=32)
     assert count_flops(model, 2, 32) == expected
     row = model_table(in_chans=2, img_size=32, flops=True, pattern="resnet15")[0]

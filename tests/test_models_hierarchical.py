@@ -187,6 +187,7 @@ def coatnet_expected(c, stem, dims, depths, types, padded, n_out, dim_head=32):
 
 def effnet_b0_trunk_expected(c):
     """EfficientNet-B0 stem + stages 1-3 (stride 8, 40 channels), from the published table."""
+
     def se(mid, rd):
         return mid * rd + rd + rd * mid + mid
 

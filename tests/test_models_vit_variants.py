@@ -76,8 +76,9 @@ def test_rectangular_images_and_scalar_fusion(name):
         model(x)
 
 
-@pytest.mark.parametrize("name,in_chans,size", [("vit_sd_tiny", 1, 150), ("deit_tiny_distilled", 2, 32),
-                                               ("vit_convstem_tiny", 8, 125)])
+@pytest.mark.parametrize(
+    "name,in_chans,size", [("vit_sd_tiny", 1, 150), ("deit_tiny_distilled", 2, 32), ("vit_convstem_tiny", 8, 125)]
+)
 def test_tiny_presets_build_and_run(name, in_chans, size):
     model = create_model(name, in_chans=in_chans, img_size=size, num_outputs=3).eval()
     with torch.no_grad():

@@ -67,8 +67,12 @@ def test_defaults_follow_the_device_and_the_model():
     # what the config says wins over the defaults
     asked = TrainConfig(precision="16-mixed", channels_last=False, compile=True, matmul_precision="highest")
     mine = resolve_performance(asked, cnn, shape, on_gpu=True)
-    assert (mine.precision, mine.channels_last, mine.compile, mine.matmul_precision) == \
-        ("16-mixed", False, True, "highest")
+    assert (mine.precision, mine.channels_last, mine.compile, mine.matmul_precision) == (
+        "16-mixed",
+        False,
+        True,
+        "highest",
+    )
     assert resolve_performance(TrainConfig(channels_last=True), vit, shape, on_gpu=False).channels_last is True
 
 
@@ -144,8 +148,14 @@ def test_peak_table_and_mfu():
 
 def test_run_records_its_performance_settings_outside_the_config_hash(egamma_pair, tmp_path):
     p, e, *_ = egamma_pair
-    over = [f"data.paths={json.dumps([str(p), str(e)])}", "train.max_epochs=1", "train.folds=2",
-            "train.progress=false", "train.batch_size=32", "model.kwargs.widths=[16, 32]"]
+    over = [
+        f"data.paths={json.dumps([str(p), str(e)])}",
+        "train.max_epochs=1",
+        "train.folds=2",
+        "train.progress=false",
+        "train.batch_size=32",
+        "model.kwargs.widths=[16, 32]",
+    ]
     cfg = load_config(ROOT / "configs/egamma_resnet15.yaml", [*over, "train.channels_last=true"])
     assert config_hash(cfg) == config_hash(load_config(ROOT / "configs/egamma_resnet15.yaml", over))
     out = tmp_path / "run"
@@ -164,10 +174,35 @@ def test_gpu_benchmark_script_runs_on_cpu(tmp_path):
 
     out = tmp_path / "gpu.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/gpu_throughput.py"), "--models", "resnet15", "--geometries", "2x16",
-         "--batch", "4", "--steps", "2", "--warmup", "1", "--rounds", "2", "--modes", "default,fp32,fp32+cl", "--device", "cpu",
-         "--peak-tflops", "0.5", "--json", str(out)],
-        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            str(ROOT / "benchmarks/gpu_throughput.py"),
+            "--models",
+            "resnet15",
+            "--geometries",
+            "2x16",
+            "--batch",
+            "4",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--rounds",
+            "2",
+            "--modes",
+            "default,fp32,fp32+cl",
+            "--device",
+            "cpu",
+            "--peak-tflops",
+            "0.5",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     assert [r["mode"] for r in rows] == ["fp32", "default", "fp32+cl"]  # fp32 first: the ratios' base
@@ -271,15 +306,24 @@ def _fit_with_loader_delay(tmp_path: Path, delay: float, monkeypatch) -> tuple[l
     x = torch.from_numpy(rng.random((48, 1, 8, 8), dtype=np.float32))
     y = torch.from_numpy((np.arange(48) % 2).astype(np.float32))
     cfg = TrainConfig(batch_size=8, max_epochs=2, early_stopping_patience=None, progress=False)
-    module = ImageModule(create_model("simple_cnn", in_chans=1, img_size=8, num_outputs=1),
-                         ChannelNormalizer(1, "none"), cfg)
+    module = ImageModule(
+        create_model("simple_cnn", in_chans=1, img_size=8, num_outputs=1), ChannelNormalizer(1, "none"), cfg
+    )
     monkeypatch.setattr(data_mod, "batch_view", lambda ds: _SlowRows(*ds.tensors, delay))
-    data = FoldData(torch.utils.data.TensorDataset(x, y), torch.utils.data.TensorDataset(x[:8], y[:8]),
-                    batch_size=8, seed=0)
+    data = FoldData(
+        torch.utils.data.TensorDataset(x, y), torch.utils.data.TensorDataset(x[:8], y[:8]), batch_size=8, seed=0
+    )
     wait, hist = LoaderWait(), History(0)
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=CSVLogger(tmp_path, name="logs", version=""),
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[wait, hist], num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="logs", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[wait, hist],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=data)
     return wait.rows, hist.rows
 

@@ -51,12 +51,12 @@ def test_three_prongs_have_small_tau32_and_bad_input_fails():
 
 def test_shower_shapes_of_constructed_crops():
     x = np.zeros((3, 2, 32, 32))
-    x[0, 0, 16, 16] = 50.0                            # one crystal
-    x[1, 0, 15:18, 15:18] = 2.0                       # a uniform 3×3 block
+    x[0, 0, 16, 16] = 50.0  # one crystal
+    x[1, 0, 15:18, 15:18] = 2.0  # a uniform 3×3 block
     x[1, 0, 16, 16] = 3.0
-    x[2, 0, 16, 16] = 40.0                            # seed plus a brem-like deposit 5 crystals along φ
+    x[2, 0, 16, 16] = 40.0  # seed plus a brem-like deposit 5 crystals along φ
     x[2, 0, 16, 21] = 10.0
-    x[2, 1, 16, 16], x[2, 1, 16, 21] = 1.0, 3.0       # hit times (ns)
+    x[2, 1, 16, 16], x[2, 1, 16, 21] = 1.0, 3.0  # hit times (ns)
     f = {n: v for n, v in zip(shower_shapes.NAMES, shower_shapes.shower_shape_features(x).T)}
     assert f["r9"][0] == 1.0 and f["e_max_over_e3x3"][0] == 1.0 and f["sigma_ieta"][0] == 0.0
     assert f["e_total"][1] == pytest.approx(19.0) and f["e_max_over_e3x3"][1] == pytest.approx(3 / 19)
@@ -79,8 +79,9 @@ def test_baseline_run_shares_the_runners_split_and_reports(tmp_path, egamma_pair
 
     p, e, _, _ = egamma_pair
     root = Path(__file__).resolve().parents[1]
-    cfg = load_config(root / "configs/egamma_resnet15.yaml",
-                      [f"data.paths={json.dumps([str(p), str(e)])}", "train.folds=3"])
+    cfg = load_config(
+        root / "configs/egamma_resnet15.yaml", [f"data.paths={json.dumps([str(p), str(e)])}", "train.folds=3"]
+    )
     m = physics_baseline(cfg, tmp_path / "baseline")
     with np.load(tmp_path / "baseline" / "predictions.npz") as npz:
         tv, te = split_indices(open_dataset([p, e]).labels(), cfg)

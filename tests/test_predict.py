@@ -27,9 +27,16 @@ from e2evision.rundir import load_fold_module
 from e2evision.training import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["train.folds=2", "train.max_epochs=1", "train.progress=false", "train.batch_size=32",
-        "augment.flip_eta=false", "augment.flip_phi=false", "model.kwargs.widths=[4, 8]",
-        "model.kwargs.blocks_per_stage=1"]
+TINY = [
+    "train.folds=2",
+    "train.max_epochs=1",
+    "train.progress=false",
+    "train.batch_size=32",
+    "augment.flip_eta=false",
+    "augment.flip_phi=false",
+    "model.kwargs.widths=[4, 8]",
+    "model.kwargs.blocks_per_stage=1",
+]
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 
@@ -42,18 +49,32 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
     base = tmp_path_factory.mktemp("predict_runs")
     files = write_egamma(base / "egamma", 120, seed=3, progress=False)
-    cfg = load_config(ROOT / "configs/egamma_resnet15.yaml", [
-        f"data.paths={json.dumps([str(f) for f in files])}", *TINY, "preprocess.clip=3.0",
-        "preprocess.zero_suppression=0.05", "preprocess.channel_scale=[2.0, 0.5]"])
+    cfg = load_config(
+        ROOT / "configs/egamma_resnet15.yaml",
+        [
+            f"data.paths={json.dumps([str(f) for f in files])}",
+            *TINY,
+            "preprocess.clip=3.0",
+            "preprocess.zero_suppression=0.05",
+            "preprocess.channel_scale=[2.0, 0.5]",
+        ],
+    )
     run_experiment(cfg, base / "binary")
     (base / "topmass").mkdir()
     data = write_top_mass(base / "topmass" / "top_gun_opendata_0.parquet", n=100)
-    cfg = load_config(ROOT / "configs/top_mass_resnet15.yaml", [
-        f"data.paths={json.dumps([str(data)])}", *TINY, "data.kwargs={image_size: [16, 16]}",
-        "data.scalars=[pt, ieta]", "preprocess.target_shift=mean", "preprocess.target_scale=std"])
+    cfg = load_config(
+        ROOT / "configs/top_mass_resnet15.yaml",
+        [
+            f"data.paths={json.dumps([str(data)])}",
+            *TINY,
+            "data.kwargs={image_size: [16, 16]}",
+            "data.scalars=[pt, ieta]",
+            "preprocess.target_shift=mean",
+            "preprocess.target_scale=std",
+        ],
+    )
     run_experiment(cfg, base / "regression")
-    return {"binary": base / "binary", "regression": base / "regression", "egamma": base / "egamma",
-            "topmass": data}
+    return {"binary": base / "binary", "regression": base / "regression", "egamma": base / "egamma", "topmass": data}
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +85,10 @@ def lens_run(tmp_path_factory) -> tuple[Path, Path]:
 
     base = tmp_path_factory.mktemp("predict_lens")
     data = write_lensing(base / "lens", per_class=16)
-    cfg = load_config(ROOT / "configs/lensing_resnet15.yaml",
-                      [f"data.paths={json.dumps([str(data)])}", *TRAINING_TINY, "train.max_epochs=1"])
+    cfg = load_config(
+        ROOT / "configs/lensing_resnet15.yaml",
+        [f"data.paths={json.dumps([str(data)])}", *TRAINING_TINY, "train.max_epochs=1"],
+    )
     run_experiment(cfg, base / "run")
     return base / "run", data
 
@@ -96,8 +119,7 @@ def test_run_ensemble_reproduces_the_test_scores_and_names_each_row(runs, tmp_pa
         with h5py.File(t["source"][i], "r") as h5:
             assert h5["y"][int(t["row"][i])] == t["label"][i]
     assert sorted(set(t["source"])) == sorted(str(p) for p in sorted(runs["egamma"].glob("*.hdf5")))
-    np.testing.assert_array_equal(_by_index(t, "label", pred["test_index"]),
-                                  pred["test_label"].astype(int))
+    np.testing.assert_array_equal(_by_index(t, "label", pred["test_index"]), pred["test_label"].astype(int))
     # one fold: that fold's stored test scores
     one = _read(predict(run, [runs["egamma"]], tmp_path / "f1.parquet", fold=1).path)
     got1 = _by_index(one, "score", pred["test_index"])
@@ -167,8 +189,7 @@ def test_regression_ensemble_torchscript_and_root_output(runs, tmp_path):
         files = str(f["source_files"]).split("\n")
     assert set(a) == {"source_id", "row", "index", "label", "value"}
     assert files == [str(runs["topmass"])]
-    np.testing.assert_allclose(_by_index(a, "value", pred["test_index"]), pred["test_score"],
-                               rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(_by_index(a, "value", pred["test_index"]), pred["test_score"], rtol=1e-6, atol=1e-4)
 
 
 def test_default_fold_follows_the_monitored_metric_for_regression(runs):
@@ -185,8 +206,10 @@ def test_a_stacked_ensemble_export_says_why_not(runs, tmp_path):
     cfg = load_config(runs["binary"] / "config.yaml")
     physics_baseline(cfg, tmp_path / "baseline")
     build_ensemble([runs["binary"], tmp_path / "baseline"], tmp_path / "stack", method="stack")
-    for call in (lambda: export_model(tmp_path / "stack", "onnx", tmp_path / "m.onnx"),
-                 lambda: export_ensemble(tmp_path / "stack", "onnx", tmp_path / "m.onnx")):
+    for call in (
+        lambda: export_model(tmp_path / "stack", "onnx", tmp_path / "m.onnx"),
+        lambda: export_ensemble(tmp_path / "stack", "onnx", tmp_path / "m.onnx"),
+    ):
         with pytest.raises(ExportError, match="'stack' ensemble of finished runs cannot be"):
             call()
     with pytest.raises(PredictError, match="ensemble.json: an ensemble of finished runs has no"):
@@ -196,8 +219,7 @@ def test_a_stacked_ensemble_export_says_why_not(runs, tmp_path):
 def test_data_that_does_not_fit_the_model_is_a_one_line_error(runs, tmp_path):
     shape = r"images are \(8, 16, 16\) \(C, H, W\), the model takes \(2, 32, 32\)"
     with pytest.raises(PredictError, match=shape):
-        predict(runs["binary"], [runs["topmass"]], tmp_path / "p.parquet", data_format="auto",
-                image_size=[16, 16])
+        predict(runs["binary"], [runs["topmass"]], tmp_path / "p.parquet", data_format="auto", image_size=[16, 16])
     # the run's own reader (egamma HDF5) on a Parquet file
     with pytest.raises(PredictError, match="top_gun_opendata_0.parquet: cannot open as HDF5"):
         predict(runs["binary"], [runs["topmass"]], tmp_path / "p.parquet")
@@ -207,8 +229,7 @@ def test_data_that_does_not_fit_the_model_is_a_one_line_error(runs, tmp_path):
         paths, image_shape, channel_names = [Path("new.h5")], (2, 32, 32), ["energy", "time"]
         scalar_names, task, class_names = ["pt"], "regression", []
 
-    base = dict(source="run.json", image_shape=(2, 32, 32), channel_names=["energy", "time"],
-                class_names=[])
+    base = dict(source="run.json", image_shape=(2, 32, 32), channel_names=["energy", "time"], class_names=[])
     scalars = r"new.h5: the model takes scalar inputs \[.eta.\].*no \[.eta.\]"
     with pytest.raises(PredictError, match=scalars):
         check_data(Stub(), ModelContract(**base, scalar_names=["eta"], task="regression"))
@@ -223,16 +244,40 @@ def test_data_that_does_not_fit_the_model_is_a_one_line_error(runs, tmp_path):
 
 def test_cli_predict(runs, tmp_path):
     out = tmp_path / "p.parquet"
-    res = CliRunner().invoke(app, ["predict", str(runs["binary"]), "--data", str(runs["egamma"]),
-                                   "--out", str(out), "--batch-size", "7", "--no-progress"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(runs["binary"]),
+            "--data",
+            str(runs["egamma"]),
+            "--out",
+            str(out),
+            "--batch-size",
+            "7",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "scored 120 samples with the mean of folds [0, 1]" in res.output
     pred = _npz(runs["binary"])
     got = _by_index(_read(out), "score", pred["test_index"])
     assert np.abs(got - pred["test_score"]).max() <= 1e-6
-    bad = CliRunner().invoke(app, ["predict", str(runs["binary"]), "--data", str(runs["topmass"]),
-                                   "--out", str(tmp_path / "q.parquet"), "--data-format", "auto",
-                                   "--option", "image_size=[16, 16]"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(runs["binary"]),
+            "--data",
+            str(runs["topmass"]),
+            "--out",
+            str(tmp_path / "q.parquet"),
+            "--data-format",
+            "auto",
+            "--option",
+            "image_size=[16, 16]",
+        ],
+    )
     assert bad.exit_code == 2 and "error:" in bad.output
     assert "the model takes (2, 32, 32)" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
@@ -256,8 +301,10 @@ def test_multiclass_scores_per_class_and_one_file_per_row(lens_run, tmp_path):
 def test_cli_export_ensemble(runs, tmp_path):
     run = runs["binary"]
     out = tmp_path / "ts" / "model.pt"
-    res = CliRunner().invoke(app, ["export", str(runs["binary"]), "--ensemble", "--format",
-                                   "torchscript", "--out", str(out), "--n-check", "8"])
+    res = CliRunner().invoke(
+        app,
+        ["export", str(runs["binary"]), "--ensemble", "--format", "torchscript", "--out", str(out), "--n-check", "8"],
+    )
     assert res.exit_code == 0, res.output
     assert "chose the fold ensemble: mean of folds [0, 1]" in res.output and out.is_file()
     pred = _npz(runs["binary"])
@@ -269,6 +316,18 @@ def test_cli_export_ensemble(runs, tmp_path):
     with torch.no_grad():
         (prob,) = module(torch.from_numpy(x))
     np.testing.assert_allclose(prob.numpy()[:, 0], pred["test_score"][:8], rtol=0, atol=1e-5)
-    both = CliRunner().invoke(app, ["export", str(runs["binary"]), "--ensemble", "--fold", "0",
-                                    "--format", "torchscript", "--out", str(tmp_path / "m.pt")])
+    both = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(runs["binary"]),
+            "--ensemble",
+            "--fold",
+            "0",
+            "--format",
+            "torchscript",
+            "--out",
+            str(tmp_path / "m.pt"),
+        ],
+    )
     assert both.exit_code == 2 and "--ensemble exports every fold; drop --fold" in both.output

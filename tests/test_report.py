@@ -32,8 +32,15 @@ def _scores(rng: np.random.Generator, label: np.ndarray, shift: float) -> np.nda
 
 
 def write_run(
-    run_dir: Path, *, name: str, model: str, shift: float, seed: int, n_params: int,
-    test_seed: int | None = None, fingerprint: str = "sha256:" + "ab12" * 16,
+    run_dir: Path,
+    *,
+    name: str,
+    model: str,
+    shift: float,
+    seed: int,
+    n_params: int,
+    test_seed: int | None = None,
+    fingerprint: str = "sha256:" + "ab12" * 16,
 ) -> dict:
     """A run directory in the trainer's format whose metrics are computed from its own arrays."""
     rng = np.random.default_rng(seed)
@@ -44,48 +51,74 @@ def write_run(
     test_rng = np.random.default_rng(test_seed) if test_seed is not None else rng
     test_label = test_rng.integers(0, 2, N_TEST)
     test_logit = _scores(rng, test_label, shift)
-    test_fold_scores = np.stack(
-        [_sigmoid(test_logit + rng.normal(0, 0.35, N_TEST)) for _ in range(K)]
-    )
+    test_fold_scores = np.stack([_sigmoid(test_logit + rng.normal(0, 0.35, N_TEST)) for _ in range(K)])
     test_score = test_fold_scores.mean(axis=0)
     np.savez(
-        run_dir / "predictions.npz", oof_score=oof_score, oof_label=oof_label, oof_fold=oof_fold,
-        test_score=test_score, test_label=test_label, test_fold_scores=test_fold_scores,
+        run_dir / "predictions.npz",
+        oof_score=oof_score,
+        oof_label=oof_label,
+        oof_fold=oof_fold,
+        test_score=test_score,
+        test_label=test_label,
+        test_fold_scores=test_fold_scores,
         **({"test_index": np.arange(N_TEST) + 5000} if test_seed is not None else {}),
     )
 
-    fold_auc = [
-        float(roc_auc_score(oof_label[oof_fold == k], oof_score[oof_fold == k])) for k in range(K)
-    ]
+    fold_auc = [float(roc_auc_score(oof_label[oof_fold == k], oof_score[oof_fold == k])) for k in range(K)]
     boot = []
     for _ in range(100):
         idx = rng.integers(0, N_TEST, N_TEST)
         boot.append(roc_auc_score(test_label[idx], test_score[idx]))
     epochs = [6, 5, 6]
     history = [
-        {"fold": k, "epoch": e, "train_loss": 0.7 - 0.05 * e,
-         "val_loss": 0.72 - 0.04 * e + 0.01 * k, "val_auc": 0.6 + 0.03 * e - 0.005 * k}
-        for k in range(K) for e in range(epochs[k])
+        {
+            "fold": k,
+            "epoch": e,
+            "train_loss": 0.7 - 0.05 * e,
+            "val_loss": 0.72 - 0.04 * e + 0.01 * k,
+            "val_auc": 0.6 + 0.03 * e - 0.005 * k,
+        }
+        for k in range(K)
+        for e in range(epochs[k])
     ]
     metrics = {
-        "name": name, "model": model, "task": "binary", "n_params": n_params,
-        "fold_auc": fold_auc, "fold_auc_mean": float(np.mean(fold_auc)),
+        "name": name,
+        "model": model,
+        "task": "binary",
+        "n_params": n_params,
+        "fold_auc": fold_auc,
+        "fold_auc_mean": float(np.mean(fold_auc)),
         "fold_auc_std": float(np.std(fold_auc)),
         "oof_auc": float(roc_auc_score(oof_label, oof_score)),
         "test_auc": float(roc_auc_score(test_label, test_score)),
         "test_auc_ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-        "train_time_s": 754.2, "wall_time_s": 801.0, "n_trainval": N_TRAINVAL, "n_test": N_TEST,
-        "epochs": epochs, "history": history,
+        "train_time_s": 754.2,
+        "wall_time_s": 801.0,
+        "n_trainval": N_TRAINVAL,
+        "n_test": N_TEST,
+        "epochs": epochs,
+        "history": history,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     run_info = {
-        "name": name, "seed": seed,
-        "versions": {"python": "3.11.7", "torch": "2.3.1", "lightning": "2.3.3",
-                     "e2evision": "0.1.0", "numpy": "1.26.4"},
-        "data": {"paths": ["/data/egamma/electrons.h5", "/data/egamma/photons.h5"],
-                 "fingerprint": fingerprint, "format": "egamma-hdf5"},
-        "started_at": "2024-06-01T10:00:00+00:00", "finished_at": "2024-06-01T10:13:21+00:00",
-        "device": "cpu", "command": f"e2evision train configs/{name}.yaml --data /data/egamma",
+        "name": name,
+        "seed": seed,
+        "versions": {
+            "python": "3.11.7",
+            "torch": "2.3.1",
+            "lightning": "2.3.3",
+            "e2evision": "0.1.0",
+            "numpy": "1.26.4",
+        },
+        "data": {
+            "paths": ["/data/egamma/electrons.h5", "/data/egamma/photons.h5"],
+            "fingerprint": fingerprint,
+            "format": "egamma-hdf5",
+        },
+        "started_at": "2024-06-01T10:00:00+00:00",
+        "finished_at": "2024-06-01T10:13:21+00:00",
+        "device": "cpu",
+        "command": f"e2evision train configs/{name}.yaml --data /data/egamma",
     }
     (run_dir / "run.json").write_text(json.dumps(run_info, indent=2))
     config = f"model:\n  name: {model}\ntrain:\n  folds: {K}\n  lr: 0.001\n"
@@ -101,8 +134,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict
         ("resnet15", "resnet15", 0.95, 1, 1_234_567),  # AUC ~ 0.75
         ("vit", "vit_tiny", 1.47, 2, 5_432_100),  # AUC ~ 0.85
     ):
-        metrics = write_run(root / name, name=name, model=model, shift=shift, seed=seed,
-                            n_params=n_params)
+        metrics = write_run(root / name, name=name, model=model, shift=shift, seed=seed, n_params=n_params)
         out[name] = (root / name, metrics)
     return out
 
@@ -266,8 +298,11 @@ def test_task_checks_name_the_file(runs, tmp_path: Path) -> None:
         build_report([bad], tmp_path / "r.html")
     metrics["task"] = "regression"  # a binary run's keys are not a regression run's
     (bad / "metrics.json").write_text(json.dumps(metrics))
-    with pytest.raises(ValueError, match=r"lacks the required key\(s\) 'fold_mae', 'oof_mae', 'test_mae' of a "
-                                         r"regression run"):
+    with pytest.raises(
+        ValueError,
+        match=r"lacks the required key\(s\) 'fold_mae', 'oof_mae', 'test_mae' of a "
+        r"regression run",
+    ):
         build_report([bad], tmp_path / "r.html")
 
 
@@ -307,12 +342,20 @@ def test_runs_are_grouped_by_dataset_with_a_significance_column(tmp_path: Path) 
     a = write_run(tmp_path / "a", name="cnn", model="resnet15", shift=1.0, seed=1, n_params=10, test_seed=11)
     b = write_run(tmp_path / "b", name="vit", model="vit", shift=1.3, seed=2, n_params=20, test_seed=11)
     write_run(tmp_path / "c", name="old", model="vit", shift=0.5, seed=3, n_params=30)  # no test_index
-    write_run(tmp_path / "d", name="other", model="cnn", shift=1.0, seed=4, n_params=40, test_seed=12,
-              fingerprint="sha256:" + "cd34" * 16)
+    write_run(
+        tmp_path / "d",
+        name="other",
+        model="cnn",
+        shift=1.0,
+        seed=4,
+        n_params=40,
+        test_seed=12,
+        fingerprint="sha256:" + "cd34" * 16,
+    )
     out = build_report([tmp_path / n for n in "abcd"], tmp_path / "r.html", saliency=False)
     text = out.read_text(encoding="utf-8")
     assert text.count('<table class="comparison"') == 2
-    assert text.count("<h2 id=\"dataset-") == 2 and "3 run(s)" in text and "1 run(s)" in text
+    assert text.count('<h2 id="dataset-') == 2 and "3 run(s)" in text and "1 run(s)" in text
     first = _cells(text, "comparison-dataset-1")
     assert set(first) == {"cnn", "vit", "old"}
     assert b["test_auc"] > a["test_auc"] and first["vit"]["attrs"].get("class") == "best"
@@ -344,13 +387,33 @@ def _multiclass_run(run_dir: Path, name: str, sharp: float, seed: int) -> None:
     oof_label = np.repeat(np.arange(k), 40)
     oof = np.exp(rng.normal(0, 1, (120, k)) + sharp * np.eye(k)[oof_label])
     oof /= oof.sum(axis=1, keepdims=True)
-    np.savez(run_dir / "predictions.npz", test_score=prob, test_label=label, test_fold_scores=folds,
-             test_index=np.arange(n), oof_score=oof, oof_label=oof_label, oof_fold=np.arange(120) % 2)
+    np.savez(
+        run_dir / "predictions.npz",
+        test_score=prob,
+        test_label=label,
+        test_fold_scores=folds,
+        test_index=np.arange(n),
+        oof_score=oof,
+        oof_label=oof_label,
+        oof_fold=np.arange(120) % 2,
+    )
     auc = float(roc_auc_score(label, prob, multi_class="ovr"))
-    metrics = {"name": name, "model": "m", "task": "multiclass", "class_names": ["axion", "cdm", "no_sub"],
-               "n_params": 5, "train_time_s": 1.0, "epochs": [2, 2], "history": [],
-               "fold_auc": [auc, auc], "fold_auc_mean": auc, "fold_auc_std": 0.0, "oof_auc": auc,
-               "test_auc": auc, "test_auc_ci": [auc - 0.01, auc + 0.01]}
+    metrics = {
+        "name": name,
+        "model": "m",
+        "task": "multiclass",
+        "class_names": ["axion", "cdm", "no_sub"],
+        "n_params": 5,
+        "train_time_s": 1.0,
+        "epochs": [2, 2],
+        "history": [],
+        "fold_auc": [auc, auc],
+        "fold_auc_mean": auc,
+        "fold_auc_std": 0.0,
+        "oof_auc": auc,
+        "test_auc": auc,
+        "test_auc_ci": [auc - 0.01, auc + 0.01],
+    }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / "run.json").write_text(json.dumps({"data": {"fingerprint": "sha256:lens", "format": "deeplense"}}))
 
@@ -360,13 +423,25 @@ def _regression_run(run_dir: Path, name: str, noise: float, seed: int, ensemble:
     run_dir.mkdir(parents=True)
     truth = np.random.default_rng(99).uniform(100, 250, 400)
     pred = truth + rng.normal(2.0, noise, truth.size)
-    np.savez(run_dir / "predictions.npz", test_score=pred, test_label=truth, test_fold_scores=np.stack([pred, pred]),
-             test_index=np.arange(truth.size))
+    np.savez(
+        run_dir / "predictions.npz",
+        test_score=pred,
+        test_label=truth,
+        test_fold_scores=np.stack([pred, pred]),
+        test_index=np.arange(truth.size),
+    )
     mae = float(np.mean(np.abs(pred - truth)))
-    metrics = {"name": name, "model": "m", "task": "regression", "n_params": 5, "train_time_s": 1.0,
-               "epochs": [2, 2], "history": [{"fold": 0, "epoch": 0, "train_loss": 1.0, "val_loss": 1.0,
-                                               "val_mae": mae}],
-               "fold_mae": [mae, mae], "oof_mae": mae}
+    metrics = {
+        "name": name,
+        "model": "m",
+        "task": "regression",
+        "n_params": 5,
+        "train_time_s": 1.0,
+        "epochs": [2, 2],
+        "history": [{"fold": 0, "epoch": 0, "train_loss": 1.0, "val_loss": 1.0, "val_mae": mae}],
+        "fold_mae": [mae, mae],
+        "oof_mae": mae,
+    }
     if ensemble:  # what `e2evision ensemble` writes: the summary under "test"
         metrics["test"] = {"mae": mae, "bias": float(np.mean(pred - truth)), "resolution_robust": 1.0}
     else:
@@ -411,9 +486,16 @@ def test_saliency_maps_from_the_run_or_its_weights(egamma_pair, tmp_path: Path) 
 
     p, e, *_ = egamma_pair
     root = Path(__file__).resolve().parents[1]
-    cfg = load_config(root / "configs/egamma_resnet15.yaml",
-                      [f"data.paths={json.dumps([str(p), str(e)])}", "train.max_epochs=1", "train.folds=2",
-                       "train.progress=false", "model.kwargs.widths=[4, 8]"])
+    cfg = load_config(
+        root / "configs/egamma_resnet15.yaml",
+        [
+            f"data.paths={json.dumps([str(p), str(e)])}",
+            "train.max_epochs=1",
+            "train.folds=2",
+            "train.progress=false",
+            "model.kwargs.widths=[4, 8]",
+        ],
+    )
     run = tmp_path / "run"
     run_experiment(cfg, run)
     alt = 'alt="saliency maps of resnet15"'
@@ -429,9 +511,19 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium")
     if exe is None:
         pytest.skip("chromium not installed: `make browser` (as root) installs Debian's chromium")
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", *args]
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc
@@ -448,7 +540,6 @@ def test_report_renders_in_chromium(report: Path, runs, tmp_path: Path) -> None:
     assert rows["vit"]["attrs"].get("class") == "best"
 
     shot = tmp_path / "report.png"
-    _chromium([f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars", url],
-              tmp_path / "profile-shot")
+    _chromium([f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars", url], tmp_path / "profile-shot")
     assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 10_000

@@ -29,8 +29,15 @@ from e2evision.training import callbacks as cb
 from e2evision.training import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-SETS = ["train.folds=2", "train.max_epochs=2", "train.batch_size=8", "train.checkpoint_every_n_steps=2",
-        "train.progress=false", "model.kwargs.widths=[16, 16]", "train.early_stopping_patience=null"]
+SETS = [
+    "train.folds=2",
+    "train.max_epochs=2",
+    "train.batch_size=8",
+    "train.checkpoint_every_n_steps=2",
+    "train.progress=false",
+    "model.kwargs.widths=[16, 16]",
+    "train.early_stopping_patience=null",
+]
 # widths 16: the trainer's CPU default for this CNN is then channels-last (no oneDNN hazard), so
 # resuming is checked on the memory format real runs use
 #: metrics that legitimately differ between an interrupted and an uninterrupted run
@@ -86,8 +93,18 @@ def _mid_epoch(ckpt: Path) -> tuple[int, int, int] | None:
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(egamma_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "e2evision", "train", str(ROOT / "configs/egamma_resnet15.yaml"),
-           "--data", str(egamma_dir), "--out", str(run), *[a for s in SETS for a in ("--set", s)]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "e2evision",
+        "train",
+        str(ROOT / "configs/egamma_resnet15.yaml"),
+        "--data",
+        str(egamma_dir),
+        "--out",
+        str(run),
+        *[a for s in SETS for a in ("--set", s)],
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ckpt = run / "fold_0" / "checkpoints" / "last.ckpt"
     where = None
@@ -115,8 +132,13 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(egamma_dir: Path, tm
     refused = CliRunner().invoke(app, cmd[3:])
     assert refused.exit_code == 2 and "last.ckpt" in refused.output and "--resume" in refused.output
 
-    resumed = subprocess.run([sys.executable, "-m", "e2evision", "train", "--resume", "--out", str(run)],
-                             env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "e2evision", "train", "--resume", "--out", str(run)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert json.loads((run / "run.json").read_text())["performance"]["channels_last"] is True
     fold0 = json.loads((run / "fold_0" / "fold.json").read_text())

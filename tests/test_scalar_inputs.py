@@ -43,11 +43,23 @@ def qg_config(path: Path, *overrides: str):
     data = {
         "name": "qg_scalars",
         "seed": 3,
-        "data": {"format": "quark-gluon-hdf5", "paths": [str(path)], "kwargs": {"image_size": [SIZE, SIZE]},
-                 "test_fraction": 0.25},
+        "data": {
+            "format": "quark-gluon-hdf5",
+            "paths": [str(path)],
+            "kwargs": {"image_size": [SIZE, SIZE]},
+            "test_fraction": 0.25,
+        },
         "model": {"name": "simple_cnn"},
-        "train": {"folds": 2, "max_epochs": 12, "batch_size": 16, "lr": 0.02, "progress": False,
-                  "early_stopping_patience": None, "warmup_epochs": 0, "weight_decay": 0.0},
+        "train": {
+            "folds": 2,
+            "max_epochs": 12,
+            "batch_size": 16,
+            "lr": 0.02,
+            "progress": False,
+            "early_stopping_patience": None,
+            "warmup_epochs": 0,
+            "weight_decay": 0.0,
+        },
     }
     return load_config(data=data, overrides=list(overrides))
 
@@ -77,8 +89,7 @@ def test_a_model_with_scalars_learns_what_only_the_scalars_tell(tmp_path):
     path, pt, _ = write_qg_hdf5(tmp_path / "qg.h5")
     fused = run_experiment(qg_config(path, "data.scalars=[pt, m0]"), tmp_path / "fused")
     image_only = run_experiment(qg_config(path), tmp_path / "image")
-    features_only = run_experiment(qg_config(path, "data.scalars=[pt, m0]", "model.name=scalar_mlp"),
-                                   tmp_path / "mlp")
+    features_only = run_experiment(qg_config(path, "data.scalars=[pt, m0]", "model.name=scalar_mlp"), tmp_path / "mlp")
     # the fused CNN also fits its noise images on 60 training samples; it still learns the scalar
     assert fused["test_auc"] > 0.8, fused["test_auc"]
     assert features_only["test_auc"] > 0.9, features_only["test_auc"]

@@ -115,8 +115,7 @@ def test_shards_together_equal_the_unsharded_files(tmp_path: Path) -> None:
     cfg = CalorimeterConfig(block_size=16)
     full = write_egamma(tmp_path / "full", n=100, seed=2, config=cfg, progress=False)
     parts = [
-        write_egamma(tmp_path / "parts", n=100, seed=2, config=cfg, progress=False, shard=i,
-                     num_shards=3)
+        write_egamma(tmp_path / "parts", n=100, seed=2, config=cfg, progress=False, shard=i, num_shards=3)
         for i in range(3)
     ]
     for cls in range(2):
@@ -130,9 +129,7 @@ def test_shards_together_equal_the_unsharded_files(tmp_path: Path) -> None:
         assert np.array_equal(np.concatenate(pieces), ref)
 
 
-def test_failed_write_leaves_nothing_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = calo._simulate_range
     calls = {"n": 0}
 

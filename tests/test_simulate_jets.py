@@ -84,8 +84,9 @@ def test_pixelate_places_particles_relative_to_the_jet_crystal() -> None:
     # a particle in the jet's crystal, one 3 crystals up in eta, one 2 crystals down in phi
     p_eta = np.array([0.5, 0.5 + 3 * CRYSTAL_DETA, 0.5])
     p_phi = np.array([1.0, 1.0, 1.0 - 2 * CRYSTAL_DPHI])
-    img = pixelate(np.zeros(3, int), crystal_eta(p_eta), crystal_phi(p_phi), np.array([1.0, 2.0, 4.0]),
-                   c_eta, c_phi, 125)
+    img = pixelate(
+        np.zeros(3, int), crystal_eta(p_eta), crystal_phi(p_phi), np.array([1.0, 2.0, 4.0]), c_eta, c_phi, 125
+    )
     assert img.shape == (1, 125, 125)
     assert img[0, 62, 62] == 1.0 and img[0, 65, 62] == 2.0 and img[0, 62, 60] == 4.0
     assert img.sum() == 7.0
@@ -167,7 +168,9 @@ def test_impact_parameters_match_brute_force_closest_approach() -> None:
         assert abs(d0[i]) == pytest.approx(math.hypot(x[k], y[k]), abs=1e-3)
         assert dz[i] == pytest.approx(v[i, 2] + t[k] * p[i, 2] / pt, abs=1e-3)
     # sign convention: a track from (1, 0) mm along +y passes the beam line on its left (+)
-    assert impact_parameters(np.array([1.0]), np.zeros(1), np.zeros(1), np.zeros(1), np.ones(1), np.ones(1))[0][0] == 1.0
+    assert (
+        impact_parameters(np.array([1.0]), np.zeros(1), np.zeros(1), np.zeros(1), np.ones(1), np.ones(1))[0][0] == 1.0
+    )
 
 
 def test_layer_crossings_geometry() -> None:
@@ -179,12 +182,23 @@ def test_layer_crossings_geometry() -> None:
     np.testing.assert_allclose(eta, np.arcsinh(pz / np.hypot(px, py)))
     np.testing.assert_allclose(phi, np.arctan2(py, px))
     # produced outside the layer, neutral, or beyond the layer's length: no hit
-    hit, _, _ = layer_crossings(np.array([50.0, 0.0, 0.0]), np.zeros(3), np.zeros(3), np.ones(3), np.zeros(3),
-                                np.array([0.0, 0.0, 10.0]), np.array([1.0, 0.0, 1.0]), 44.0, 265.0, 0.0)
+    hit, _, _ = layer_crossings(
+        np.array([50.0, 0.0, 0.0]),
+        np.zeros(3),
+        np.zeros(3),
+        np.ones(3),
+        np.zeros(3),
+        np.array([0.0, 0.0, 10.0]),
+        np.array([1.0, 0.0, 1.0]),
+        44.0,
+        265.0,
+        0.0,
+    )
     assert list(hit) == [False, False, False]
     # in the field, from the origin: the hit turns as the circle geometry says (to first order)
-    hit, _, phi = layer_crossings(z[:1], z[:1], z[:1], np.array([2.0]), np.zeros(1), np.zeros(1),
-                                  np.array([1.0]), 102.0, 265.0, 3.8)
+    hit, _, phi = layer_crossings(
+        z[:1], z[:1], z[:1], np.array([2.0]), np.zeros(1), np.zeros(1), np.array([1.0]), 102.0, 265.0, 3.8
+    )
     assert hit[0] and phi[0] == pytest.approx(_circle_crossing_phi(1.0, 2.0, 0.102, 3.8), rel=1e-3)
 
 
@@ -336,8 +350,9 @@ def test_files_have_the_exact_public_schema(
 @needs_sim
 def test_jets_in_the_file_are_the_generator_jets(tmp_path: Path) -> None:
     """With detector effects off, the calorimeter images hold exactly the constituents' E_T."""
-    cfg = _fast("top", smear=False, hcal_tower=1, ecal_threshold_gev=0.0, hcal_threshold_gev=0.0, b_field_t=0.0,
-                response=None)
+    cfg = _fast(
+        "top", smear=False, hcal_tower=1, ecal_threshold_gev=0.0, hcal_threshold_gev=0.0, b_field_t=0.0, response=None
+    )
     s = simulate_jets("top", 16, seed=2, config=cfg)
     calo = s.images[:, 3] + s.images[:, 4]
     # scalar sum of E_T >= vector sum (the jet pT); equal to within the jet's spread and muons
@@ -388,8 +403,10 @@ def test_shards_are_disjoint_and_together_equal_the_whole(tmp_path: Path) -> Non
     cfg = _fast("top", block_size=2)
     n = 11  # 6 QCD + 5 top rows: blocks of 2 per class -> 3 row blocks over 3 shards
     whole = write_jets("top", tmp_path / "all", n, seed=4, config=cfg, progress=False)
-    parts = [write_jets("top", tmp_path / "sh", n, seed=4, config=cfg, shard=i, num_shards=3, progress=False)
-             for i in range(3)]
+    parts = [
+        write_jets("top", tmp_path / "sh", n, seed=4, config=cfg, shard=i, num_shards=3, progress=False)
+        for i in range(3)
+    ]
     assert [p.path.name for p in parts] == [f"BoostedTop_x1_fixed_{i}_sim.snappy.parquet" for i in range(3)]
     ranges = [(p.row_start, p.row_stop) for p in parts]
     assert ranges == [(0, 4), (4, 8), (8, 11)]
@@ -406,7 +423,9 @@ def test_shards_are_disjoint_and_together_equal_the_whole(tmp_path: Path) -> Non
 
 def test_file_names_are_public_style() -> None:
     assert jet_file_name("quark-gluon", 100) == "QCDToGGQQ_IMGjet_RH1all_jet0_run0_n100_sim.snappy.parquet"
-    assert jet_file_name("quark-gluon", 100, 1, 4) == "QCDToGGQQ_IMGjet_RH1all_jet0_run0_n100_sim_shard1of4.snappy.parquet"
+    assert (
+        jet_file_name("quark-gluon", 100, 1, 4) == "QCDToGGQQ_IMGjet_RH1all_jet0_run0_n100_sim_shard1of4.snappy.parquet"
+    )
     assert jet_file_name("top", 100, 7, 9) == "BoostedTop_x1_fixed_7_sim.snappy.parquet"
     assert jet_file_name("top-mass", 100, 2, 3) == "top_gun_opendata_2_sim.parquet"
 
@@ -495,25 +514,58 @@ def test_cli_writes_a_file_and_plots(tmp_path: Path) -> None:
 
     runner = CliRunner()
     out, plots = tmp_path / "data", tmp_path / "plots"
-    res = runner.invoke(app, ["simulate", "quark-gluon", "--n", "6", "--out", str(out), "--seed", "3",
-                              "--no-mpi", "--plots", str(plots), "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "quark-gluon",
+            "--n",
+            "6",
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--no-mpi",
+            "--plots",
+            str(plots),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     path = out / "QCDToGGQQ_IMGjet_RH1all_jet0_run0_n6_sim.snappy.parquet"
     assert f"wrote {path}" in res.output
     assert pq.ParquetFile(path).metadata.num_rows == 6
-    res = runner.invoke(app, ["simulate", "top-mass", "--n", "3", "--out", str(out), "--no-mpi",
-                              "--plots", str(plots), "--no-progress"])
+    res = runner.invoke(
+        app, ["simulate", "top-mass", "--n", "3", "--out", str(out), "--no-mpi", "--plots", str(plots), "--no-progress"]
+    )
     assert res.exit_code == 0, res.output
-    response = ("response_ecal_occupancy", "response_hottest_fraction", "response_noise_spectrum",
-                "response_pileup_density")
+    response = (
+        "response_ecal_occupancy",
+        "response_hottest_fraction",
+        "response_noise_spectrum",
+        "response_pileup_density",
+    )
     expected = {f"quark_gluon_{k}.png" for k in ("jet_mass", "constituents", "mean_images", *response)}
-    expected |= {f"top_mass_{k}.png" for k in ("jet_mass", "constituents", "mean_images", "target_vs_jet_mass",
-                                                *response)}
+    expected |= {
+        f"top_mass_{k}.png" for k in ("jet_mass", "constituents", "mean_images", "target_vs_jet_mass", *response)
+    }
     assert {p.name for p in plots.iterdir()} == expected
     assert read_metadata(path)["response"]["pileup_mean"] == 20.0  # on by default
     for flags, key, want in ((["--no-response"], "enabled", False), (["--pileup", "5"], "pileup_mean", 5.0)):
-        res = runner.invoke(app, ["simulate", "quark-gluon", "--n", "2", "--out", str(tmp_path / flags[0]),
-                                  "--no-mpi", "--no-progress", *flags])
+        res = runner.invoke(
+            app,
+            [
+                "simulate",
+                "quark-gluon",
+                "--n",
+                "2",
+                "--out",
+                str(tmp_path / flags[0]),
+                "--no-mpi",
+                "--no-progress",
+                *flags,
+            ],
+        )
         assert res.exit_code == 0, res.output
         assert read_metadata(next((tmp_path / flags[0]).glob("*.parquet")))["response"][key] == want
     res = runner.invoke(app, ["simulate", "top", "--n", "2", "--out", str(out), "--pileup", "-1"])

@@ -37,8 +37,9 @@ _FAKE_VERSIONS = {"numpy": np.__version__, "python": "3"}
 N = 10  # 4 axion, 3 cdm, 3 no_sub
 SEED = 5
 # Circular lens, circular source on the optical axis: a perfect Einstein ring, analytic checks.
-CIRCULAR = LensingConfig(lens_ellipticity=0.0, shear_gamma=0.0, source_e1=0.0, source_e2=0.0,
-                         source_center_range_arcsec=0.0)
+CIRCULAR = LensingConfig(
+    lens_ellipticity=0.0, shear_gamma=0.0, source_e1=0.0, source_e2=0.0, source_center_range_arcsec=0.0
+)
 
 
 @pytest.fixture(autouse=True)
@@ -112,18 +113,15 @@ args = ["simulate", "lensing", "--n", "3", "--out", "x_unused"]
 res = CliRunner().invoke(e2evision.cli.app, args)
 print("CLI:", res.exit_code, res.output)
 """
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "API:" in res.stdout and "pip install 'e2evision[sim]'" in res.stdout
-    cli_line = res.stdout[res.stdout.index("CLI:"):]
+    cli_line = res.stdout[res.stdout.index("CLI:") :]
     assert cli_line.startswith("CLI: 2") and "pip install 'e2evision[sim]'" in cli_line
     assert not (tmp_path / "x_unused").exists()
 
 
-def test_missing_extra_raises_before_writing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_extra_raises_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "lenstronomy", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'e2evision\[sim\]'"):
         write_lensing(tmp_path / "out", 3, progress=False)
@@ -167,8 +165,9 @@ def test_metadata_table_sidecar_and_config(written: Path) -> None:
         theta_e = meta["derived"]["theta_E_arcsec"]
         assert all(t == pytest.approx(theta_e) for t in table["theta_E_arcsec"])
         assert all(1e3 <= t <= 10**3.5 for t in table["exposure_time_s"])
-        assert all(abs(x) <= 0.35 and abs(y) <= 0.35
-                   for x, y in zip(table["source_x_arcsec"], table["source_y_arcsec"]))
+        assert all(
+            abs(x) <= 0.35 and abs(y) <= 0.35 for x, y in zip(table["source_x_arcsec"], table["source_y_arcsec"])
+        )
     assert meta["classes"]["no_sub"]["table"]["n_point_masses"] == [0, 0, 0]
     assert meta["classes"]["axion"]["table"]["n_point_masses"] == [100] * 4
     masses = meta["classes"]["axion"]["table"]["axion_mass_ev"]
@@ -221,8 +220,7 @@ def test_same_seed_same_files_other_seed_differs(written: Path, tmp_path: Path) 
     assert not np.array_equal(a.image, other.image)
     assert simulate_lens("axion", 2, SEED).params["axion_mass_ev"] != a.params["axion_mass_ev"]
     # Written image i is simulate_lens(class, i, seed).image.
-    np.testing.assert_array_equal(np.load(written / "axion" / lensing_file_name("axion", 1, 4)),
-                                  a.image)
+    np.testing.assert_array_equal(np.load(written / "axion" / lensing_file_name("axion", 1, 4)), a.image)
 
 
 @requires_sim
@@ -262,8 +260,16 @@ def test_workers_do_not_change_the_files(written: Path, tmp_path: Path) -> None:
 @requires_sim
 @pytest.mark.parametrize("klass", ["cdm", "axion"])
 def test_paired_twin_shares_lens_source_noise_and_substructure_shows(klass: str) -> None:
-    main_keys = ("theta_E_arcsec", "lens_e1", "lens_e2", "shear_gamma1", "shear_gamma2",
-                 "source_x_arcsec", "source_y_arcsec", "exposure_time_s")
+    main_keys = (
+        "theta_E_arcsec",
+        "lens_e1",
+        "lens_e2",
+        "shear_gamma1",
+        "shear_gamma2",
+        "source_x_arcsec",
+        "source_y_arcsec",
+        "exposure_time_s",
+    )
     for i in range(4):
         base = simulate_lens("no_sub", i, SEED)
         twin = simulate_lens(klass, i, SEED, paired=True)  # type: ignore[arg-type]
@@ -344,8 +350,7 @@ def test_flux_positive_and_magnification_of_a_ring() -> None:
     # A circular exponential (n = 1) source of scale length h centred behind a singular isothermal
     # lens is magnified by 2 theta_E / h in total (each radius beta maps to theta_E +- beta).
     lensed = simulate_lens("no_sub", 0, SEED, CIRCULAR)
-    unlensed = simulate_lens("no_sub", 0, SEED,
-                             dataclasses.replace(CIRCULAR, main_halo_mass_msun=1.0))
+    unlensed = simulate_lens("no_sub", 0, SEED, dataclasses.replace(CIRCULAR, main_halo_mass_msun=1.0))
     b1 = 1.678346990016661  # Sersic b_n for n = 1: gammaincinv(2, 0.5)
     h = CIRCULAR.source_r_sersic_arcsec / b1
     assert unlensed.model.sum() == pytest.approx(2 * math.pi * h**2 * 20.0 * math.exp(b1), rel=0.01)
@@ -361,9 +366,15 @@ def test_flux_positive_and_magnification_of_a_ring() -> None:
 def test_psf_fwhm_as_set(fwhm: float) -> None:
     # A source much smaller than a pixel, centred on the corner of four pixels, with no lensing:
     # the image is the PSF convolved with four equal pixels (variance 0.025^2 per axis).
-    cfg = LensingConfig(main_halo_mass_msun=1.0, source_r_sersic_arcsec=0.003, source_e1=0.0,
-                        source_e2=0.0, source_center_range_arcsec=0.0, supersampling_factor=3,
-                        psf_fwhm_arcsec=fwhm)
+    cfg = LensingConfig(
+        main_halo_mass_msun=1.0,
+        source_r_sersic_arcsec=0.003,
+        source_e1=0.0,
+        source_e2=0.0,
+        source_center_range_arcsec=0.0,
+        supersampling_factor=3,
+        psf_fwhm_arcsec=fwhm,
+    )
     img = simulate_lens("no_sub", 0, 0, cfg).model
     c = (np.arange(150) - 74.5) * 0.05
     w = img / img.sum()
@@ -461,10 +472,15 @@ def test_bad_arguments(tmp_path: Path) -> None:
 def test_validation_plots(written: Path, tmp_path: Path) -> None:
     images = load_lensing_images(written)
     assert {c: v.shape for c, v in images.items()} == {
-        "axion": (4, 150, 150), "cdm": (3, 150, 150), "no_sub": (3, 150, 150)}
+        "axion": (4, 150, 150),
+        "cdm": (3, 150, 150),
+        "no_sub": (3, 150, 150),
+    }
     paths = lensing_validation_plots(images, tmp_path, seed=SEED, n_examples=3)
     assert sorted(p.name for p in paths) == [
-        "lensing_examples.png", "lensing_mean_image.png", "lensing_radial_profile.png",
+        "lensing_examples.png",
+        "lensing_mean_image.png",
+        "lensing_radial_profile.png",
         "lensing_substructure_difference.png",
     ]
     for p in paths:
@@ -480,13 +496,28 @@ def test_cli_simulate_lensing(tmp_path: Path) -> None:
 
     runner = CliRunner()
     out = tmp_path / "data"
-    res = runner.invoke(app, ["simulate", "lensing", "--n", "6", "--out", str(out), "--seed", "3",
-                              "--shard", "1", "--num-shards", "2", "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "lensing",
+            "--n",
+            "6",
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--shard",
+            "1",
+            "--num-shards",
+            "2",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "metadata_shard1of2.json" in res.output
     assert sorted(p.name for p in (out / "cdm").glob("*.npy")) == ["cdm_sim_000001.npy"]
-    np.testing.assert_array_equal(np.load(out / "cdm" / "cdm_sim_000001.npy"),
-                                  simulate_lens("cdm", 1, 3).image)
+    np.testing.assert_array_equal(np.load(out / "cdm" / "cdm_sim_000001.npy"), simulate_lens("cdm", 1, 3).image)
     for args, message in (
         (["--n", "2"], "--n must be at least 3"),
         (["--n", "6", "--shard", "2", "--num-shards", "2"], "--shard must be in"),
@@ -506,9 +537,21 @@ def test_cli_plots_and_object_arrays(tmp_path: Path) -> None:
 
     from e2evision.cli import app
 
-    res = CliRunner().invoke(app, ["simulate", "lensing", "--n", "3", "--out", str(tmp_path / "d"),
-                                   "--plots", str(tmp_path / "p"), "--axion-object-arrays",
-                                   "--no-progress"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "lensing",
+            "--n",
+            "3",
+            "--out",
+            str(tmp_path / "d"),
+            "--plots",
+            str(tmp_path / "p"),
+            "--axion-object-arrays",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     axion = np.load(tmp_path / "d" / "axion" / "axion_sim_000000.npy", allow_pickle=True)
     assert axion.shape == (2,)

@@ -44,11 +44,18 @@ from e2evision.simulate.response import (
 from e2evision.simulate.response_plots import response_statistics
 
 HAVE_SIM = all(importlib.util.find_spec(m) is not None for m in ("pythia8mc", "fastjet", "awkward"))
-needs_sim = pytest.mark.skipif(
-    not HAVE_SIM, reason="pythia8mc/fastjet/awkward not installed (extra e2evision[sim])")
-QUIET = ResponseConfig(ecal_stochastic=0.0, ecal_constant=0.0, ecal_noise_gev=1e-12,
-                       ecal_zs_sigma=0.0, hcal_stochastic=0.0, hcal_constant=0.0,
-                       hcal_noise_gev=1e-12, hcal_zs_sigma=0.0, pileup_mean=0.0)
+needs_sim = pytest.mark.skipif(not HAVE_SIM, reason="pythia8mc/fastjet/awkward not installed (extra e2evision[sim])")
+QUIET = ResponseConfig(
+    ecal_stochastic=0.0,
+    ecal_constant=0.0,
+    ecal_noise_gev=1e-12,
+    ecal_zs_sigma=0.0,
+    hcal_stochastic=0.0,
+    hcal_constant=0.0,
+    hcal_noise_gev=1e-12,
+    hcal_zs_sigma=0.0,
+    pileup_mean=0.0,
+)
 """Lateral spread only: no resolution, (negligible) noise, no pile-up."""
 
 
@@ -68,12 +75,18 @@ def _box(radius: float, x0: float, x1: float, y0: float, y1: float) -> float:
 def _one_particle(pid: int, energy: float, eta: float, phi: float) -> SimpleNamespace:
     """A 'block' of one jet holding one neutral particle, the jet axis on the particle."""
     pt = energy / math.cosh(eta)
-    part = {"id": np.array([pid]), "px": np.array([pt * math.cos(phi)]),
-            "py": np.array([pt * math.sin(phi)]), "pz": np.array([pt * math.sinh(eta)]),
-            "e": np.array([energy]), "vx": np.zeros(1), "vy": np.zeros(1), "vz": np.zeros(1),
-            "charge": np.zeros(1)}
-    return SimpleNamespace(eta=np.array([eta]), phi=np.array([phi]), part=part,
-                           part_jet=np.zeros(1, np.int64))
+    part = {
+        "id": np.array([pid]),
+        "px": np.array([pt * math.cos(phi)]),
+        "py": np.array([pt * math.sin(phi)]),
+        "pz": np.array([pt * math.sinh(eta)]),
+        "e": np.array([energy]),
+        "vx": np.zeros(1),
+        "vy": np.zeros(1),
+        "vz": np.zeros(1),
+        "charge": np.zeros(1),
+    }
+    return SimpleNamespace(eta=np.array([eta]), phi=np.array([phi]), part=part, part_jet=np.zeros(1, np.int64))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,8 +94,7 @@ def _one_particle(pid: int, energy: float, eta: float, phi: float) -> SimpleName
 
 
 def test_closed_form_cell_integral_matches_numerical_integration() -> None:
-    cases = ((0.3, (-0.5, 0.5, -0.5, 0.5)), (1.7, (0.2, 1.4, -2.0, -0.3)),
-             (0.05, (0.4, 3.0, 0.0, 9.0)))
+    cases = ((0.3, (-0.5, 0.5, -0.5, 0.5)), (1.7, (0.2, 1.4, -2.0, -0.3)), (0.05, (0.4, 3.0, 0.0, 9.0)))
     for radius, box in cases:
         got = square_fraction(*(np.array(v) for v in box), np.array(radius))
         assert float(got) == pytest.approx(_box(radius, *box), abs=1e-7)
@@ -114,16 +126,19 @@ def _central_fraction_scipy(energy: float) -> float:
         return p * _box(rc * scale, *cell) + (1 - p) * _box(rt * scale, *cell)
 
     top = stats.gamma.ppf(1 - 1e-6, alpha)
-    central, window = (integrate.quad(lambda x, h=h: stats.gamma.pdf(x, alpha) * share(x, h), 0, top,
-                                      limit=60, epsabs=1e-6)[0] for h in (0.5, 3.5))
+    central, window = (
+        integrate.quad(lambda x, h=h: stats.gamma.pdf(x, alpha) * share(x, h), 0, top, limit=60, epsabs=1e-6)[0]
+        for h in (0.5, 3.5)
+    )
     return central / window
 
 
 def test_single_photon_central_crystal_fraction_matches_the_integrated_profile() -> None:
     cfg = jet_config("quark-gluon", response=QUIET)
     eta, phi = (20 + 0.5) * CRYSTAL_DETA, (100 + 0.5) * CRYSTAL_DPHI  # centre of crystal (20, 100)
-    images, n_pu = block_images(_one_particle(22, 10.0, eta, phi), cfg, np.random.default_rng(0), 3,
-                                jet_streams(1, 1, 0, 1))
+    images, n_pu = block_images(
+        _one_particle(22, 10.0, eta, phi), cfg, np.random.default_rng(0), 3, jet_streams(1, 1, 0, 1)
+    )
     ecal = images[0, 1]
     total = ecal[ecal > 1e-6].sum()
     assert total == pytest.approx(10.0 / math.cosh(eta), rel=1e-9)  # E_T kept, all in the image
@@ -134,8 +149,13 @@ def test_single_photon_central_crystal_fraction_matches_the_integrated_profile()
     assert ecal[61, 62] == pytest.approx(ecal[63, 62], rel=1e-9)
     assert (ecal > 1e-6).sum() > 9 and n_pu.tolist() == [0]
     # off-centre impact: the crystal on the impact side gets more than the opposite one
-    images, _ = block_images(_one_particle(22, 10.0, eta + 0.4 * CRYSTAL_DETA, phi), cfg,
-                             np.random.default_rng(0), 3, jet_streams(1, 1, 0, 1))
+    images, _ = block_images(
+        _one_particle(22, 10.0, eta + 0.4 * CRYSTAL_DETA, phi),
+        cfg,
+        np.random.default_rng(0),
+        3,
+        jet_streams(1, 1, 0, 1),
+    )
     assert images[0, 1, 63, 62] > 3 * images[0, 1, 61, 62]
 
 
@@ -144,12 +164,13 @@ def test_hadron_spreads_over_hcal_towers_as_the_integrated_profile_says() -> Non
     cfg = jet_config("quark-gluon", response=resp, b_field_t=0.0)
     t = cfg.hcal_tower
     eta, phi = (4 * t + 2.5) * CRYSTAL_DETA, (20 * t + 2.5) * CRYSTAL_DPHI  # tower (4, 20)
-    images, _ = block_images(_one_particle(130, 50.0, eta, phi), cfg, np.random.default_rng(0), 3,
-                             jet_streams(1, 1, 0, 1))
+    images, _ = block_images(
+        _one_particle(130, 50.0, eta, phi), cfg, np.random.default_rng(0), 3, jet_streams(1, 1, 0, 1)
+    )
     hcal = images[0, 2]
     radius = 6.0 / (cfg.hcal_radius_mm / 10.0 * t * CRYSTAL_DPHI)  # in tower units
     expected = _box(radius, -0.5, 0.5, -0.5, 0.5) / _box(radius, -2.5, 2.5, -2.5, 2.5)
-    tower = hcal[62 - 2:62 + 3, 62 - 2:62 + 3]  # the jet crystal is the centre of its tower here
+    tower = hcal[62 - 2 : 62 + 3, 62 - 2 : 62 + 3]  # the jet crystal is the centre of its tower here
     assert np.allclose(tower, tower[0, 0])  # a tower's E_T is spread evenly over its crystals
     total = hcal[hcal > 1e-6].sum()
     assert total == pytest.approx(50.0 / math.cosh(eta), rel=1e-9)
@@ -164,8 +185,7 @@ def test_hadron_spreads_over_hcal_towers_as_the_integrated_profile_says() -> Non
 def test_noise_occupancy_and_spectrum_follow_the_gaussian_tail() -> None:
     m, k, sigma = 12, 3.0, 0.04
     cosh = np.broadcast_to(np.linspace(1.0, 3.0, 125)[None, :, None], (m, 125, 1))
-    out = cell_readout(np.zeros((m, 125, 125)), cosh, jet_streams(3, 1, 0, m), 0.028, 0.003,
-                       sigma, k)
+    out = cell_readout(np.zeros((m, 125, 125)), cosh, jet_streams(3, 1, 0, m), 0.028, 0.003, sigma, k)
     energy = out * cosh
     hit = energy[energy > 0]
     n_cells = m * 125 * 125
@@ -198,10 +218,16 @@ def _pool(n_events: int = 60, seed: int = 0) -> PileupPool:
     pt = rng.exponential(0.6, n) + 0.1
     eta = rng.uniform(-2.5, 2.5, n)
     phi = rng.uniform(-math.pi, math.pi, n)
-    part = {"id": rng.choice([211, -211, 22, 130], n), "px": pt * np.cos(phi),
-            "py": pt * np.sin(phi), "pz": pt * np.sinh(eta), "e": pt * np.cosh(eta),
-            "vx": np.zeros(n), "vy": np.zeros(n),
-            "vz": rng.normal(0, 1.0, n)}
+    part = {
+        "id": rng.choice([211, -211, 22, 130], n),
+        "px": pt * np.cos(phi),
+        "py": pt * np.sin(phi),
+        "pz": pt * np.sinh(eta),
+        "e": pt * np.cosh(eta),
+        "vx": np.zeros(n),
+        "vy": np.zeros(n),
+        "vz": rng.normal(0, 1.0, n),
+    }
     part["charge"] = np.where(np.abs(part["id"]) == 211, np.sign(part["id"]), 0).astype(float)
     return PileupPool(np.concatenate([[0], np.cumsum(sizes)]), part)
 
@@ -212,15 +238,18 @@ def test_pileup_count_and_particles_match_poisson_and_the_pool() -> None:
     jet_eta = np.linspace(-1.5, 1.5, m)
     empty = {k: v[:0] for k, v in pool.part.items()}
     window = 1.2
-    merged, pjet, counts = overlay_pileup(empty, np.zeros(0, np.int64), jet_eta, pool,
-                                          jet_streams(5, 1, 0, m), resp, window)
+    merged, pjet, counts = overlay_pileup(
+        empty, np.zeros(0, np.int64), jet_eta, pool, jet_streams(5, 1, 0, m), resp, window
+    )
     assert abs(counts.mean() - mu) < 4 * math.sqrt(mu / m)  # Poisson mean
     assert counts.var(ddof=1) == pytest.approx(mu, rel=0.3)  # and variance
     # particles kept per jet: mu x the pool's mean count within the eta window (eta or -eta)
     pt = np.hypot(pool.part["px"], pool.part["py"])
     eta = np.arcsinh(pool.part["pz"] / pt)
-    in_window = 0.5 * ((np.abs(eta[None, :] - jet_eta[:, None]) < window).astype(float)
-                       + (np.abs(-eta[None, :] - jet_eta[:, None]) < window))
+    in_window = 0.5 * (
+        (np.abs(eta[None, :] - jet_eta[:, None]) < window).astype(float)
+        + (np.abs(-eta[None, :] - jet_eta[:, None]) < window)
+    )
     expected = mu * in_window.sum(axis=1) / pool.size  # per jet
     got = np.bincount(pjet, minlength=m)
     assert got.sum() == pytest.approx(expected.sum(), rel=0.05)
@@ -229,8 +258,15 @@ def test_pileup_count_and_particles_match_poisson_and_the_pool() -> None:
     assert np.sort(np.hypot(merged["px"], merged["py"]))[-1] <= pt.max() + 1e-12
     assert np.all(merged["vx"] == 0) and merged["vz"].std() > 20.0
     # no pile-up: nothing added
-    _, _, none = overlay_pileup(empty, np.zeros(0, np.int64), jet_eta[:5], pool,
-                                jet_streams(5, 1, 0, 5), ResponseConfig(pileup_mean=0.0), window)
+    _, _, none = overlay_pileup(
+        empty,
+        np.zeros(0, np.int64),
+        jet_eta[:5],
+        pool,
+        jet_streams(5, 1, 0, 5),
+        ResponseConfig(pileup_mean=0.0),
+        window,
+    )
     assert none.tolist() == [0] * 5
 
 
@@ -238,10 +274,10 @@ def test_pileup_reaches_the_track_channel_with_the_expected_energy() -> None:
     pool, mu, m = _pool(seed=1), 10.0, 150
     resp = dataclasses.replace(QUIET, pileup_mean=mu)
     cfg = jet_config("quark-gluon", response=resp, b_field_t=0.0)
-    jets = SimpleNamespace(eta=np.zeros(m), phi=np.zeros(m), part_jet=np.zeros(0, np.int64),
-                           part={k: v[:0] for k, v in pool.part.items()})
-    images, counts = block_images(jets, cfg, np.random.default_rng(0), 3, jet_streams(6, 1, 0, m),
-                                  pool)
+    jets = SimpleNamespace(
+        eta=np.zeros(m), phi=np.zeros(m), part_jet=np.zeros(0, np.int64), part={k: v[:0] for k, v in pool.part.items()}
+    )
+    images, counts = block_images(jets, cfg, np.random.default_rng(0), 3, jet_streams(6, 1, 0, m), pool)
     # expected charged pT in a 125 x 125 image at eta = 0: per pool particle, the eta acceptance
     # (either sign of eta) times the phi acceptance of a uniformly rotated event, 125 of 360
     pt = np.hypot(pool.part["px"], pool.part["py"])
@@ -292,8 +328,10 @@ _BEFORE = {
 
 
 @needs_sim
-@pytest.mark.skipif(HAVE_SIM and importlib.metadata.version("pythia8mc") != "8.317.2",
-                    reason="the reference rows were generated with pythia8mc 8.317.2")
+@pytest.mark.skipif(
+    HAVE_SIM and importlib.metadata.version("pythia8mc") != "8.317.2",
+    reason="the reference rows were generated with pythia8mc 8.317.2",
+)
 @pytest.mark.parametrize(("dataset", "n"), list(_BEFORE))
 def test_response_off_reproduces_the_rows_written_before_it(dataset: str, n: int) -> None:
     cfg = jet_config(dataset, mpi=False, block_size=2, response=None)
@@ -320,8 +358,10 @@ def test_response_is_deterministic_prefix_stable_and_shard_exact(tmp_path: Path)
     other = simulate_jets("quark-gluon", 8, seed=10, config=cfg)
     assert not np.array_equal(other.images[:, 1], a.images[:, 1])
     whole = write_jets("quark-gluon", tmp_path / "all", 8, seed=9, config=cfg, progress=False)
-    parts = [write_jets("quark-gluon", tmp_path / "sh", 8, seed=9, config=cfg, shard=i,
-                        num_shards=2, progress=False) for i in range(2)]
+    parts = [
+        write_jets("quark-gluon", tmp_path / "sh", 8, seed=9, config=cfg, shard=i, num_shards=2, progress=False)
+        for i in range(2)
+    ]
     union = pa.concat_tables([pq.read_table(p.path) for p in parts])
     assert union.equals(pq.read_table(whole.path).replace_schema_metadata(union.schema.metadata))
     table = pq.read_table(whole.path)

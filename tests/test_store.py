@@ -20,8 +20,12 @@ from e2evision.store import TrainingStore, decode_sparse, encode_sparse, write_s
 def qg_file(tmp_path: Path):
     rng = np.random.default_rng(11)
     n = 30
-    cols = {"X_jets": sparse_jets(n, 3, rng), "pt": rng.uniform(70, 100, n), "m0": rng.uniform(5, 40, n),
-            "y": (np.arange(n) % 3 == 0).astype(np.float64)}
+    cols = {
+        "X_jets": sparse_jets(n, 3, rng),
+        "pt": rng.uniform(70, 100, n),
+        "m0": rng.uniform(5, 40, n),
+        "y": (np.arange(n) % 3 == 0).astype(np.float64),
+    }
     return write_jet_parquet(tmp_path / "qg.snappy.parquet", cols), cols
 
 
@@ -45,9 +49,15 @@ def test_store_round_trip_manifest_and_size(tmp_path, qg_file):
     x, y = st.read(order)
     np.testing.assert_array_equal(x, cols["X_jets"][order].astype(np.float32))
     np.testing.assert_array_equal(y, cols["y"][order].astype(np.float32))
-    np.testing.assert_array_equal(st.read_scalars(order), np.stack([cols["pt"], cols["m0"]], 1)[order].astype(np.float32))
+    np.testing.assert_array_equal(
+        st.read_scalars(order), np.stack([cols["pt"], cols["m0"]], 1)[order].astype(np.float32)
+    )
     assert (st.channel_names, st.class_names, st.scalar_names, st.task) == (
-        src.channel_names, ["quark", "gluon"], ["pt", "m0"], "binary")
+        src.channel_names,
+        ["quark", "gluon"],
+        ["pt", "m0"],
+        "binary",
+    )
 
     m = st.manifest
     assert m["n_samples"] == 30 and m["layout"] == "sparse" and [c["n"] for c in m["chunks"]] == [8, 8, 8, 6]
@@ -140,8 +150,9 @@ def test_truncated_and_corrupted_store_files(tmp_path, qg_file):
 def test_convert_and_inspect_cli_on_every_format(tmp_path, qg_file, egamma_pair):
     path, cols = qg_file
     runner = CliRunner()
-    res = runner.invoke(app, ["convert", str(path), "--out", str(tmp_path / "cli.store"), "--chunk-size", "16",
-                              "--no-progress"])
+    res = runner.invoke(
+        app, ["convert", str(path), "--out", str(tmp_path / "cli.store"), "--chunk-size", "16", "--no-progress"]
+    )
     assert res.exit_code == 0, res.output
     assert "sparse layout" in res.output and "smaller than dense float32" in res.output
     res = runner.invoke(app, ["inspect", str(tmp_path / "cli.store"), "--json"])
@@ -169,12 +180,19 @@ def test_training_reads_a_store(tmp_path, egamma_pair):
     p, e, _, _ = egamma_pair
     store = write_store(open_dataset([p, e]), tmp_path / "eg.store", chunk_size=32)
     root = Path(__file__).resolve().parents[1]
-    fast = ["train.max_epochs=1", "train.folds=2", "train.progress=false", "train.batch_size=32",
-            "model.kwargs.widths=[8, 16]"]
+    fast = [
+        "train.max_epochs=1",
+        "train.folds=2",
+        "train.progress=false",
+        "train.batch_size=32",
+        "model.kwargs.widths=[8, 16]",
+    ]
     results = []
     for i, data in enumerate(([str(p), str(e)], [str(store)])):
-        cfg = load_config(root / "configs/egamma_resnet15.yaml",
-                          [f"data.paths={_json.dumps(data)}", "data.in_memory_limit_gb=0", *fast])
+        cfg = load_config(
+            root / "configs/egamma_resnet15.yaml",
+            [f"data.paths={_json.dumps(data)}", "data.in_memory_limit_gb=0", *fast],
+        )
         results.append(run_experiment(cfg, tmp_path / f"run{i}"))
     assert results[0]["fold_auc"] == pytest.approx(results[1]["fold_auc"], abs=1e-6)
     assert results[0]["test_auc"] == pytest.approx(results[1]["test_auc"], abs=1e-6)
@@ -203,7 +221,8 @@ def test_streaming_loader_is_deterministic_by_seed_with_or_without_workers(tmp_p
     np.testing.assert_array_equal(np.sort(seen), np.sort(cols["y"][rows].astype(np.float32)))
     xs = torch.cat([x for x, _ in a]).numpy()
     assert sorted(float(v) for v in xs.sum(axis=(1, 2, 3))) == pytest.approx(
-        sorted(float(v) for v in cols["X_jets"][rows].astype(np.float32).sum(axis=(1, 2, 3))), rel=1e-6)
+        sorted(float(v) for v in cols["X_jets"][rows].astype(np.float32).sum(axis=(1, 2, 3))), rel=1e-6
+    )
     ordered = list(make_loader(ds, 16, shuffle=False, seed=0))
     np.testing.assert_array_equal(torch.cat([x for x, _ in ordered]).numpy(), cols["X_jets"][rows].astype(np.float32))
 
@@ -226,8 +245,8 @@ def test_mapped_chunks_stay_within_the_budget_and_are_verified_once(tmp_path, qg
     order = np.random.default_rng(3).permutation(30)
     for _ in range(2):  # the second pass re-maps chunks that were closed
         for start in range(0, 30, 3):
-            x, _ = st.read(order[start:start + 3])
-            np.testing.assert_array_equal(x, cols["X_jets"][order[start:start + 3]].astype(np.float32))
+            x, _ = st.read(order[start : start + 3])
+            np.testing.assert_array_equal(x, cols["X_jets"][order[start : start + 3]].astype(np.float32))
             assert 1 <= len(st._chunks) <= 2
             assert sum(sizes[k] for k in st._chunks) <= st.map_budget_bytes
     assert sorted(calls) == sorted(f["file"] for ch in st.manifest["chunks"] for f in ch["files"])  # once each

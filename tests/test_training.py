@@ -31,17 +31,37 @@ from e2evision.transforms.normalize import ChannelNormalizer
 ROOT = Path(__file__).resolve().parents[1]
 # the e/γ configs' pre-log preprocessing: these tests' blob data would separate perfectly with log1p,
 # and some checks (DeLong's standard error, calibration) need overlapping classes
-LINEAR = ["preprocess.log1p=null", "preprocess.channel_scale=null", "preprocess.normalize=scale",
-          "preprocess.clip=50.0", "augment.flip_about=centre"]
-FAST = ["train.max_epochs=2", "train.folds=2", "train.progress=false", "train.batch_size=32",
-        "model.kwargs.widths=[8, 16]", *LINEAR]
-TINY = ["train.max_epochs=2", "train.folds=2", "train.progress=false", "train.batch_size=16", "model.name=resnet15",
-        "model.kwargs={widths: [4, 8]}", "augment.flip_eta=false", "augment.flip_phi=false"]
+LINEAR = [
+    "preprocess.log1p=null",
+    "preprocess.channel_scale=null",
+    "preprocess.normalize=scale",
+    "preprocess.clip=50.0",
+    "augment.flip_about=centre",
+]
+FAST = [
+    "train.max_epochs=2",
+    "train.folds=2",
+    "train.progress=false",
+    "train.batch_size=32",
+    "model.kwargs.widths=[8, 16]",
+    *LINEAR,
+]
+TINY = [
+    "train.max_epochs=2",
+    "train.folds=2",
+    "train.progress=false",
+    "train.batch_size=16",
+    "model.name=resnet15",
+    "model.kwargs={widths: [4, 8]}",
+    "augment.flip_eta=false",
+    "augment.flip_phi=false",
+]
 
 
 def _cfg(paths, *extra):
-    return load_config(ROOT / "configs/egamma_resnet15.yaml",
-                       [f"data.paths={json.dumps([str(p) for p in paths])}", *FAST, *extra])
+    return load_config(
+        ROOT / "configs/egamma_resnet15.yaml", [f"data.paths={json.dumps([str(p) for p in paths])}", *FAST, *extra]
+    )
 
 
 def _task_cfg(config: str, path: Path, *extra: str):
@@ -65,8 +85,13 @@ def write_top_mass(path: Path, n: int = 120, seed: int = 1) -> Path:
     x = sparse_jets(n, 8, rng, size=16, hits=20)
     hottest = x.max(axis=(1, 2, 3))
     m = 120 + 60 * hottest / hottest.mean() + rng.normal(0, 3, n)
-    cols = {"X_jet": x, "m": m, "iphi": rng.uniform(0, 360, n), "pt": rng.uniform(400, 600, n),
-            "ieta": rng.uniform(-140, 140, n)}
+    cols = {
+        "X_jet": x,
+        "m": m,
+        "iphi": rng.uniform(0, 360, n),
+        "pt": rng.uniform(400, 600, n),
+        "ieta": rng.uniform(-140, 140, n),
+    }
     return write_jet_parquet(path, cols)
 
 
@@ -158,8 +183,9 @@ def test_run_directory_is_complete_and_reproducible(egamma_pair, tmp_path):
     logged: dict[int, dict[str, float]] = {}
     with open(out / "fold_0" / "logs" / "metrics.csv") as fh:
         for row in csv.DictReader(fh):
-            logged.setdefault(int(row["epoch"]), {}).update({k: float(v) for k, v in row.items()
-                                                            if v and k in ("train_loss", "val_auc")})
+            logged.setdefault(int(row["epoch"]), {}).update(
+                {k: float(v) for k, v in row.items() if v and k in ("train_loss", "val_auc")}
+            )
     hist0 = [h for h in metrics["history"] if h["fold"] == 0]
     assert [h["epoch"] for h in hist0] == sorted(logged)
     for h in hist0:
@@ -262,8 +288,9 @@ def test_multiclass_run_on_lensing_images(tmp_path):
     module = load_fold_module(out, 1)
     images, _ = open_dataset(data).read(pred["test_index"])
     with torch.no_grad():
-        np.testing.assert_allclose(module.scores(torch.from_numpy(images)).numpy(), pred["test_fold_scores"][1],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            module.scores(torch.from_numpy(images)).numpy(), pred["test_fold_scores"][1], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_regression_run_predicts_in_target_units(tmp_path):
@@ -271,8 +298,14 @@ def test_regression_run_predicts_in_target_units(tmp_path):
     MAE, bias and resolutions in GeV, equal to NumPy on the saved predictions."""
     data = write_top_mass(tmp_path / "top_gun_opendata_0.parquet")
     out = tmp_path / "run"
-    cfg = _task_cfg("top_mass_resnet15.yaml", data, "data.kwargs={image_size: [16, 16]}",
-                    "preprocess.target_shift=mean", "preprocess.target_scale=std", "train.lr=3e-3")
+    cfg = _task_cfg(
+        "top_mass_resnet15.yaml",
+        data,
+        "data.kwargs={image_size: [16, 16]}",
+        "preprocess.target_shift=mean",
+        "preprocess.target_scale=std",
+        "train.lr=3e-3",
+    )
     m = run_experiment(cfg, out)
     pred = _preds(out)
     t, p = pred["test_label"].astype(np.float64), pred["test_score"]
@@ -297,8 +330,9 @@ def test_regression_run_predicts_in_target_units(tmp_path):
     assert float(module.target_scale) == pytest.approx(train_targets.std(), rel=1e-6)
     images, _ = open_dataset(data, image_size=[16, 16]).read(pred["test_index"])
     with torch.no_grad():
-        np.testing.assert_allclose(module(torch.from_numpy(images)).numpy(), pred["test_fold_scores"][0],
-                                   rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(
+            module(torch.from_numpy(images)).numpy(), pred["test_fold_scores"][0], rtol=1e-5, atol=1e-3
+        )
     # in GeV, not in scaled units (which would sit near 0 for targets around 180 GeV)
     assert abs(p.mean() - t.mean()) < t.std()
 
@@ -332,8 +366,9 @@ class _Snapshots(pl.Callback):
 def test_staged_training_freezes_and_scales_named_parts(egamma_pair, tmp_path):
     p, e, *_ = egamma_pair
     stages = '[{epochs: 1, train: ["head.*"]}, {epochs: 1, train: ["*"], lr_scale: {"head.*": 0.25}}]'
-    cfg = _cfg([p, e], f"train.stages={stages}", "train.scheduler=none", "train.lr=0.002",
-               "train.early_stopping_patience=1")
+    cfg = _cfg(
+        [p, e], f"train.stages={stages}", "train.scheduler=none", "train.lr=0.002", "train.early_stopping_patience=1"
+    )
     snaps = _Snapshots()
     run_experiment(cfg, tmp_path / "run", extra_callbacks=lambda k: [snaps] if k == 0 else [])
     head = {n for n in snaps.start[0] if n.startswith("head.")}
@@ -355,9 +390,14 @@ def test_loggers_csv_by_default_and_a_missing_package_named(tmp_path, monkeypatc
     assert [type(lg).__name__ for lg in loggers] == ["CSVLogger"]
     assert Path(loggers[0].log_dir) == tmp_path / "fold_0" / "logs"
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("tensorboard", "tensorboardX", "mlflow") else real(name, *a))
-    with pytest.raises(MissingLoggerError, match=r"'tensorboard' needs the 'tensorboard' package.*pip install tensorboard"):
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("tensorboard", "tensorboardX", "mlflow") else real(name, *a),
+    )
+    with pytest.raises(
+        MissingLoggerError, match=r"'tensorboard' needs the 'tensorboard' package.*pip install tensorboard"
+    ):
         check_loggers(["csv", "tensorboard"])
     with pytest.raises(MissingLoggerError, match=r"'mlflow' needs the 'mlflow' package.*pip install mlflow"):
         check_loggers(["mlflow"])
@@ -388,9 +428,18 @@ def test_init_from_a_finished_run(egamma_pair, tmp_path):
     swin = tmp_path / "swin"
     run_experiment(_cfg([p, e], *one_epoch, "model.name=swin_micro", "name=swin"), swin)
     start = _StartWeights()
-    run_experiment(_cfg([p, e], *one_epoch, "model.name=hybrid_effswin_micro", f"model.init_from={swin}",
-                        "model.init_fold=1", "train.folds=2"),
-                   tmp_path / "hybrid", extra_callbacks=lambda k: [start] if k == 0 else [])
+    run_experiment(
+        _cfg(
+            [p, e],
+            *one_epoch,
+            "model.name=hybrid_effswin_micro",
+            f"model.init_from={swin}",
+            "model.init_fold=1",
+            "train.folds=2",
+        ),
+        tmp_path / "hybrid",
+        extra_callbacks=lambda k: [start] if k == 0 else [],
+    )
     src = load_file(swin / "fold_1" / "model.safetensors")
     first = 2  # hybrid_effswin_micro keeps Swin stages 2 and 3
     kept = [k for k in start.state if k.startswith("transformer.layers.")]
@@ -403,8 +452,11 @@ def test_init_from_a_finished_run(egamma_pair, tmp_path):
         assert torch.equal(start.state[k], src["model." + k.removeprefix("transformer.")]), k
 
     again = _StartWeights()
-    run_experiment(_cfg([p, e], *one_epoch, "model.name=swin_micro", f"model.init_from={swin}"), tmp_path / "ft",
-                   extra_callbacks=lambda k: [again] if k == 0 else [])
+    run_experiment(
+        _cfg([p, e], *one_epoch, "model.name=swin_micro", f"model.init_from={swin}"),
+        tmp_path / "ft",
+        extra_callbacks=lambda k: [again] if k == 0 else [],
+    )
     assert again.state.keys() == {k.removeprefix("model.") for k in src if k.startswith("model.")}
     src0 = load_file(swin / "fold_0" / "model.safetensors")
     assert all(torch.equal(v, src0["model." + k]) for k, v in again.state.items())

@@ -13,7 +13,7 @@ from e2evision.transforms import ChannelNormalizer, RandomFlips
 def _stats(x: np.ndarray) -> ChannelStats:
     s = ChannelStats(x.shape[1])
     s.update(x[: len(x) // 2])
-    s.update(x[len(x) // 2:])
+    s.update(x[len(x) // 2 :])
     return s
 
 

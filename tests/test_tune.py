@@ -18,10 +18,18 @@ from e2evision.config import load_config
 from e2evision.tuning import ParamSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["train.max_epochs=1", "train.folds=2", "train.progress=false", "train.batch_size=32",
-        "model.kwargs.widths=[8, 16]", "train.early_stopping_patience=null"]
-SPACE = ("tune.params={train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}, "
-         "augment.flip_phi: {type: categorical, choices: [true, false]}}")
+FAST = [
+    "train.max_epochs=1",
+    "train.folds=2",
+    "train.progress=false",
+    "train.batch_size=32",
+    "model.kwargs.widths=[8, 16]",
+    "train.early_stopping_patience=null",
+]
+SPACE = (
+    "tune.params={train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}, "
+    "augment.flip_phi: {type: categorical, choices: [true, false]}}"
+)
 
 
 def test_search_space_validation_and_suggestions():
@@ -43,13 +51,27 @@ def test_search_space_validation_and_suggestions():
 
 
 def _workers(cfg_args: list[str], storage: str | None, study_dir: Path, trials: int = 2) -> None:
-    cmd = [sys.executable, "-m", "e2evision", "tune", str(ROOT / "configs/egamma_resnet15.yaml"),
-           "--trials", str(trials), "--study", "tiny", "--out", str(study_dir), *cfg_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "e2evision",
+        "tune",
+        str(ROOT / "configs/egamma_resnet15.yaml"),
+        "--trials",
+        str(trials),
+        "--study",
+        "tiny",
+        "--out",
+        str(study_dir),
+        *cfg_args,
+    ]
     if storage:
         cmd += ["--storage", storage]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([*cmd, "--worker", str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env) for w in (0, 1)]
+    procs = [
+        subprocess.Popen([*cmd, "--worker", str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for w in (0, 1)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
@@ -115,11 +137,17 @@ def postgres_url():
         prefix = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
     data = root / "data"
-    subprocess.run([*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-    subprocess.run([*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         import psycopg
 
@@ -148,8 +176,21 @@ def test_tune_without_a_space_is_a_clear_error(tmp_path, egamma_pair):
     from e2evision.cli import app
 
     p, e, _, _ = egamma_pair
-    res = CliRunner().invoke(app, ["tune", str(ROOT / "configs/egamma_resnet15.yaml"), "--trials", "1",
-                                   "--study", "x", "--out", str(tmp_path / "s"), "--data", str(p)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "tune",
+            str(ROOT / "configs/egamma_resnet15.yaml"),
+            "--trials",
+            "1",
+            "--study",
+            "x",
+            "--out",
+            str(tmp_path / "s"),
+            "--data",
+            str(p),
+        ],
+    )
     assert res.exit_code == 2 and "no 'tune.params' search space" in res.output
 
 
@@ -159,13 +200,13 @@ def test_objective_follows_the_task_and_contradictions_are_errors():
 
     assert objective_for(TuneConfig(), "regression") == ("fold_mae_mean", "minimize", "val_mae")
     assert objective_for(TuneConfig(), "multiclass") == ("fold_auc_mean", "maximize", "val_auc")
-    assert objective_for(TuneConfig(metric="oof_auc"), "binary") == ("oof_auc", "maximize",
-                                                                      "val_auc")
-    with pytest.raises(ValueError, match="tune.metric: fold_auc_mean is not measured for a "
-                                         "regression task; use one of fold_mae_mean, oof_mae"):
+    assert objective_for(TuneConfig(metric="oof_auc"), "binary") == ("oof_auc", "maximize", "val_auc")
+    with pytest.raises(
+        ValueError,
+        match="tune.metric: fold_auc_mean is not measured for a regression task; use one of fold_mae_mean, oof_mae",
+    ):
         objective_for(TuneConfig(metric="fold_auc_mean"), "regression")
-    with pytest.raises(ValueError, match="tune.direction: maximize for fold_mae_mean, which is "
-                                         "better when lower"):
+    with pytest.raises(ValueError, match="tune.direction: maximize for fold_mae_mean, which is better when lower"):
         objective_for(TuneConfig(direction="maximize"), "regression")
 
 
@@ -179,15 +220,20 @@ def test_a_regression_study_minimises_the_fold_mae_and_its_best_trial_reproduces
     from e2evision.tuning import run_study
 
     data = write_top_mass(tmp_path / "top_gun_opendata_0.parquet", n=80)
-    cfg = load_config(ROOT / "configs/top_mass_resnet15.yaml", [
-        f"data.paths={json.dumps([str(data)])}", "data.kwargs={image_size: [16, 16]}", *FAST,
-        "model.kwargs.blocks_per_stage=1",
-        "tune.params={train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}"])
+    cfg = load_config(
+        ROOT / "configs/top_mass_resnet15.yaml",
+        [
+            f"data.paths={json.dumps([str(data)])}",
+            "data.kwargs={image_size: [16, 16]}",
+            *FAST,
+            "model.kwargs.blocks_per_stage=1",
+            "tune.params={train.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}}",
+        ],
+    )
     summary = run_study(cfg, "reg", 2, out_dir=tmp_path / "study")
     assert summary["n_complete"] == 2 and summary["metric"] == "fold_mae_mean"
     assert summary["direction"] == "minimize"
-    study = optuna.load_study(study_name="reg",
-                              storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    study = optuna.load_study(study_name="reg", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     values = {}
     for t in study.get_trials():

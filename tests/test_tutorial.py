@@ -21,10 +21,8 @@ def test_tutorial_notebook_runs(tmp_path, monkeypatch):
         monkeypatch.setenv(f"E2E_TUTORIAL_{key}", value)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     nb = nbformat.read(ROOT / "docs" / "tutorial.ipynb", as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                     for o in c.get("outputs", []))
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "max |predict − predictions.npz| on the test split:" in text
     assert "max |ONNX − predictions.npz|" in text
     # the notebook's own comparisons are within the acceptance bounds

@@ -38,15 +38,32 @@ def test_wheel_ships_the_configs_and_trains_by_name_from_elsewhere(tmp_path, ega
         shutil.copy(ROOT / name, src / name)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["OMP_NUM_THREADS"] = "1"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src),
-          "-w", str(tmp_path / "dist")], tmp_path, env)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            str(src),
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        tmp_path,
+        env,
+    )
     wheel = next((tmp_path / "dist").glob("e2evision-*.whl"))
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
     py = venv / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index",
-          "-q", str(wheel)], tmp_path, env)
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        tmp_path,
+        env,
+    )
     purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     own = Path(_run([str(py), "-c", purelib], tmp_path, env).strip())
     (own / "zz_shared_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
@@ -64,11 +81,31 @@ def test_wheel_ships_the_configs_and_trains_by_name_from_elsewhere(tmp_path, ega
     assert shipped.read_text() == (ROOT / "configs" / "egamma_resnet15.yaml").read_text()
 
     p, e, _, _ = egamma_pair
-    sets = ["train.folds=2", "train.max_epochs=1", "train.progress=false", "train.batch_size=32",
-            "model.kwargs.widths=[4, 8]", "model.kwargs.blocks_per_stage=1"]
-    out = _run([str(venv / "bin" / "e2evision"), "train", "egamma_resnet15", "--data", str(p),
-                "--data", str(e), "--out", "run", *sum((["--set", s] for s in sets), [])],
-               elsewhere, env, timeout=300)
+    sets = [
+        "train.folds=2",
+        "train.max_epochs=1",
+        "train.progress=false",
+        "train.batch_size=32",
+        "model.kwargs.widths=[4, 8]",
+        "model.kwargs.blocks_per_stage=1",
+    ]
+    out = _run(
+        [
+            str(venv / "bin" / "e2evision"),
+            "train",
+            "egamma_resnet15",
+            "--data",
+            str(p),
+            "--data",
+            str(e),
+            "--out",
+            "run",
+            *sum((["--set", s] for s in sets), []),
+        ],
+        elsewhere,
+        env,
+        timeout=300,
+    )
     assert "test AUC" in out
     metrics = json.loads((elsewhere / "run" / "metrics.json").read_text())
     assert metrics["model"] == "resnet15" and len(metrics["fold_auc"]) == 2

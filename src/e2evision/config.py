@@ -30,9 +30,11 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="held-out test split, stratified")
     max_samples: int | None = Field(None, gt=0, description="use a stratified subset of this size")
     max_trainval_samples: int | None = Field(
-        None, gt=0, description="learning curves: train and validate on this many of the samples left after "
-                                "the test split (stratified; a smaller value takes a subset of a larger one's, "
-                                "and the test split stays the same)"
+        None,
+        gt=0,
+        description="learning curves: train and validate on this many of the samples left after "
+        "the test split (stratified; a smaller value takes a subset of a larger one's, "
+        "and the test split stays the same)",
     )
     in_memory_limit_gb: float = Field(4.0, ge=0.0, description="load into RAM when the images fit")
     kwargs: dict[str, Any] = Field(
@@ -42,11 +44,11 @@ class DataConfig(_Strict):
     scalars: list[str] = Field(
         default_factory=list,
         description="per-sample scalars fed to the model's head beside the image (pt, ieta, iphi, m0, or "
-                    "columns of data.features); normalised with statistics of the training folds",
+        "columns of data.features); normalised with statistics of the training folds",
     )
     features: str | None = Field(
-        None, description="a features table (`e2evision features`) whose columns become scalars; "
-                          "'auto': DATA/features.csv",
+        None,
+        description="a features table (`e2evision features`) whose columns become scalars; 'auto': DATA/features.csv",
     )
 
     @field_validator("scalars")
@@ -71,12 +73,14 @@ class PreprocessConfig(_Strict):
         None, description="fixed per-channel factors applied before normalising (E2E: HCAL × 25, ...)"
     )
     per_sample: Literal["none", "sum", "max"] | list[Literal["none", "sum", "max"]] | None = Field(
-        None, description="per channel (or one for all): divide each sample's channel by its total of "
-                          "positive values (sum) or its maximum (max), after channel_scale"
+        None,
+        description="per channel (or one for all): divide each sample's channel by its total of "
+        "positive values (sum) or its maximum (max), after channel_scale",
     )
     log1p: float | list[float | None] | None = Field(
-        None, description="per channel (or one for all): x -> sign(x)·log1p(|x|/s) with this scale s "
-                          "(null: linear), after per_sample and before normalising; for energies"
+        None,
+        description="per channel (or one for all): x -> sign(x)·log1p(|x|/s) with this scale s "
+        "(null: linear), after per_sample and before normalising; for energies",
     )
     normalize: Literal["zscore", "scale", "minmax", "none"] = Field(
         "zscore", description="per channel, statistics from the training folds only"
@@ -86,8 +90,9 @@ class PreprocessConfig(_Strict):
         "zscore", description="data.scalars: standardised with the training folds' mean and std, or as they are"
     )
     lens_roi: LensRoiConfig | None = Field(
-        None, description="lensing: crop a square around the lensed light and turn it to a canonical axis "
-                          "(before crop/pad/resize, inside the model)"
+        None,
+        description="lensing: crop a square around the lensed light and turn it to a canonical axis "
+        "(before crop/pad/resize, inside the model)",
     )
     crop: tuple[int, int] | None = Field(None, description="centre crop to (H, W), after normalising")
     pad: tuple[int, int] | None = Field(None, description="zero-pad to (H, W), after normalising")
@@ -119,15 +124,17 @@ class AugmentConfig(_Strict):
     flip_eta: bool = Field(False, description="flip η (axis -2) with probability p, training only")
     flip_phi: bool = Field(False, description="flip φ (axis -1) with probability p, training only")
     flip_about: Literal["centre", "pixel"] = Field(
-        "centre", description="mirror about the image's centre line, or about its central pixel (n//2), "
-                              "which stays in place: for crops centred on a seed crystal (e/γ)"
+        "centre",
+        description="mirror about the image's centre line, or about its central pixel (n//2), "
+        "which stays in place: for crops centred on a seed crystal (e/γ)",
     )
     roll_phi: bool = Field(False, description="roll φ by a random offset with probability p (full-φ images)")
     rot90: bool = Field(False, description="rotate by a random multiple of 90° (lensing; square images)")
     p: float = Field(0.5, ge=0.0, le=1.0)
     test_time: bool = Field(
-        False, description="evaluate (validation, test, predict, export) on the mean output over every "
-                           "mirror image of the flips above: 2^k forward passes per image"
+        False,
+        description="evaluate (validation, test, predict, export) on the mean output over every "
+        "mirror image of the flips above: 2^k forward passes per image",
     )
 
     @model_validator(mode="after")
@@ -141,9 +148,10 @@ class ModelConfig(_Strict):
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
     init_from: str | None = Field(
-        None, description="a finished run directory whose fold weights initialise the model: all of them "
-                          "for the same architecture, the Swin stages, norm and head for a hybrid from a "
-                          "Swin run (Hybrid EffSwin stage 1)"
+        None,
+        description="a finished run directory whose fold weights initialise the model: all of them "
+        "for the same architecture, the Swin stages, norm and head for a hybrid from a "
+        "Swin run (Hybrid EffSwin stage 1)",
     )
     init_fold: int = Field(0, ge=0, description="which fold of init_from")
 
@@ -198,9 +206,12 @@ class TrainConfig(_Strict):
     devices: int | str = "auto"
     num_nodes: int = Field(1, ge=1, description="nodes of a multi-node DDP job (SLURM, torchrun)")
     strategy: str = Field("auto", description="Lightning strategy; auto: DDP when more than one process")
-    precision: str | None = Field(None, description="None: on a GPU bf16-mixed for convolutional models with >= 0.1 "
-                                                        "GFLOP per image, else 32-true with TF32 (measured); "
-                                                        "32-true on CPU")
+    precision: str | None = Field(
+        None,
+        description="None: on a GPU bf16-mixed for convolutional models with >= 0.1 "
+        "GFLOP per image, else 32-true with TF32 (measured); "
+        "32-true on CPU",
+    )
     channels_last: bool | None = Field(
         None, description="NHWC images and weights; None: when convolutions take most of the forward FLOPs"
     )
@@ -209,8 +220,10 @@ class TrainConfig(_Strict):
         None, description="torch.set_float32_matmul_precision; None: 'high' (TF32) on GPU, untouched on CPU"
     )
     not_learning_epochs: int | None = Field(
-        3, ge=1, description="warn (log, run.json, metrics.json, report) when the training loss has not "
-                             "fallen after this many epochs, or validation scores collapse; None: never"
+        3,
+        ge=1,
+        description="warn (log, run.json, metrics.json, report) when the training loss has not "
+        "fallen after this many epochs, or validation scores collapse; None: never",
     )
     deterministic: bool = True
     loggers: list[LoggerName] = Field(default_factory=lambda: ["csv"], min_length=1)
@@ -295,9 +308,11 @@ class StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark,
+                    "while reading a mapping",
+                    node.start_mark,
                     f"key {key!r} appears twice (first on line {seen[key] + 1}); keep one of them",
-                    key_node.start_mark)
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
@@ -316,8 +331,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         return parts, yaml.load(raw, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         problem = str(err).splitlines()[0]
-        raise ConfigError(f"--set {key.strip()}: the value {raw!r} is not valid YAML ({problem}); "
-                         f"quote it, e.g. --set {key.strip()}='\"...\"'") from None
+        raise ConfigError(
+            f"--set {key.strip()}: the value {raw!r} is not valid YAML ({problem}); "
+            f"quote it, e.g. --set {key.strip()}='\"...\"'"
+        ) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -332,8 +349,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None,
-                data: dict[str, Any] | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None, data: dict[str, Any] | None = None
+) -> ExperimentConfig:
     """Read YAML (or take a dict), apply overrides, validate. Errors name the file and the field."""
     raw: dict[str, Any] = copy.deepcopy(dict(data or {}))  # overrides must not edit the caller's dict
     source = "<dict>"

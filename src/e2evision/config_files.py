@@ -32,8 +32,9 @@ def resolve_config(path: str | os.PathLike[str]) -> Path:
         return p
     found = packaged_configs().get(p.name.removesuffix(".yaml").removesuffix(".yml"))
     if found is None:
-        raise ConfigNotFoundError(f"config file not found: {path} (neither a file nor a packaged "
-                                "config name; `e2evision configs` lists them)")
+        raise ConfigNotFoundError(
+            f"config file not found: {path} (neither a file nor a packaged config name; `e2evision configs` lists them)"
+        )
     return found
 
 
@@ -44,6 +45,11 @@ def describe(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     data = yaml.safe_load(text) or {}
     comment = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), "")
-    return {"name": path.stem, "run_name": data.get("name"),
-            "format": (data.get("data") or {}).get("format"),
-            "model": (data.get("model") or {}).get("name"), "about": comment, "path": str(path)}
+    return {
+        "name": path.stem,
+        "run_name": data.get("name"),
+        "format": (data.get("data") or {}).get("format"),
+        "model": (data.get("model") or {}).get("name"),
+        "about": comment,
+        "path": str(path),
+    }

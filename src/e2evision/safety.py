@@ -33,15 +33,12 @@ def require_regular_file(path: str | os.PathLike[str]) -> Path:
     except FileNotFoundError:
         raise DatasetError(p, "file not found (or a broken link); check the path") from None
     except OSError as err:
-        raise DatasetError(
-            p, f"cannot stat the file ({err.strerror}); check the path and permissions"
-        ) from None
+        raise DatasetError(p, f"cannot stat the file ({err.strerror}); check the path and permissions") from None
     if not stat.S_ISREG(mode):
         kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
         raise DatasetError(
             p,
-            f"is {kind}, not a regular data file (reading it could block or never end); "
-            "give a regular file",
+            f"is {kind}, not a regular data file (reading it could block or never end); give a regular file",
         )
     return p
 
@@ -73,6 +70,4 @@ def refuse_duplicates(paths: Iterable[str | os.PathLike[str]]) -> None:
     for p, real in resolved:
         for q, other in resolved:
             if p is not q and real != other and other.is_relative_to(real) and real.is_dir():
-                raise DatasetError(
-                    q, f"is inside {p}, which is also given; give each data file once"
-                )
+                raise DatasetError(q, f"is inside {p}, which is also given; give each data file once")

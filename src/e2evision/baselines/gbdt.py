@@ -86,8 +86,9 @@ def feature_names(reader: ImageDataset) -> list[str]:
     return list(shower_shapes.NAMES if kind == "shower" else jet_images.NAMES) + list(reader.scalar_names)
 
 
-def feature_table(reader: ImageDataset, indices: np.ndarray, batch: int = 64,
-                  progress: bool = False) -> tuple[np.ndarray, list[str]]:
+def feature_table(
+    reader: ImageDataset, indices: np.ndarray, batch: int = 64, progress: bool = False
+) -> tuple[np.ndarray, list[str]]:
     """Expert features (and, except for lensing, the reader's scalars) of ``indices``, batch by batch."""
     from e2evision.features import jet_images, lensing, shower_shapes
 
@@ -104,14 +105,17 @@ def feature_table(reader: ImageDataset, indices: np.ndarray, batch: int = 64,
     if kind == "jet" and reader.image_shape[0] == 8:
         pt_channels = [0, 3, 4]  # track pT, ECAL, HCAL: the energy-like channels of the 8-channel images
     for start in chunks:
-        idx = np.asarray(indices[start:start + batch])
+        idx = np.asarray(indices[start : start + batch])
         x, _ = reader.read(idx)
         if kind == "lens":
             cols = lensing.lens_features(x, lens_params)
             rows.append(np.column_stack([np.asarray(cols[n], dtype=np.float64) for n in names]))
             continue
-        f = (shower_shapes.shower_shape_features(x) if kind == "shower"
-             else jet_images.jet_features(x, pt_channels=pt_channels))
+        f = (
+            shower_shapes.shower_shape_features(x)
+            if kind == "shower"
+            else jet_images.jet_features(x, pt_channels=pt_channels)
+        )
         rows.append(np.hstack([f, reader.read_scalars(idx).astype(np.float64)]))
     if not rows:
         return np.zeros((0, len(names))), names
@@ -147,13 +151,15 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
     selected = np.concatenate([trainval, test])
     feats, names = feature_table(reader, selected, progress=progress)
     t_fit = time.perf_counter()
-    oof, oof_fold, test_fold_scores = _cross_fit(cfg, task, feats[:trainval.size], labels[trainval],
-                                                 feats[trainval.size:], task.n_classes(class_names))
+    oof, oof_fold, test_fold_scores = _cross_fit(
+        cfg, task, feats[: trainval.size], labels[trainval], feats[trainval.size :], task.n_classes(class_names)
+    )
     fit_s = time.perf_counter() - t_fit
     test_score = test_fold_scores.mean(axis=0)
     scalar_names = list(reader.scalar_names)
-    test_scalars = (reader.read_scalars(test).astype(np.float64) if scalar_names
-                    else np.zeros((test.size, 0), np.float64))
+    test_scalars = (
+        reader.read_scalars(test).astype(np.float64) if scalar_names else np.zeros((test.size, 0), np.float64)
+    )
     # the lens baseline does not use the reader's scalars (axion_mass names the class), so it does not bin in them
     binning = {} if kind == "lens" else dict(zip(scalar_names, test_scalars.T))
     metrics = {
@@ -163,8 +169,17 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
         "class_names": class_names,
         "features": names,
         "n_params": 0,
-        **task_metrics(task, labels[trainval], oof, oof_fold, labels[test], test_score, seed=cfg.seed,
-                       class_names=class_names, scalars=binning),
+        **task_metrics(
+            task,
+            labels[trainval],
+            oof,
+            oof_fold,
+            labels[test],
+            test_score,
+            seed=cfg.seed,
+            class_names=class_names,
+            scalars=binning,
+        ),
         "train_time_s": fit_s,
         "wall_time_s": time.perf_counter() - t0,
         "n_trainval": int(trainval.size),
@@ -174,10 +189,20 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
     }
     if kind == "lens":
         metrics["feature_params"] = lens_feature_params(reader).to_dict()
-    write_predictions(out, oof_score=oof, oof_label=labels[trainval], oof_fold=oof_fold, oof_index=trainval,
-                      test_score=test_score, test_label=labels[test], test_index=test,
-                      test_fold_scores=test_fold_scores, test_scalars=np.asarray(test_scalars, np.float32),
-                      scalar_names=np.asarray(scalar_names, dtype=str), class_names=np.asarray(class_names, dtype=str))
+    write_predictions(
+        out,
+        oof_score=oof,
+        oof_label=labels[trainval],
+        oof_fold=oof_fold,
+        oof_index=trainval,
+        test_score=test_score,
+        test_label=labels[test],
+        test_index=test,
+        test_fold_scores=test_fold_scores,
+        test_scalars=np.asarray(test_scalars, np.float32),
+        scalar_names=np.asarray(scalar_names, dtype=str),
+        class_names=np.asarray(class_names, dtype=str),
+    )
     write_arrays(out / FEATURES_FILE, index=selected, features=feats, names=np.array(names))
     _write_provenance(out, cfg, reader, metrics["name"], task.name, class_names, trainval, test)
     # strict JSON: an infinite rejection (no background left) becomes null
@@ -187,13 +212,16 @@ def physics_baseline(cfg: Any, out_dir: str | os.PathLike[str], *, progress: boo
 def _baseline_task(reader: ImageDataset) -> Task:
     """The reader's task, if the baseline fits it (a ValueError naming the data otherwise)."""
     if reader.task not in TASKS:
-        raise ValueError(f"the physics baseline handles {', '.join(TASKS)} tasks; the "
-                         f"{_source_format(reader)} data is a {reader.task} task")
+        raise ValueError(
+            f"the physics baseline handles {', '.join(TASKS)} tasks; the "
+            f"{_source_format(reader)} data is a {reader.task} task"
+        )
     return get_task(reader.task)
 
 
-def _cross_fit(cfg: Any, task: Task, f_tv: np.ndarray, y_tv: np.ndarray, f_test: np.ndarray,
-               n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cross_fit(
+    cfg: Any, task: Task, f_tv: np.ndarray, y_tv: np.ndarray, f_test: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-fold scores, each row's fold and every fold model's test scores, on the trainer's folds."""
     shape = task.score_shape(n_classes)
     oof = np.full((y_tv.size, *shape), np.nan)
@@ -216,9 +244,15 @@ def _fit_regressor(x: np.ndarray, y: np.ndarray, seed: int) -> Any:
     """Gradient boosting of the absolute error (the image runs' MAE), early-stopped when there is room."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    reg = HistGradientBoostingRegressor(loss="absolute_error", max_iter=300, learning_rate=0.05,
-                                        max_leaf_nodes=31, early_stopping=y.size * 0.15 >= 20,
-                                        validation_fraction=0.15, random_state=seed)
+    reg = HistGradientBoostingRegressor(
+        loss="absolute_error",
+        max_iter=300,
+        learning_rate=0.05,
+        max_leaf_nodes=31,
+        early_stopping=y.size * 0.15 >= 20,
+        validation_fraction=0.15,
+        random_state=seed,
+    )
     return reg.fit(x, y)
 
 
@@ -228,20 +262,44 @@ def _fit_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> 
 
     # the internal early-stopping split is stratified: it needs a couple of samples of every class
     smallest = int(np.bincount(y, minlength=n_classes).min())
-    return HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, max_leaf_nodes=31,
-                                          early_stopping=smallest * 0.15 >= 2, validation_fraction=0.15,
-                                          random_state=seed).fit(x, y)
+    return HistGradientBoostingClassifier(
+        max_iter=300,
+        learning_rate=0.05,
+        max_leaf_nodes=31,
+        early_stopping=smallest * 0.15 >= 2,
+        validation_fraction=0.15,
+        random_state=seed,
+    ).fit(x, y)
 
 
-def _write_provenance(out: Path, cfg: Any, reader: ImageDataset, name: str, task: str, class_names: list[str],
-                      trainval: np.ndarray, test: np.ndarray) -> None:
+def _write_provenance(
+    out: Path,
+    cfg: Any,
+    reader: ImageDataset,
+    name: str,
+    task: str,
+    class_names: list[str],
+    trainval: np.ndarray,
+    test: np.ndarray,
+) -> None:
     """config.yaml (the experiment config whose split the baseline reproduced) and run.json."""
     write_config(out, cfg.to_yaml())
-    write_run_info(out, {
-        "name": name, "seed": cfg.seed, "versions": package_versions(),
-        "data": {"format": reader.format, "paths": [str(p) for p in reader.paths],
-                 "fingerprint": data_fingerprint(reader.paths), "n_samples": reader.n_samples,
-                 "task": task, "class_names": class_names,
-                 "n_trainval": int(trainval.size), "n_test": int(test.size)},
-        "command": " ".join(["e2evision", *sys.argv[1:]]),
-    })
+    write_run_info(
+        out,
+        {
+            "name": name,
+            "seed": cfg.seed,
+            "versions": package_versions(),
+            "data": {
+                "format": reader.format,
+                "paths": [str(p) for p in reader.paths],
+                "fingerprint": data_fingerprint(reader.paths),
+                "n_samples": reader.n_samples,
+                "task": task,
+                "class_names": class_names,
+                "n_trainval": int(trainval.size),
+                "n_test": int(test.size),
+            },
+            "command": " ".join(["e2evision", *sys.argv[1:]]),
+        },
+    )

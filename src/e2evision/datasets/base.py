@@ -174,8 +174,13 @@ class ImageDataset(abc.ABC):
         if self.task != "regression":
             return self.label_counts()
         y = self.labels().astype(np.float64)
-        return {"count": int(y.size), "mean": float(y.mean()), "std": float(y.std()),
-                "min": float(y.min()), "max": float(y.max())}
+        return {
+            "count": int(y.size),
+            "mean": float(y.mean()),
+            "std": float(y.std()),
+            "min": float(y.min()),
+            "max": float(y.max()),
+        }
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release open file handles (readers reopen lazily)."""
@@ -209,9 +214,7 @@ class ColumnsInMemory:
         return self._scalars[self.checked_indices(indices)]  # type: ignore[attr-defined]
 
 
-def select_channels(
-    available: Sequence[str], wanted: Sequence[str | int] | None, path: Path
-) -> list[int]:
+def select_channels(available: Sequence[str], wanted: Sequence[str | int] | None, path: Path) -> list[int]:
     """Positions of ``wanted`` channels (names or indices) among ``available``, in the order wanted."""
     if wanted is None:
         return list(range(len(available)))
@@ -242,6 +245,6 @@ def check_finite(x: np.ndarray, path: Path, field_name: str, indices: np.ndarray
         first = int(np.asarray(indices)[np.argmax(bad)])
         kind = "NaN" if np.isnan(x[np.argmax(bad)]).any() else "infinite"
         raise DatasetError(
-            path, f"field '{field_name}' has {kind} values in sample {first} "
-            f"({int(bad.sum())} bad sample(s) in this read)"
+            path,
+            f"field '{field_name}' has {kind} values in sample {first} ({int(bad.sum())} bad sample(s) in this read)",
         )

@@ -15,18 +15,19 @@ from e2evision.datasets.base import ImageDataset
 __all__ = ["iter_batches"]
 
 
-def iter_batches(dataset: ImageDataset, indices: Sequence[int] | np.ndarray | None = None,
-                 batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def iter_batches(
+    dataset: ImageDataset, indices: Sequence[int] | np.ndarray | None = None, batch_size: int = 256
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``(indices, images, labels)`` of a single-channel reader, ``batch_size`` at a time."""
     if dataset.image_shape[0] != 1:
-        raise ValueError(f"lens transforms need single-channel images, the dataset has "
-                         f"{dataset.image_shape[0]} channels ({', '.join(dataset.channel_names)})")
-    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1):
+        raise ValueError(
+            f"lens transforms need single-channel images, the dataset has "
+            f"{dataset.image_shape[0]} channels ({', '.join(dataset.channel_names)})"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     idx = np.arange(dataset.n_samples) if indices is None else np.asarray(indices, dtype=np.int64)
     for start in range(0, idx.size, batch_size):
-        chunk = idx[start:start + batch_size]
+        chunk = idx[start : start + batch_size]
         images, labels = dataset.read(chunk)
         yield chunk, images, labels
-

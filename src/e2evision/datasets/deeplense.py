@@ -30,9 +30,11 @@ from e2evision.datasets.paths import PathArg, as_list
 from e2evision.datasets.registry import Sniffer, register_reader
 from e2evision.safety import refuse_duplicates, require_regular_file
 
-PICKLE_HINT = ("it holds a pickled object array (the DeepLense axion format); unpickling can run "
-               "arbitrary code, so it is refused by default. If you trust the file, pass "
-               "allow_pickle=True (CLI: --allow-pickle; config: data.kwargs.allow_pickle: true)")
+PICKLE_HINT = (
+    "it holds a pickled object array (the DeepLense axion format); unpickling can run "
+    "arbitrary code, so it is refused by default. If you trust the file, pass "
+    "allow_pickle=True (CLI: --allow-pickle; config: data.kwargs.allow_pickle: true)"
+)
 
 
 class DeepLenseFolder(ImageDataset):
@@ -174,7 +176,11 @@ def looks_like_deeplense(path: Path) -> bool:
     return path.is_dir() and any(d.is_dir() and any(d.glob("*.npy")) for d in path.iterdir())
 
 
-register_reader("deeplense", sniffer=Sniffer(
-    lambda path: "deeplense" if looks_like_deeplense(path) else None,
-    "class folders of .npy files", folder=True,
-))(DeepLenseFolder)
+register_reader(
+    "deeplense",
+    sniffer=Sniffer(
+        lambda path: "deeplense" if looks_like_deeplense(path) else None,
+        "class folders of .npy files",
+        folder=True,
+    ),
+)(DeepLenseFolder)

@@ -156,7 +156,9 @@ class HDF5Images(ColumnsInMemory, ImageDataset):
             else:
                 block = ds[local]
         except OSError as err:  # truncated or corrupt chunk
-            raise DatasetError(self._paths[f], f"cannot read field '{self.image_key}' samples {lo}..{hi - 1}: {err}") from err
+            raise DatasetError(
+                self._paths[f], f"cannot read field '{self.image_key}' samples {lo}..{hi - 1}: {err}"
+            ) from err
         return np.asarray(block, dtype=np.float32)
 
     def _validate_header(self, path: Path) -> tuple[int, np.ndarray, np.ndarray]:
@@ -166,9 +168,10 @@ class HDF5Images(ColumnsInMemory, ImageDataset):
             missing = [k for k in need if k not in h5]
             if missing:
                 raise DatasetError(
-                    path, f"missing key(s) {missing}; {self.format} files need {need} "
+                    path,
+                    f"missing key(s) {missing}; {self.format} files need {need} "
                     f"('{ik}' shaped (N, {self._image_size[0]}, {self._image_size[1]}, "
-                    f"{len(self._file_channels)})), found keys {sorted(h5.keys())}"
+                    f"{len(self._file_channels)})), found keys {sorted(h5.keys())}",
                 )
             x, y = h5[ik], h5[lk]
             if not isinstance(x, h5py.Dataset) or not isinstance(y, h5py.Dataset):
@@ -176,8 +179,9 @@ class HDF5Images(ColumnsInMemory, ImageDataset):
             expected = (*self._image_size, len(self._file_channels))
             if x.ndim != 4 or tuple(x.shape[1:]) != expected:
                 raise DatasetError(
-                    path, f"field '{ik}' has shape {tuple(x.shape)}, expected (N, {expected[0]}, "
-                    f"{expected[1]}, {expected[2]}) channels-last ({', '.join(self._file_channels)})"
+                    path,
+                    f"field '{ik}' has shape {tuple(x.shape)}, expected (N, {expected[0]}, "
+                    f"{expected[1]}, {expected[2]}) channels-last ({', '.join(self._file_channels)})",
                 )
             if x.shape[0] == 0:
                 raise DatasetError(path, f"field '{ik}' is empty (0 samples)")
@@ -206,11 +210,13 @@ class HDF5Images(ColumnsInMemory, ImageDataset):
                 values = np.unique(labels[bad])[:5].tolist()
                 names = ", ".join(f"{c} = {i}" for i, c in enumerate(self.classes))
                 raise DatasetError(
-                    path, f"field '{lk}' has labels outside {{0, 1}}: {values} "
-                    f"({names}; first bad sample {int(np.argmax(bad))})"
+                    path,
+                    f"field '{lk}' has labels outside {{0, 1}}: {values} "
+                    f"({names}; first bad sample {int(np.argmax(bad))})",
                 )
-            scalars = (np.stack([columns[k] for k in self._scalar_names], axis=1) if self._scalar_names
-                       else np.zeros((n, 0)))
+            scalars = (
+                np.stack([columns[k] for k in self._scalar_names], axis=1) if self._scalar_names else np.zeros((n, 0))
+            )
             return n, labels, scalars
 
 
@@ -255,8 +261,12 @@ def expand_egamma_paths(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
 ) -> list[Path]:
     """Files from paths, directories or patterns; in a directory photon files sort first."""
-    return expand_paths(paths, (".h5", ".hdf5"), kind="electron/photon HDF5",
-                        sort_key=lambda q: (0 if "photon" in q.name.lower() else 1, q.name))
+    return expand_paths(
+        paths,
+        (".h5", ".hdf5"),
+        kind="electron/photon HDF5",
+        sort_key=lambda q: (0 if "photon" in q.name.lower() else 1, q.name),
+    )
 
 
 def sniff_hdf5(path: Path) -> str:
@@ -270,8 +280,11 @@ def sniff_hdf5(path: Path) -> str:
         return "egamma"
     if {"X_jets", "y"} <= keys:
         return "quark-gluon-hdf5"
-    raise DatasetError(path, f"HDF5 keys {sorted(keys)} match no known schema (electron/photon needs 'X' "
-                             "and 'y'; quark/gluon needs 'X_jets' and 'y')")
+    raise DatasetError(
+        path,
+        f"HDF5 keys {sorted(keys)} match no known schema (electron/photon needs 'X' "
+        "and 'y'; quark/gluon needs 'X_jets' and 'y')",
+    )
 
 
 _HDF5 = Sniffer(sniff_hdf5, ".h5/.hdf5 files", suffixes=(".h5", ".hdf5"))

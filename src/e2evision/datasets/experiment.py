@@ -15,8 +15,9 @@ def open_experiment_data(cfg: Any, paths: list[str] | None = None) -> Any:
     """The reader of ``cfg.data`` (or of ``paths``), with its features table when one is configured."""
     from e2evision.datasets.feature_table import open_with_features
 
-    return open_with_features(list(paths) if paths else cfg.data.paths, cfg.data.format, cfg.data.features,
-                              **cfg.data.kwargs)
+    return open_with_features(
+        list(paths) if paths else cfg.data.paths, cfg.data.format, cfg.data.features, **cfg.data.kwargs
+    )
 
 
 def model_scalars(reader: Any, cfg: Any, indices: np.ndarray) -> np.ndarray | None:

@@ -63,8 +63,9 @@ def default_table_path(reader: ImageDataset) -> Path:
     """Where ``e2evision features`` writes by default: ``DATA/features.csv``."""
     roots = [Path(p) for p in reader.paths]
     if not roots or not roots[0].is_dir():
-        raise DatasetError(roots[0] if roots else Path("."),
-                           "data.features=auto needs the data to be a folder holding features.csv")
+        raise DatasetError(
+            roots[0] if roots else Path("."), "data.features=auto needs the data to be a folder holding features.csv"
+        )
     return roots[0] / "features.csv"
 
 
@@ -94,8 +95,11 @@ class WithFeatureTable(ImageDataset):
             labels = np.asarray(columns["label"], dtype=np.float64)[rows]
             wrong = np.flatnonzero(labels != reader.labels().astype(np.float64))
             if wrong.size:
-                raise DatasetError(self.table_path, f"label of sample {int(wrong[0])} disagrees with the data "
-                                                    f"({wrong.size} sample(s)): the table was made from other files")
+                raise DatasetError(
+                    self.table_path,
+                    f"label of sample {int(wrong[0])} disagrees with the data "
+                    f"({wrong.size} sample(s)): the table was made from other files",
+                )
         self._feature_names = names
         self._features = values.astype(np.float32)
         self.format = reader.format
@@ -111,15 +115,18 @@ class WithFeatureTable(ImageDataset):
                 raise DatasetError(self.table_path, "a file is listed twice in column 'file'")
             missing = [k for k in keys if k not in where]
             if missing:
-                raise DatasetError(self.table_path, f"no row for {missing[0]} ({len(missing)} image(s) missing): "
-                                                    "recompute the features for this data")
+                raise DatasetError(
+                    self.table_path,
+                    f"no row for {missing[0]} ({len(missing)} image(s) missing): recompute the features for this data",
+                )
             return np.array([where[k] for k in keys], dtype=np.int64)
         if "index" not in columns:
             raise DatasetError(self.table_path, "the table has neither a 'file' nor an 'index' column to join on")
         index = np.asarray(columns["index"], dtype=np.int64)
         if index.size != n or not np.array_equal(np.sort(index), np.arange(n)):
-            raise DatasetError(self.table_path, f"column 'index' must list each of the {n} samples once "
-                                                f"(it has {index.size} rows)")
+            raise DatasetError(
+                self.table_path, f"column 'index' must list each of the {n} samples once (it has {index.size} rows)"
+            )
         rows = np.empty(n, dtype=np.int64)
         rows[index] = np.arange(n)
         return rows
@@ -174,8 +181,11 @@ def scalar_columns(reader: ImageDataset, wanted: Sequence[str]) -> list[int]:
     out = []
     for name in wanted:
         if name not in available:
-            raise DatasetError(reader.paths[0], f"data.scalars: no scalar named {name!r}; this data has "
-                                                f"{available or 'none'} (features computed beside the data, such as the lens features, come from data.features)")
+            raise DatasetError(
+                reader.paths[0],
+                f"data.scalars: no scalar named {name!r}; this data has "
+                f"{available or 'none'} (features computed beside the data, such as the lens features, come from data.features)",
+            )
         out.append(available.index(name))
     if len(set(out)) != len(out):
         raise ValueError(f"data.scalars lists a name twice: {list(wanted)}")

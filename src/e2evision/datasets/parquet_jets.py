@@ -61,11 +61,13 @@ class ParquetSchema:
 
 
 SCHEMAS: dict[str, ParquetSchema] = {
-    "quark-gluon": ParquetSchema("quark-gluon", "X_jets", tuple(JET_CHANNELS_QG), "y", ("pt", "m0"),
-                                 "binary", ("quark", "gluon")),
+    "quark-gluon": ParquetSchema(
+        "quark-gluon", "X_jets", tuple(JET_CHANNELS_QG), "y", ("pt", "m0"), "binary", ("quark", "gluon")
+    ),
     "top": ParquetSchema("top", "X_jets", tuple(JET_CHANNELS_TOP), "y", ("pt", "m0"), "binary", ("qcd", "top")),
-    "top-mass": ParquetSchema("top-mass", "X_jet", tuple(JET_CHANNELS_TOP), "m", ("pt", "ieta", "iphi"),
-                              "regression", (), TARGET_ALIASES),
+    "top-mass": ParquetSchema(
+        "top-mass", "X_jet", tuple(JET_CHANNELS_TOP), "m", ("pt", "ieta", "iphi"), "regression", (), TARGET_ALIASES
+    ),
 }
 
 
@@ -117,11 +119,14 @@ class JetParquet(ColumnsInMemory, ImageDataset):
             pf = self._open(f)
             label_col = self._check_schema(path, pf)
             if self.label_column and label_col != self.label_column:
-                raise DatasetError(path, f"target column {label_col!r} differs from {self.label_column!r} in {self._paths[0]}")
+                raise DatasetError(
+                    path, f"target column {label_col!r} differs from {self.label_column!r} in {self._paths[0]}"
+                )
             self.label_column = label_col
             md = pf.metadata
-            counts = np.fromiter((md.row_group(i).num_rows for i in range(md.num_row_groups)), np.int64,
-                                 md.num_row_groups)
+            counts = np.fromiter(
+                (md.row_group(i).num_rows for i in range(md.num_row_groups)), np.int64, md.num_row_groups
+            )
             if counts.sum() == 0:
                 raise DatasetError(path, "file holds no rows (empty)")
             rg_offsets.append(np.concatenate([[0], np.cumsum(counts)]))
@@ -208,8 +213,9 @@ class JetParquet(ColumnsInMemory, ImageDataset):
         arrow = pf.schema_arrow
         names = arrow.names
         if self.image_column not in names:
-            raise DatasetError(path, f"missing column {self.image_column!r} (the {self.format} image column); "
-                                     f"columns are {names}")
+            raise DatasetError(
+                path, f"missing column {self.image_column!r} (the {self.format} image column); columns are {names}"
+            )
         typ = arrow.field(self.image_column).type
         depth = 0
         while pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
@@ -217,8 +223,10 @@ class JetParquet(ColumnsInMemory, ImageDataset):
             depth += 1
         if depth != 3 or not pa.types.is_floating(typ):
             raise DatasetError(
-                path, f"column {self.image_column!r} has type {arrow.field(self.image_column).type}, expected "
-                      "a 3-level nested list of float or double (channels × rows × columns)")
+                path,
+                f"column {self.image_column!r} has type {arrow.field(self.image_column).type}, expected "
+                "a 3-level nested list of float or double (channels × rows × columns)",
+            )
         if self._label_request:
             label = self._label_request
         elif self.schema.label_aliases:
@@ -227,12 +235,16 @@ class JetParquet(ColumnsInMemory, ImageDataset):
             label = self.schema.label_column
         if not label or label not in names:
             wanted = repr(label) if label else " or ".join(repr(a) for a in self.schema.label_aliases)
-            raise DatasetError(path, f"missing {'target' if self.task == 'regression' else 'label'} column "
-                                     f"{wanted}; columns are {names}")
+            raise DatasetError(
+                path,
+                f"missing {'target' if self.task == 'regression' else 'label'} column {wanted}; columns are {names}",
+            )
         for s in self._scalar_names:
             if s not in names:
-                raise DatasetError(path, f"missing scalar column {s!r}; columns are {names} "
-                                         "(choose scalars=[...] to change which are read)")
+                raise DatasetError(
+                    path,
+                    f"missing scalar column {s!r}; columns are {names} (choose scalars=[...] to change which are read)",
+                )
         return label
 
     def _read_columns(self, f: int, columns: list[str]) -> pa.Table:
@@ -249,12 +261,17 @@ class JetParquet(ColumnsInMemory, ImageDataset):
             raise DatasetError(path, f"column {name!r} has type {col.type}, expected a number")
         y = col.to_numpy().astype(np.float64)
         if not np.isfinite(y).all():
-            raise DatasetError(path, f"column {name!r} has NaN or infinite values (first at row {int(np.argmin(np.isfinite(y)))})")
+            raise DatasetError(
+                path, f"column {name!r} has NaN or infinite values (first at row {int(np.argmin(np.isfinite(y)))})"
+            )
         if self.task == "binary":
             bad = ~np.isin(y, (0.0, 1.0))
             if bad.any():
-                raise DatasetError(path, f"column {name!r} has labels outside {{0, 1}}: "
-                                         f"{np.unique(y[bad])[:5].tolist()} (first at row {int(np.argmax(bad))})")
+                raise DatasetError(
+                    path,
+                    f"column {name!r} has labels outside {{0, 1}}: "
+                    f"{np.unique(y[bad])[:5].tolist()} (first at row {int(np.argmax(bad))})",
+                )
         return y
 
     def _scalars_from(self, table: pa.Table, path: Path) -> np.ndarray:
@@ -262,8 +279,9 @@ class JetParquet(ColumnsInMemory, ImageDataset):
         for s in self._scalar_names:
             col = table.column(s)
             if col.null_count or not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
-                raise DatasetError(path, f"scalar column {s!r} must be numeric without nulls (type {col.type}, "
-                                         f"{col.null_count} nulls)")
+                raise DatasetError(
+                    path, f"scalar column {s!r} must be numeric without nulls (type {col.type}, {col.null_count} nulls)"
+                )
             v = col.to_numpy().astype(np.float64)
             if not np.isfinite(v).all():
                 raise DatasetError(path, f"scalar column {s!r} has NaN or infinite values")
@@ -290,14 +308,23 @@ class JetParquet(ColumnsInMemory, ImageDataset):
     def _read_row_groups(self, f: int, groups: np.ndarray, select: bool = True) -> np.ndarray:
         path = self._paths[f]
         try:
-            table = self._open(f).read_row_groups([int(g) for g in groups], columns=[self.image_column],
-                                                  use_threads=False)
+            table = self._open(f).read_row_groups(
+                [int(g) for g in groups], columns=[self.image_column], use_threads=False
+            )
         except (pa.ArrowInvalid, OSError) as err:
-            raise DatasetError(path, f"cannot read column {self.image_column!r} in row groups "
-                                     f"{int(groups[0])}..{int(groups[-1])} (truncated or corrupt): {err}") from err
+            raise DatasetError(
+                path,
+                f"cannot read column {self.image_column!r} in row groups "
+                f"{int(groups[0])}..{int(groups[-1])} (truncated or corrupt): {err}",
+            ) from err
         first_row = int(self._rg_offsets[f][groups[0]]) if hasattr(self, "_rg_offsets") else 0
-        x = nested_to_numpy(table.column(self.image_column), (len(self._file_channels), *self._image_size),
-                            path, self.image_column, first_row)
+        x = nested_to_numpy(
+            table.column(self.image_column),
+            (len(self._file_channels), *self._image_size),
+            path,
+            self.image_column,
+            first_row,
+        )
         check_finite(x, path, self.image_column, np.arange(first_row, first_row + x.shape[0]))
         if select and self._select != list(range(len(self._file_channels))):
             x = x[:, self._select]
@@ -320,17 +347,23 @@ def nested_to_numpy(
     for level, dim in enumerate(shape):
         if arr.null_count:
             bad = int(np.argmax(arr.is_null().to_numpy(zero_copy_only=False)))
-            raise DatasetError(path, f"field {field_name!r} has a null at nesting level {level} "
-                                     f"(row {first_row + bad // span})")
-        if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type)):
+            raise DatasetError(
+                path, f"field {field_name!r} has a null at nesting level {level} (row {first_row + bad // span})"
+            )
+        if not (
+            pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type)
+        ):
             raise DatasetError(path, f"field {field_name!r} is nested {level} level(s) deep, expected {len(shape)}")
         lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
         wrong = lengths != dim
         if wrong.any():
             i = int(np.argmax(wrong))
             label = what[level] if level < len(what) else f"items at level {level}"
-            raise DatasetError(path, f"field {field_name!r} row {first_row + i // span} has {int(lengths[i])} "
-                                     f"{label}, expected {dim} (expected shape {tuple(shape)})")
+            raise DatasetError(
+                path,
+                f"field {field_name!r} row {first_row + i // span} has {int(lengths[i])} "
+                f"{label}, expected {dim} (expected shape {tuple(shape)})",
+            )
         arr = arr.flatten()
         span *= dim
     if arr.null_count:
@@ -355,8 +388,7 @@ def parquet_schema_guess(path: Path) -> str | None:
             raise DatasetError(path, "file holds no rows (empty)")
         first = pf.read_row_group(0, columns=["X_jets"]).column(0).combine_chunks()
         if len(first) == 0 or not first[0].is_valid:
-            raise DatasetError(path, "field 'X_jets' row 0 is null (no image); drop the row or fix "
-                                     "the file")
+            raise DatasetError(path, "field 'X_jets' row 0 is null (no image); drop the row or fix the file")
         n_channels = pc.list_value_length(first).to_numpy(zero_copy_only=False)[0]
         return {3: "quark-gluon", 8: "top"}.get(int(n_channels))
     return None
@@ -366,8 +398,10 @@ def sniff_parquet(path: Path) -> str:
     """The jet-image format of a Parquet file (:func:`parquet_schema_guess`), or an error."""
     guess = parquet_schema_guess(path)
     if guess is None:
-        raise DatasetError(path, "Parquet columns match no known schema (quark-gluon/top: X_jets + y; "
-                                 "top-mass: X_jet + m); pass --format")
+        raise DatasetError(
+            path,
+            "Parquet columns match no known schema (quark-gluon/top: X_jets + y; top-mass: X_jet + m); pass --format",
+        )
     return guess
 
 

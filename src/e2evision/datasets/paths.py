@@ -48,11 +48,17 @@ def expand_paths(
             out.extend(matches)
         elif p.is_dir():
             found = [q for q in p.iterdir() if q.is_file() and q.name.lower().endswith(lowered)]
-            other = sorted(q.name for q in p.iterdir() if q.is_file()
-                           and q.name.lower().endswith(_DATA_SUFFIXES) and not q.name.lower().endswith(lowered))
+            other = sorted(
+                q.name
+                for q in p.iterdir()
+                if q.is_file() and q.name.lower().endswith(_DATA_SUFFIXES) and not q.name.lower().endswith(lowered)
+            )
             if found and other:
-                raise DatasetError(p, f"mixes formats: {other[0]} besides the {kind} files, and only one "
-                                      "format is read from a folder; put each dataset in its own folder")
+                raise DatasetError(
+                    p,
+                    f"mixes formats: {other[0]} besides the {kind} files, and only one "
+                    "format is read from a folder; put each dataset in its own folder",
+                )
             if not found:
                 raise DatasetError(p, f"directory holds no {kind} files ({', '.join(suffixes)})")
             out.extend(sorted(found, key=sort_key or (lambda q: q.name)))

@@ -61,9 +61,7 @@ def list_formats() -> list[str]:
     return sorted(_READERS)
 
 
-def open_dataset(
-    paths: PathLike | Sequence[PathLike], format: str | None = None, **kwargs: object
-) -> ImageDataset:
+def open_dataset(paths: PathLike | Sequence[PathLike], format: str | None = None, **kwargs: object) -> ImageDataset:
     """Open ``paths`` with the reader for ``format``, or detect it from the files.
 
     Detection asks each registered reader's :class:`Sniffer` (extensions, folder layout and, for

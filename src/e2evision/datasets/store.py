@@ -30,8 +30,9 @@ from e2evision.datasets.store_manifest import (
 __all__ = ["TrainingStore", "decode_sparse"]
 
 
-def decode_sparse(indptr: np.ndarray, index: np.ndarray, values: np.ndarray, rows: np.ndarray,
-                  shape: tuple[int, int, int]) -> np.ndarray:
+def decode_sparse(
+    indptr: np.ndarray, index: np.ndarray, values: np.ndarray, rows: np.ndarray, shape: tuple[int, int, int]
+) -> np.ndarray:
     """Dense ``(len(rows), *shape)`` float32 images of the given chunk rows (vectorised scatter)."""
     rows = np.asarray(rows, dtype=np.int64)
     out = np.zeros((rows.size, int(np.prod(shape))), dtype=np.float32)
@@ -43,8 +44,8 @@ def decode_sparse(indptr: np.ndarray, index: np.ndarray, values: np.ndarray, row
         src = np.repeat(start - first, lens) + np.arange(total, dtype=np.int64)
         if np.all(np.diff(rows) == 1):  # contiguous rows: one slice instead of a gather
             lo = int(start[0])
-            cols = np.asarray(index[lo:lo + total], dtype=np.int64)
-            vals = np.asarray(values[lo:lo + total])
+            cols = np.asarray(index[lo : lo + total], dtype=np.int64)
+            vals = np.asarray(values[lo : lo + total])
         else:
             cols = np.asarray(index[src], dtype=np.int64)
             vals = np.asarray(values[src])
@@ -57,8 +58,7 @@ def _sniff_store(path: Path) -> str | None:
     return "store" if (path / MANIFEST).is_file() else None
 
 
-@register_reader("store", sniffer=Sniffer(_sniff_store, "store manifest", folder=True, priority=1,
-                                          authoritative=True))
+@register_reader("store", sniffer=Sniffer(_sniff_store, "store manifest", folder=True, priority=1, authoritative=True))
 class TrainingStore(ImageDataset):
     """Read a store written by :func:`write_store` through the common reader interface.
 
@@ -73,8 +73,10 @@ class TrainingStore(ImageDataset):
         if len(items) != 1:
             raise ValueError("a training store is one directory; pass exactly one path")
         if unused:
-            raise TypeError(f"{items[0]}: reader options {sorted(unused)} apply when converting; a store "
-                            "already holds their result (remove them, e.g. data.kwargs, when reading a store)")
+            raise TypeError(
+                f"{items[0]}: reader options {sorted(unused)} apply when converting; a store "
+                "already holds their result (remove them, e.g. data.kwargs, when reading a store)"
+            )
         self.root = Path(items[0])
         if not self.root.is_dir():
             raise DatasetError(self.root, "store directory not found")
@@ -89,16 +91,16 @@ class TrainingStore(ImageDataset):
             if not p.is_file():
                 raise DatasetError(p, f"file listed in the manifest is missing; {REBUILD}")
             if p.stat().st_size != entry["bytes"]:
-                raise DatasetError(p, f"size {p.stat().st_size} bytes, the manifest says "
-                                      f"{entry['bytes']} (truncated?); {REBUILD}")
+                raise DatasetError(
+                    p, f"size {p.stat().st_size} bytes, the manifest says {entry['bytes']} (truncated?); {REBUILD}"
+                )
         for entry in (m["label_file"], m["scalar_file"]):  # small: verified at once
             verify_file(self.root, self._file_path(entry["file"]), entry)
         self._labels = self._load(m["label_file"]["file"]).astype(np.float32)
         self._scalars = self._load(m["scalar_file"]["file"])
         label_path = self._file_path(m["label_file"]["file"])
         if self._labels.shape != (m["n_samples"],):
-            raise DatasetError(label_path, f"shape {self._labels.shape}, expected "
-                                           f"({m['n_samples']},); {REBUILD}")
+            raise DatasetError(label_path, f"shape {self._labels.shape}, expected ({m['n_samples']},); {REBUILD}")
         check_labels(self._labels, self.task, len(m.get("class_names", [])), label_path)
         scalar_path = self._file_path(m["scalar_file"]["file"])
         want = (m["n_samples"], len(m.get("scalars", [])))
@@ -229,20 +231,30 @@ class TrainingStore(ImageDataset):
         where = self._file_path(entry["files"][0]["file"])
         if self.manifest["layout"] == "dense":
             if arrays[0].shape != (n, *self._shape) or arrays[0].dtype != np.float32:
-                raise DatasetError(where, f"shape {arrays[0].shape} {arrays[0].dtype}, expected "
-                                          f"{(n, *self._shape)} float32; {REBUILD}")
+                raise DatasetError(
+                    where, f"shape {arrays[0].shape} {arrays[0].dtype}, expected {(n, *self._shape)} float32; {REBUILD}"
+                )
             check_finite(arrays[0], where)
             return
         indptr, index, values = arrays
         size = int(np.prod(self._shape))
-        if (indptr.shape != (n + 1,) or index.ndim != 1 or values.shape != index.shape
-                or int(indptr[0]) != 0 or int(indptr[-1]) != values.size
-                or np.any(np.diff(indptr) < 0)):
-            raise DatasetError(where, f"sparse arrays of chunk {k} are inconsistent (indptr "
-                                      f"{indptr.shape}, index {index.shape}, values {values.shape}); "
-                                      f"{REBUILD}")
+        if (
+            indptr.shape != (n + 1,)
+            or index.ndim != 1
+            or values.shape != index.shape
+            or int(indptr[0]) != 0
+            or int(indptr[-1]) != values.size
+            or np.any(np.diff(indptr) < 0)
+        ):
+            raise DatasetError(
+                where,
+                f"sparse arrays of chunk {k} are inconsistent (indptr "
+                f"{indptr.shape}, index {index.shape}, values {values.shape}); "
+                f"{REBUILD}",
+            )
         if index.size and int(index.max()) >= size:
-            raise DatasetError(self._file_path(entry["files"][1]["file"]),
-                               f"pixel index {int(index.max())} outside an image of {size} pixels; "
-                               f"{REBUILD}")
+            raise DatasetError(
+                self._file_path(entry["files"][1]["file"]),
+                f"pixel index {int(index.max())} outside an image of {size} pixels; {REBUILD}",
+            )
         check_finite(values, self._file_path(entry["files"][2]["file"]))

@@ -63,17 +63,13 @@ def read_manifest(root: Path) -> dict[str, Any]:
     try:
         text = mpath.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DatasetError(
-            mpath, f"not valid UTF-8 at byte {err.start} (corrupted or edited); {REBUILD}"
-        ) from None
+        raise DatasetError(mpath, f"not valid UTF-8 at byte {err.start} (corrupted or edited); {REBUILD}") from None
     try:
         manifest = json.loads(text)
     except (json.JSONDecodeError, ValueError) as err:
         raise DatasetError(mpath, f"manifest is not valid JSON ({err}); {REBUILD}") from None
     if not isinstance(manifest, dict):
-        raise DatasetError(
-            mpath, f"top level is a {type(manifest).__name__}, not an object; {REBUILD}"
-        )
+        raise DatasetError(mpath, f"top level is a {type(manifest).__name__}, not an object; {REBUILD}")
     validate_manifest(manifest, mpath)
     return manifest
 
@@ -93,9 +89,7 @@ def _field(m: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Pa
 
 def _count(value: Any, key: str, where: Path, minimum: int = 0) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise DatasetError(
-            where, f"field {key!r} is {value!r:.60}, expected an integer >= {minimum}; {REBUILD}"
-        )
+        raise DatasetError(where, f"field {key!r} is {value!r:.60}, expected an integer >= {minimum}; {REBUILD}")
     return value
 
 
@@ -114,15 +108,12 @@ def _file_entry(entry: Any, key: str, where: Path) -> None:
     ):
         raise DatasetError(
             where,
-            f"field {key}.file is {name!r:.80}: a store file must be a plain .npy name "
-            f"inside the store; {REBUILD}",
+            f"field {key}.file is {name!r:.80}: a store file must be a plain .npy name inside the store; {REBUILD}",
         )
     _count(entry.get("bytes"), f"{key}.bytes", where)
     digest = entry.get("sha256")
     if not isinstance(digest, str) or not digest.startswith("sha256:") or len(digest) != 71:
-        raise DatasetError(
-            where, f"field {key}.sha256 is {digest!r:.80}, expected 'sha256:<64 hex>'; {REBUILD}"
-        )
+        raise DatasetError(where, f"field {key}.sha256 is {digest!r:.80}, expected 'sha256:<64 hex>'; {REBUILD}")
 
 
 def validate_manifest(m: dict[str, Any], where: Path) -> None:
@@ -139,8 +130,7 @@ def validate_manifest(m: dict[str, Any], where: Path) -> None:
     if recorded is not None and recorded != manifest_digest(m):
         raise DatasetError(
             where,
-            "field 'manifest_sha256' does not match the manifest's content (edited or "
-            f"corrupted); {REBUILD}",
+            f"field 'manifest_sha256' does not match the manifest's content (edited or corrupted); {REBUILD}",
         )
 
 
@@ -149,41 +139,31 @@ def _check_version(m: dict[str, Any], where: Path) -> None:
     if m.get("store_version") != STORE_VERSION:
         raise DatasetError(
             where,
-            f"field 'store_version' is {m.get('store_version')!r:.40}, this e2evision "
-            f"reads {STORE_VERSION}; {REBUILD}",
+            f"field 'store_version' is {m.get('store_version')!r:.40}, this e2evision reads {STORE_VERSION}; {REBUILD}",
         )
     marker = m.get("format")
     if marker is not None and marker != FORMAT_MARKER:
-        raise DatasetError(
-            where, f"field 'format' is {marker!r:.40}, expected {FORMAT_MARKER!r}; not a store"
-        )
+        raise DatasetError(where, f"field 'format' is {marker!r:.40}, expected {FORMAT_MARKER!r}; not a store")
 
 
 def _check_geometry(m: dict[str, Any], where: Path) -> list[int]:
     """``image_shape`` [C, H, W] of positive integers, and one channel name per channel."""
     shape = _field(m, "image_shape", list, where)
-    if len(shape) != 3 or any(
-        not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape
-    ):
+    if len(shape) != 3 or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in shape):
         raise DatasetError(
             where,
-            f"field 'image_shape' is {shape!r:.60}, expected [C, H, W] positive integers; "
-            f"{REBUILD}",
+            f"field 'image_shape' is {shape!r:.60}, expected [C, H, W] positive integers; {REBUILD}",
         )
     channels = _field(m, "channels", list, where)
     if len(channels) != shape[0] or not all(isinstance(c, str) for c in channels):
-        raise DatasetError(
-            where, f"field 'channels' has {len(channels)} names for {shape[0]} channels; {REBUILD}"
-        )
+        raise DatasetError(where, f"field 'channels' has {len(channels)} names for {shape[0]} channels; {REBUILD}")
     return shape
 
 
 def _check_layout(m: dict[str, Any], where: Path) -> str:
     layout = _field(m, "layout", str, where)
     if layout not in ("sparse", "dense"):
-        raise DatasetError(
-            where, f"field 'layout' is {layout!r:.40}, expected 'sparse' or 'dense'; {REBUILD}"
-        )
+        raise DatasetError(where, f"field 'layout' is {layout!r:.40}, expected 'sparse' or 'dense'; {REBUILD}")
     return layout
 
 
@@ -191,9 +171,7 @@ def _check_labels_and_source(m: dict[str, Any], where: Path) -> None:
     """Task, class and scalar names, the source's format, and the label and scalar files."""
     task = m.get("task", "binary")
     if task not in ("binary", "multiclass", "regression"):
-        raise DatasetError(
-            where, f"field 'task' is {task!r:.40}, expected binary, multiclass or regression"
-        )
+        raise DatasetError(where, f"field 'task' is {task!r:.40}, expected binary, multiclass or regression")
     for key in ("class_names", "scalars"):
         value = m.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -211,11 +189,7 @@ def _check_chunks(m: dict[str, Any], where: Path, n: int, layout: str, chunk_siz
     chunks = _field(m, "chunks", list, where)
     parts = 3 if layout == "sparse" else 1
     for i, ch in enumerate(chunks):
-        if (
-            not isinstance(ch, dict)
-            or not isinstance(ch.get("files"), list)
-            or len(ch["files"]) != parts
-        ):
+        if not isinstance(ch, dict) or not isinstance(ch.get("files"), list) or len(ch["files"]) != parts:
             raise DatasetError(
                 where,
                 f"field 'chunks[{i}]' must hold {parts} file(s) for the {layout} layout; {REBUILD}",
@@ -224,16 +198,14 @@ def _check_chunks(m: dict[str, Any], where: Path, n: int, layout: str, chunk_siz
         if rows != (chunk_size if i < len(chunks) - 1 else rows) or rows > chunk_size:
             raise DatasetError(
                 where,
-                f"field 'chunks[{i}].n' is {rows}, inconsistent with chunk_size "
-                f"{chunk_size}; {REBUILD}",
+                f"field 'chunks[{i}].n' is {rows}, inconsistent with chunk_size {chunk_size}; {REBUILD}",
             )
         for j, f in enumerate(ch["files"]):
             _file_entry(f, f"chunks[{i}].files[{j}]", where)
     if sum(ch["n"] for ch in chunks) != n:
         raise DatasetError(
             where,
-            f"field 'chunks': sizes add up to {sum(ch['n'] for ch in chunks)}, "
-            f"n_samples is {n}; {REBUILD}",
+            f"field 'chunks': sizes add up to {sum(ch['n'] for ch in chunks)}, n_samples is {n}; {REBUILD}",
         )
 
 
@@ -249,8 +221,7 @@ def _check_channel_stats(m: dict[str, Any], where: Path, n_channels: int) -> Non
     ):
         raise DatasetError(
             where,
-            f"field 'channel_stats.raw' must hold count, mean, m2, minimum, maximum and "
-            f"nonzero per channel; {REBUILD}",
+            f"field 'channel_stats.raw' must hold count, mean, m2, minimum, maximum and nonzero per channel; {REBUILD}",
         )
 
 
@@ -266,18 +237,12 @@ def verify_file(root: Path, path: Path, entry: dict[str, Any]) -> None:
     """Size and SHA-256 of one store file against its manifest entry."""
     real = inside(root, path)
     if not real.is_file():
-        raise DatasetError(
-            path, "file listed in the manifest is missing or not a regular file; " + REBUILD
-        )
+        raise DatasetError(path, "file listed in the manifest is missing or not a regular file; " + REBUILD)
     size = real.stat().st_size
     if size != entry["bytes"]:
-        raise DatasetError(
-            path, f"size {size} bytes, the manifest says {entry['bytes']} (truncated?); {REBUILD}"
-        )
+        raise DatasetError(path, f"size {size} bytes, the manifest says {entry['bytes']} (truncated?); {REBUILD}")
     if file_sha256(real) != entry["sha256"]:
-        raise DatasetError(
-            path, f"checksum differs from the manifest (sha256; corrupted file); {REBUILD}"
-        )
+        raise DatasetError(path, f"checksum differs from the manifest (sha256; corrupted file); {REBUILD}")
 
 
 def check_labels(labels: np.ndarray, task: str, n_classes: int, path: Path) -> None:
@@ -286,8 +251,7 @@ def check_labels(labels: np.ndarray, task: str, n_classes: int, path: Path) -> N
     if not finite.all():
         raise DatasetError(
             path,
-            f"field 'labels' has NaN or infinite values (first at sample "
-            f"{int(np.argmin(finite))}); {REBUILD}",
+            f"field 'labels' has NaN or infinite values (first at sample {int(np.argmin(finite))}); {REBUILD}",
         )
     if task == "regression":
         return
@@ -308,8 +272,7 @@ def check_finite(values: np.ndarray, path: Path) -> None:
         flat = np.isfinite(values.reshape(-1))
         raise DatasetError(
             path,
-            f"field 'values' has NaN or infinite pixels (first at element "
-            f"{int(np.argmin(flat))}); {REBUILD}",
+            f"field 'values' has NaN or infinite pixels (first at element {int(np.argmin(flat))}); {REBUILD}",
         )
 
 

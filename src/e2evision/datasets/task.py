@@ -78,8 +78,9 @@ class Task:
         if name == "auto":
             return self.losses[0]
         if name not in self.losses:
-            raise ValueError(f"train.loss: {name!r} does not fit a {self.name} task "
-                             f"(use {', '.join(self.losses)} or auto)")
+            raise ValueError(
+                f"train.loss: {name!r} does not fit a {self.name} task (use {', '.join(self.losses)} or auto)"
+            )
         return name
 
     # ------------------------------------------------------------------------------ headline
@@ -91,8 +92,10 @@ class Task:
         fmt = "{:.4g}" if self.is_regression else "{:.4f}"
         label, fold = self.headline_label, self.fold_metric
         lo, hi = metrics[f"{self.headline}_ci"]
-        return (f"fold {label} {fmt.format(metrics[f'{fold}_mean'])} ± {fmt.format(metrics[f'{fold}_std'])}, "
-                f"test {label} {fmt.format(metrics[self.headline])} [{fmt.format(lo)}, {fmt.format(hi)}]")
+        return (
+            f"fold {label} {fmt.format(metrics[f'{fold}_mean'])} ± {fmt.format(metrics[f'{fold}_std'])}, "
+            f"test {label} {fmt.format(metrics[self.headline])} [{fmt.format(lo)}, {fmt.format(hi)}]"
+        )
 
 
 _TASKS: dict[str, Task] = {

@@ -111,7 +111,8 @@ def check_aligned(members: Sequence[Member]) -> None:
             if not np.array_equal(m.preds[key], ref.preds[key]):
                 raise ValueError(
                     f"{m.path}: {key} differs from {ref.path}; ensemble runs trained on the same data "
-                    "with the same seed, test fraction and number of folds")
+                    "with the same seed, test fraction and number of folds"
+                )
 
 
 # ------------------------------------------------------------------------------------ combiners
@@ -135,7 +136,7 @@ class Combiner:
         X = np.asarray(X, dtype=np.float64)
         F = X.copy()
         if self.classify:
-            F[:, :self.k] = logit(np.clip(X[:, :self.k], _EPS, 1 - _EPS))
+            F[:, : self.k] = logit(np.clip(X[:, : self.k], _EPS, 1 - _EPS))
         return F
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> Combiner:
@@ -143,7 +144,7 @@ class Combiner:
         if self.method == "mean":
             self.params = {"weights": [1.0 / self.k] * self.k}
         elif self.method == "weighted":
-            self.params = {"weights": self._fit_weights(X[:, :self.k], y).tolist()}
+            self.params = {"weights": self._fit_weights(X[:, : self.k], y).tolist()}
         elif self.method == "stack":
             F = self._features(X)
             self._center, self._scale = F.mean(axis=0), F.std(axis=0) + 1e-12
@@ -158,8 +159,12 @@ class Combiner:
 
                 model = Ridge(alpha=1.0).fit(Z, y)
                 coef, intercept = np.asarray(model.coef_).ravel(), float(model.intercept_)
-            self.params = {"coef": coef.tolist(), "intercept": intercept, "center": self._center.tolist(),
-                           "scale": self._scale.tolist()}
+            self.params = {
+                "coef": coef.tolist(),
+                "intercept": intercept,
+                "center": self._center.tolist(),
+                "scale": self._scale.tolist(),
+            }
         else:
             from sklearn.ensemble import (
                 HistGradientBoostingClassifier,
@@ -167,14 +172,27 @@ class Combiner:
             )
 
             cls = HistGradientBoostingClassifier if self.classify else HistGradientBoostingRegressor
-            self._model = cls(max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40,
-                              l2_regularization=1.0, random_state=self.seed).fit(self._features(X), y)
-            self.params = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 40,
-                           "l2_regularization": 1.0, "random_state": self.seed}
+            self._model = cls(
+                max_iter=200,
+                learning_rate=0.05,
+                max_leaf_nodes=15,
+                min_samples_leaf=40,
+                l2_regularization=1.0,
+                random_state=self.seed,
+            ).fit(self._features(X), y)
+            self.params = {
+                "max_iter": 200,
+                "learning_rate": 0.05,
+                "max_leaf_nodes": 15,
+                "min_samples_leaf": 40,
+                "l2_regularization": 1.0,
+                "random_state": self.seed,
+            }
         return self
 
     def _fit_weights(self, P: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Simplex weights (softmax-parametrised) minimising log-loss or squared error on OOF."""
+
         def loss(theta: np.ndarray) -> float:
             w = softmax(theta)
             if self.classify:
@@ -188,7 +206,7 @@ class Combiner:
     def predict(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, np.float64)
         if self.method in ("mean", "weighted"):
-            return X[:, :self.k] @ np.asarray(self.params["weights"])
+            return X[:, : self.k] @ np.asarray(self.params["weights"])
         if self.method == "stack":
             Z = (self._features(X) - np.asarray(self.params["center"])) / np.asarray(self.params["scale"])
             t = Z @ np.asarray(self.params["coef"]) + self.params["intercept"]
@@ -213,7 +231,7 @@ class _Table:
 
     @property
     def member_test(self) -> np.ndarray:
-        return self.X_test[:, :self.n_members]
+        return self.X_test[:, : self.n_members]
 
 
 def build_ensemble(
@@ -245,10 +263,18 @@ def build_ensemble(
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = _ensemble_metrics(members, table, oof, test, method, label, seed)
     metrics["wall_time_s"] = time.perf_counter() - t0
-    write_predictions(out_dir, oof_score=oof, oof_label=table.y_oof, oof_fold=table.folds,
-                      oof_index=members[0].preds["oof_index"], test_score=test, test_label=table.y_test,
-                      test_index=members[0].preds["test_index"], test_fold_scores=test_fold_scores,
-                      member_test_scores=table.member_test.T)
+    write_predictions(
+        out_dir,
+        oof_score=oof,
+        oof_label=table.y_oof,
+        oof_fold=table.folds,
+        oof_index=members[0].preds["oof_index"],
+        test_score=test,
+        test_label=table.y_test,
+        test_index=members[0].preds["test_index"],
+        test_fold_scores=test_fold_scores,
+        member_test_scores=table.member_test.T,
+    )
     _write_spec(out_dir, members, table, final, method, label, seed)
     return write_metrics(out_dir, metrics)  # strict JSON: NaN / inf become null
 
@@ -262,9 +288,15 @@ def _member_table(members: Sequence[Member], scalars: bool) -> _Table:
     if scalars:
         s_oof, s_test, scalar_names = _member_scalars(ref)
         X_oof, X_test = np.hstack([X_oof, s_oof]), np.hstack([X_test, s_test])
-    return _Table(X_oof=X_oof, X_test=X_test, y_oof=ref.preds["oof_label"].astype(np.float64),
-                  y_test=ref.preds["test_label"].astype(np.float64), folds=ref.preds["oof_fold"],
-                  n_members=len(members), scalar_names=scalar_names)
+    return _Table(
+        X_oof=X_oof,
+        X_test=X_test,
+        y_oof=ref.preds["oof_label"].astype(np.float64),
+        y_test=ref.preds["test_label"].astype(np.float64),
+        folds=ref.preds["oof_fold"],
+        n_members=len(members),
+        scalar_names=scalar_names,
+    )
 
 
 def _cross_fit(table: _Table, method: str, task: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -294,8 +326,9 @@ def _member_rows(members: Sequence[Member], table: _Table, seed: int) -> list[di
     return rows
 
 
-def _ensemble_metrics(members: Sequence[Member], table: _Table, oof: np.ndarray, test: np.ndarray, method: str,
-                      label: str, seed: int) -> dict[str, Any]:
+def _ensemble_metrics(
+    members: Sequence[Member], table: _Table, oof: np.ndarray, test: np.ndarray, method: str, label: str, seed: int
+) -> dict[str, Any]:
     """metrics.json of the ensemble: the task's metrics (as a run's) and the comparison with its best member."""
     task = get_task(members[0].task)
     rows = _member_rows(members, table, seed)
@@ -316,73 +349,124 @@ def _ensemble_metrics(members: Sequence[Member], table: _Table, oof: np.ndarray,
     best = pick(range(len(members)), key=lambda j: rows[j][task.headline])
     metrics["best_member"] = rows[best]["name"]
     if task.is_regression:
-        metrics["versus_best_member"] = _regression_versus_best(table.y_test, test, table.member_test, best,
-                                                                rows[best]["name"], table.y_oof.size, seed, method)
+        metrics["versus_best_member"] = _regression_versus_best(
+            table.y_test, test, table.member_test, best, rows[best]["name"], table.y_oof.size, seed, method
+        )
     else:
         cmp = delong_test(table.y_test, test, table.member_test[:, best])
         metrics["versus_best_member"] = {
-            "difference": cmp["difference"], "p_value": cmp["p_value"], "z": cmp["z"], "ci": [cmp["low"], cmp["high"]],
-            "verdict": _verdict(cmp, table.member_test, rows[best]["name"], table.y_oof.size)}
+            "difference": cmp["difference"],
+            "p_value": cmp["p_value"],
+            "z": cmp["z"],
+            "ci": [cmp["low"], cmp["high"]],
+            "verdict": _verdict(cmp, table.member_test, rows[best]["name"], table.y_oof.size),
+        }
     return metrics
 
 
-def _write_spec(out_dir: Path, members: Sequence[Member], table: _Table, final: Combiner, method: str, label: str,
-                seed: int) -> None:
+def _write_spec(
+    out_dir: Path, members: Sequence[Member], table: _Table, final: Combiner, method: str, label: str, seed: int
+) -> None:
     """ensemble.json (the fitted combiner as numbers), its config.yaml and run.json; gbdt's training table."""
     if method == "gbdt":
         write_arrays(out_dir / COMBINER_TRAIN_FILE, X=table.X_oof, y=table.y_oof)
-    spec = {"method": method, "task": members[0].task, "seed": seed, "members": [str(m.path) for m in members],
-            "member_names": [m.name for m in members], "scalars": table.scalar_names, "combiner": final.params}
+    spec = {
+        "method": method,
+        "task": members[0].task,
+        "seed": seed,
+        "members": [str(m.path) for m in members],
+        "member_names": [m.name for m in members],
+        "scalars": table.scalar_names,
+        "combiner": final.params,
+    }
     atomic_write_json(out_dir / ENSEMBLE_FILE, spec)
     write_config(out_dir, _yaml(spec))
     ref = members[0].path / RUN_FILE
     info = json.loads(ref.read_text()) if ref.exists() else {}
-    write_run_info(out_dir, {"name": label, "seed": seed, "versions": package_versions(),
-                             "data": info.get("data", {}), "members": spec["members"],
-                             "command": f"ensemble {method}"})
+    write_run_info(
+        out_dir,
+        {
+            "name": label,
+            "seed": seed,
+            "versions": package_versions(),
+            "data": info.get("data", {}),
+            "members": spec["members"],
+            "command": f"ensemble {method}",
+        },
+    )
 
 
 def _verdict(cmp: dict[str, Any], member_scores: np.ndarray, best: str, n_fit: int) -> str:
     """One sentence for reports: is the ensemble at least as good as its best member, and if not why."""
     d, p = cmp["difference"], cmp["p_value"]
     if d >= 0:
-        return (f"the ensemble's test AUC is {d:+.4f} above its best member {best} "
-                f"(DeLong p = {p:.3g}{', significant at 5 %' if p < 0.05 else ', not significant at 5 %'})")
+        return (
+            f"the ensemble's test AUC is {d:+.4f} above its best member {best} "
+            f"(DeLong p = {p:.3g}{', significant at 5 %' if p < 0.05 else ', not significant at 5 %'})"
+        )
     corr = np.corrcoef(member_scores.T)
     off = corr[~np.eye(corr.shape[0], dtype=bool)]
-    why = (f"the members' test scores are strongly correlated (mean Pearson r = {off.mean():.2f}), so there is "
-           "little independent information to combine" if off.mean() > 0.8 else
-           "the weaker members add noise that the combiner, fitted on out-of-fold scores, does not fully discount")
-    return (f"the ensemble's test AUC is {-d:.4f} below its best member {best} (DeLong p = {p:.3g}, "
-            f"{'significant' if p < 0.05 else 'not significant'} at 5 %): {why}; the combiner was fitted on "
-            f"{n_fit} out-of-fold samples")
+    why = (
+        f"the members' test scores are strongly correlated (mean Pearson r = {off.mean():.2f}), so there is "
+        "little independent information to combine"
+        if off.mean() > 0.8
+        else "the weaker members add noise that the combiner, fitted on out-of-fold scores, does not fully discount"
+    )
+    return (
+        f"the ensemble's test AUC is {-d:.4f} below its best member {best} (DeLong p = {p:.3g}, "
+        f"{'significant' if p < 0.05 else 'not significant'} at 5 %): {why}; the combiner was fitted on "
+        f"{n_fit} out-of-fold samples"
+    )
 
 
-def _regression_versus_best(y: np.ndarray, ens: np.ndarray, members: np.ndarray, best: int, name: str, n_fit: int,
-                            seed: int, method: str = "stack") -> dict[str, Any]:
+def _regression_versus_best(
+    y: np.ndarray,
+    ens: np.ndarray,
+    members: np.ndarray,
+    best: int,
+    name: str,
+    n_fit: int,
+    seed: int,
+    method: str = "stack",
+) -> dict[str, Any]:
     """Paired bootstrap of MAE(ensemble) − MAE(best member) on the test split, and a sentence."""
     from scipy.stats import norm
 
-    boot = bootstrap_metric(lambda t, a, b: float(np.mean(np.abs(a - t)) - np.mean(np.abs(b - t))),
-                            y, ens, members[:, best], n_boot=1000, seed=seed)
+    boot = bootstrap_metric(
+        lambda t, a, b: float(np.mean(np.abs(a - t)) - np.mean(np.abs(b - t))),
+        y,
+        ens,
+        members[:, best],
+        n_boot=1000,
+        seed=seed,
+    )
     d = boot["value"]
     p = float(2 * norm.sf(abs(d) / boot["std"])) if boot["std"] > 0 else 0.0
     sig = "significant" if p < 0.05 else "not significant"
     if d <= 0:
-        verdict = (f"the ensemble's test MAE is {-d:.4g} below its best member {name}'s (paired bootstrap "
-                   f"95 % CI of the difference [{boot['low']:+.4g}, {boot['high']:+.4g}], p = {p:.3g}, {sig} at 5 %)")
+        verdict = (
+            f"the ensemble's test MAE is {-d:.4g} below its best member {name}'s (paired bootstrap "
+            f"95 % CI of the difference [{boot['low']:+.4g}, {boot['high']:+.4g}], p = {p:.3g}, {sig} at 5 %)"
+        )
     else:
         corr = np.corrcoef(members.T)
         off = corr[~np.eye(corr.shape[0], dtype=bool)]
-        why = (f"the members' predictions are strongly correlated (mean Pearson r = {off.mean():.2f}), so there is "
-               "little independent information to combine" if off.size and off.mean() > 0.8 else
-               ("an unweighted mean gives the weaker members as much weight as the best one (stacking fits the "
-                "weights)" if method == "mean" else
-                "the weaker members add noise that the combiner, fitted on out-of-fold predictions, does not "
-                "fully discount"))
+        why = (
+            f"the members' predictions are strongly correlated (mean Pearson r = {off.mean():.2f}), so there is "
+            "little independent information to combine"
+            if off.size and off.mean() > 0.8
+            else (
+                "an unweighted mean gives the weaker members as much weight as the best one (stacking fits the weights)"
+                if method == "mean"
+                else "the weaker members add noise that the combiner, fitted on out-of-fold predictions, does not "
+                "fully discount"
+            )
+        )
         fitted = "" if method == "mean" else f"; the combiner was fitted on {n_fit} out-of-fold samples"
-        verdict = (f"the ensemble's test MAE is {d:.4g} above its best member {name}'s (95 % CI "
-                   f"[{boot['low']:+.4g}, {boot['high']:+.4g}], p = {p:.3g}, {sig} at 5 %): {why}{fitted}")
+        verdict = (
+            f"the ensemble's test MAE is {d:.4g} above its best member {name}'s (95 % CI "
+            f"[{boot['low']:+.4g}, {boot['high']:+.4g}], p = {p:.3g}, {sig} at 5 %): {why}{fitted}"
+        )
     return {"difference": d, "ci": [boot["low"], boot["high"]], "p_value": p, "verdict": verdict}
 
 
@@ -402,8 +486,11 @@ def _member_scalars(ref: Member) -> tuple[np.ndarray, np.ndarray, list[str]]:
     reader = open_experiment_data(load_config(ref.path / CONFIG_FILE), info["data"]["paths"])
     if not reader.scalar_names:
         raise ValueError(f"{ref.path}: the dataset ({reader.format}) has no scalar features to add")
-    return (reader.read_scalars(ref.preds["oof_index"]).astype(np.float64),
-            reader.read_scalars(ref.preds["test_index"]).astype(np.float64), reader.scalar_names)
+    return (
+        reader.read_scalars(ref.preds["oof_index"]).astype(np.float64),
+        reader.read_scalars(ref.preds["test_index"]).astype(np.float64),
+        reader.scalar_names,
+    )
 
 
 def load_combiner(ensemble_dir: str | os.PathLike[str]) -> Combiner:

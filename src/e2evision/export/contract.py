@@ -45,55 +45,87 @@ def output_specs(task: str, num_outputs: int, class_names: list[str]) -> list[di
     if task == "binary":
         positive = class_names[1] if len(class_names) > 1 else "1"
         return [
-            {"name": "prob", "kind": "probability", "dtype": "float32", "shape": [-1, num_outputs],
-             "meaning": f"sigmoid(logit): probability of label 1 ({positive!r}); what the run's predictions.npz holds",
-             "classes": class_names or None},
-            {"name": "logit", "kind": "logit", "dtype": "float32", "shape": [-1, num_outputs],
-             "meaning": "log-odds of label 1 (the model's raw output; prob = 1 / (1 + exp(-logit)))"},
+            {
+                "name": "prob",
+                "kind": "probability",
+                "dtype": "float32",
+                "shape": [-1, num_outputs],
+                "meaning": f"sigmoid(logit): probability of label 1 ({positive!r}); what the run's predictions.npz holds",
+                "classes": class_names or None,
+            },
+            {
+                "name": "logit",
+                "kind": "logit",
+                "dtype": "float32",
+                "shape": [-1, num_outputs],
+                "meaning": "log-odds of label 1 (the model's raw output; prob = 1 / (1 + exp(-logit)))",
+            },
         ]
     if task == "multiclass":
         return [
-            {"name": "prob", "kind": "probability", "dtype": "float32", "shape": [-1, num_outputs],
-             "meaning": "softmax over the classes", "classes": class_names or None},
-            {"name": "logit", "kind": "logit", "dtype": "float32", "shape": [-1, num_outputs],
-             "meaning": "unnormalised class scores (the model's raw output)"},
+            {
+                "name": "prob",
+                "kind": "probability",
+                "dtype": "float32",
+                "shape": [-1, num_outputs],
+                "meaning": "softmax over the classes",
+                "classes": class_names or None,
+            },
+            {
+                "name": "logit",
+                "kind": "logit",
+                "dtype": "float32",
+                "shape": [-1, num_outputs],
+                "meaning": "unnormalised class scores (the model's raw output)",
+            },
         ]
-    return [{"name": "value", "kind": "value", "dtype": "float32", "shape": [-1, num_outputs],
-             "meaning": "regression prediction in the target's units (the training module's forward, "
-                        "target scaling included)"}]
+    return [
+        {
+            "name": "value",
+            "kind": "value",
+            "dtype": "float32",
+            "shape": [-1, num_outputs],
+            "meaning": "regression prediction in the target's units (the training module's forward, "
+            "target scaling included)",
+        }
+    ]
 
 
 def input_specs(fold: LoadedFold) -> list[dict[str, Any]]:
     c, h, w = fold.image_shape
     norm = fold.normalizer_dict
-    specs: list[dict[str, Any]] = [{
-        "name": "image",
-        "kind": "image",
-        "dtype": "float32",
-        "layout": "NCHW",
-        "shape": [-1, c, h, w],
-        "channels": fold.channel_names,
-        "preprocess": {
-            "order": ORDER,
-            "mode": norm["mode"],
-            "zero_suppression": norm["zero_suppression"],
-            "channel_scale": [float(v) for v in norm.get("channel_scale", [1.0] * c)],
-            "per_sample": [str(v) for v in norm.get("per_sample") or ["none"] * c],
-            "log1p": [None if v is None else float(v) for v in norm.get("log1p") or [None] * c],
-            "centre": [float(v) for v in norm["centre"]],
-            "scale": [float(v) for v in norm["scale"]],
-            "clip": norm["clip"],
-        },
-    }]
-    if fold.num_scalars:
-        specs.append({
-            "name": "scalars",
-            "kind": "scalars",
+    specs: list[dict[str, Any]] = [
+        {
+            "name": "image",
+            "kind": "image",
             "dtype": "float32",
-            "shape": [-1, fold.num_scalars],
-            "names": fold.scalar_names,
-            "preprocess": _scalar_preprocess(fold),
-        })
+            "layout": "NCHW",
+            "shape": [-1, c, h, w],
+            "channels": fold.channel_names,
+            "preprocess": {
+                "order": ORDER,
+                "mode": norm["mode"],
+                "zero_suppression": norm["zero_suppression"],
+                "channel_scale": [float(v) for v in norm.get("channel_scale", [1.0] * c)],
+                "per_sample": [str(v) for v in norm.get("per_sample") or ["none"] * c],
+                "log1p": [None if v is None else float(v) for v in norm.get("log1p") or [None] * c],
+                "centre": [float(v) for v in norm["centre"]],
+                "scale": [float(v) for v in norm["scale"]],
+                "clip": norm["clip"],
+            },
+        }
+    ]
+    if fold.num_scalars:
+        specs.append(
+            {
+                "name": "scalars",
+                "kind": "scalars",
+                "dtype": "float32",
+                "shape": [-1, fold.num_scalars],
+                "names": fold.scalar_names,
+                "preprocess": _scalar_preprocess(fold),
+            }
+        )
     return specs
 
 
@@ -104,10 +136,17 @@ def _scalar_preprocess(fold: LoadedFold) -> dict[str, Any] | None:
         return None
     d = norm.to_dict()
     n = len(d["centre"])
-    return {"order": ORDER, "mode": d["mode"], "zero_suppression": None,
-            "channel_scale": [float(v) for v in d["channel_scale"]], "per_sample": ["none"] * n,
-            "log1p": [None] * n, "centre": [float(v) for v in d["centre"]],
-            "scale": [float(v) for v in d["scale"]], "clip": None}
+    return {
+        "order": ORDER,
+        "mode": d["mode"],
+        "zero_suppression": None,
+        "channel_scale": [float(v) for v in d["channel_scale"]],
+        "per_sample": ["none"] * n,
+        "log1p": [None] * n,
+        "centre": [float(v) for v in d["centre"]],
+        "scale": [float(v) for v in d["scale"]],
+        "clip": None,
+    }
 
 
 def build_contract(fold: LoadedFold) -> dict[str, Any]:
@@ -174,7 +213,9 @@ def apply_preprocess(x: np.ndarray, spec: dict[str, Any] | None) -> np.ndarray:
     for c, s in enumerate(spec.get("log1p") or []):
         if s is not None:
             x[:, c] = np.sign(x[:, c]) * np.log1p(np.abs(x[:, c]) / np.float32(s))
-    x = (x - np.asarray(spec["centre"], dtype=np.float32).reshape(shape)) / np.asarray(spec["scale"], dtype=np.float32).reshape(shape)
+    x = (x - np.asarray(spec["centre"], dtype=np.float32).reshape(shape)) / np.asarray(
+        spec["scale"], dtype=np.float32
+    ).reshape(shape)
     clip = spec.get("clip")
     if clip is not None:
         x = np.clip(x, -np.float32(clip), np.float32(clip))
@@ -203,8 +244,10 @@ def read_contract(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ExportError(f"{p}: not an e2evision preprocess.json (schema must be {SCHEMA!r})")
     if data.get("schema_version") not in READABLE_VERSIONS:
-        raise ExportError(f"{p}: schema_version {data.get('schema_version')!r} is not one of "
-                          f"{', '.join(map(str, READABLE_VERSIONS))} (this e2evision reads those)")
+        raise ExportError(
+            f"{p}: schema_version {data.get('schema_version')!r} is not one of "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (this e2evision reads those)"
+        )
     for key in ("inputs", "outputs", "source"):
         if key not in data:
             raise ExportError(f"{p}: missing field {key!r}")

@@ -53,8 +53,17 @@ def build_cpp(jobs: int = 2, quiet: bool = True) -> float:
     t0 = time.perf_counter()
     steps = []
     if not (build / "CMakeCache.txt").is_file():
-        steps.append([cmake, "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                      f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"])
+        steps.append(
+            [
+                cmake,
+                "-S",
+                str(src),
+                "-B",
+                str(build),
+                "-DCMAKE_BUILD_TYPE=Release",
+                f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+            ]
+        )
     steps.append([cmake, "--build", str(build), f"-j{jobs}"])
     for cmd in steps:
         proc = subprocess.run(cmd, capture_output=quiet, text=True)
@@ -71,10 +80,17 @@ def ensure_built() -> Path:
     return tool_path()
 
 
-def run_tool(model: str | os.PathLike[str], inputs: dict[str, str | os.PathLike[str]],
-             outputs: dict[str, str | os.PathLike[str]] | None = None, *, tool: str | os.PathLike[str] | None = None,
-             batch_size: int | None = None, threads: int = 1, extra: list[str] | None = None,
-             timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    model: str | os.PathLike[str],
+    inputs: dict[str, str | os.PathLike[str]],
+    outputs: dict[str, str | os.PathLike[str]] | None = None,
+    *,
+    tool: str | os.PathLike[str] | None = None,
+    batch_size: int | None = None,
+    threads: int = 1,
+    extra: list[str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
     """Run ``e2evision-infer`` (no check of its exit status: callers test failures too)."""
     cmd = [str(tool or tool_path()), "--model", str(model), "--threads", str(threads)]
     for name, path in inputs.items():
@@ -87,9 +103,15 @@ def run_tool(model: str | os.PathLike[str], inputs: dict[str, str | os.PathLike[
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def cpp_predict(model: str | os.PathLike[str], raw: np.ndarray, scalars: np.ndarray | None = None, *,
-                tool: str | os.PathLike[str] | None = None, batch_size: int | None = None,
-                extra: list[str] | None = None) -> dict[str, np.ndarray]:
+def cpp_predict(
+    model: str | os.PathLike[str],
+    raw: np.ndarray,
+    scalars: np.ndarray | None = None,
+    *,
+    tool: str | os.PathLike[str] | None = None,
+    batch_size: int | None = None,
+    extra: list[str] | None = None,
+) -> dict[str, np.ndarray]:
     """Every output of the C++ engine for raw inputs (written to and read back from .npy files);
     ``extra``: more tool arguments (e.g. ``["--graph-mode", "plain"]``)."""
     from e2evision.export.contract import FILE_NAME, read_contract
@@ -128,9 +150,16 @@ class CppComparison:
     rtol: float
 
 
-def verify_cpp(model: str | os.PathLike[str], raw: np.ndarray, scalars: np.ndarray | None = None, *,
-               tool: str | os.PathLike[str] | None = None, atol: float = 1e-5, rtol: float = 0.0,
-               batch_size: int | None = None) -> CppComparison:
+def verify_cpp(
+    model: str | os.PathLike[str],
+    raw: np.ndarray,
+    scalars: np.ndarray | None = None,
+    *,
+    tool: str | os.PathLike[str] | None = None,
+    atol: float = 1e-5,
+    rtol: float = 0.0,
+    batch_size: int | None = None,
+) -> CppComparison:
     """C++ engine (raw → preprocess.json → exported model) vs PyTorch (raw → training module).
 
     The fold comes from the model's preprocess.json (its weights' sha256 is checked). Raises
@@ -151,30 +180,43 @@ def check_inputs(contract: dict, arrays: dict[str, np.ndarray | None]) -> None:
     for spec in contract["inputs"]:
         x = arrays.get(spec["name"])
         if x is None:
-            raise ExportError(f"input {spec['name']!r}: the model needs it (shape {spec['shape']}); "
-                              f"give --{spec['name']}")
+            raise ExportError(
+                f"input {spec['name']!r}: the model needs it (shape {spec['shape']}); give --{spec['name']}"
+            )
         want = tuple(int(d) for d in spec["shape"][1:])
         if x.ndim != len(spec["shape"]) or tuple(x.shape[1:]) != want:
             hint = ""
             if x.ndim == 4 and len(want) == 3 and tuple(x.shape[1:]) == (want[1], want[2], want[0]):
                 hint = " (channels-last? the engine takes channels-first (N, C, H, W))"
-            raise ExportError(f"input {spec['name']!r}: shape {tuple(x.shape)}, preprocess.json "
-                              f"expects (N, {', '.join(map(str, want))}){hint}; write it with "
-                              "e2evision sample")
+            raise ExportError(
+                f"input {spec['name']!r}: shape {tuple(x.shape)}, preprocess.json "
+                f"expects (N, {', '.join(map(str, want))}){hint}; write it with "
+                "e2evision sample"
+            )
         if x.shape[0] < 1:
-            raise ExportError(f"input {spec['name']!r}: holds no samples (shape {tuple(x.shape)}); "
-                              "give at least one")
+            raise ExportError(f"input {spec['name']!r}: holds no samples (shape {tuple(x.shape)}); give at least one")
         if x.dtype.kind not in "fiu":
-            raise ExportError(f"input {spec['name']!r}: dtype {x.dtype}, expected float32; write it "
-                              "with e2evision sample")
+            raise ExportError(
+                f"input {spec['name']!r}: dtype {x.dtype}, expected float32; write it with e2evision sample"
+            )
         if not np.isfinite(x).all():
-            raise ExportError(f"input {spec['name']!r}: has NaN or infinite values; the engine "
-                              "refuses non-finite inputs (clean or drop those samples)")
+            raise ExportError(
+                f"input {spec['name']!r}: has NaN or infinite values; the engine "
+                "refuses non-finite inputs (clean or drop those samples)"
+            )
 
 
-def benchmark_cpp(model: str | os.PathLike[str], raw_npy: str | os.PathLike[str], batch_size: int, reps: int,
-                  warmup: int = 10, threads: int = 1, tool: str | os.PathLike[str] | None = None,
-                  scalars_npy: str | os.PathLike[str] | None = None, graph_mode: str | None = None) -> dict[str, float]:
+def benchmark_cpp(
+    model: str | os.PathLike[str],
+    raw_npy: str | os.PathLike[str],
+    batch_size: int,
+    reps: int,
+    warmup: int = 10,
+    threads: int = 1,
+    tool: str | os.PathLike[str] | None = None,
+    scalars_npy: str | os.PathLike[str] | None = None,
+    graph_mode: str | None = None,
+) -> dict[str, float]:
     """The tool's own latency measurement of one run() call (JSON from ``--bench``).
 
     ``graph_mode`` (TorchScript only): ``plain``, ``inference`` or ``fused``; None is the engine's default.

@@ -84,8 +84,11 @@ class FoldEnsembleGraph(nn.Module):
 class FoldEnsembleGraphWithScalars(FoldEnsembleGraph):
     """The same for models that take scalar inputs (raw, normalised inside by each fold)."""
 
-    def forward(self, image: torch.Tensor,  # type: ignore[override]
-                scalars: torch.Tensor) -> tuple[torch.Tensor]:
+    def forward(
+        self,
+        image: torch.Tensor,  # type: ignore[override]
+        scalars: torch.Tensor,
+    ) -> tuple[torch.Tensor]:
         return self._mean([m.scores(image, scalars) for m in self.folds])
 
 
@@ -111,18 +114,18 @@ def load_all_folds(run_dir: str | os.PathLike[str]) -> list[LoadedFold]:
     available = fold_numbers(run) if run.is_dir() else []
     folds = [load_fold(run, k) for k in available]
     if not folds:
-        raise ExportError(f"{run}: no fold_K/model.safetensors in this run directory (did training "
-                          "finish a fold?)")
+        raise ExportError(f"{run}: no fold_K/model.safetensors in this run directory (did training finish a fold?)")
     expected = int(folds[0].config.train.folds)
     if len(folds) != expected:
-        raise ExportError(f"{run}: the fold ensemble needs all {expected} folds (train.folds), "
-                          f"found {available}; finish the run with `e2evision train ... --resume`")
+        raise ExportError(
+            f"{run}: the fold ensemble needs all {expected} folds (train.folds), "
+            f"found {available}; finish the run with `e2evision train ... --resume`"
+        )
     return folds
 
 
 @torch.inference_mode()
-def ensemble_reference(folds: list[LoadedFold], raw: np.ndarray,
-                       scalars: np.ndarray | None) -> np.ndarray:
+def ensemble_reference(folds: list[LoadedFold], raw: np.ndarray, scalars: np.ndarray | None) -> np.ndarray:
     """Mean of the per-fold modules' scores in float64, ``(N, outputs)`` (the ground truth)."""
     x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
     s = None
@@ -137,8 +140,14 @@ def _identity(spec: dict[str, Any] | None, n: int) -> dict[str, Any] | None:
     """The input's preprocess block turned into the identity (the graph normalises inside)."""
     if spec is None:
         return None
-    known = {"mode": "none", "zero_suppression": None, "channel_scale": [1.0] * n,
-             "centre": [0.0] * n, "scale": [1.0] * n, "clip": None}
+    known = {
+        "mode": "none",
+        "zero_suppression": None,
+        "channel_scale": [1.0] * n,
+        "centre": [0.0] * n,
+        "scale": [1.0] * n,
+        "clip": None,
+    }
     return {k: (v if k == "order" else known.get(k)) for k, v in spec.items()}
 
 
@@ -153,29 +162,47 @@ def ensemble_contract(folds: list[LoadedFold]) -> dict[str, Any]:
     k = len(folds)
     task = get_task(first.task)
     if task.is_regression:
-        out = {"name": "value", "kind": "value", "dtype": "float32", "shape": [-1, 1],
-               "meaning": f"mean over the {k} folds of the prediction in the target's units "
-                          "(the run's test score)"}
+        out = {
+            "name": "value",
+            "kind": "value",
+            "dtype": "float32",
+            "shape": [-1, 1],
+            "meaning": f"mean over the {k} folds of the prediction in the target's units (the run's test score)",
+        }
     else:
         link = task.link
-        out = {"name": "prob", "kind": "probability", "dtype": "float32",
-               "shape": [-1, first.num_outputs],
-               "meaning": f"mean over the {k} folds of {link}(logit): what the run's "
-                          "predictions.npz test_score holds",
-               "classes": first.class_names or None}
+        out = {
+            "name": "prob",
+            "kind": "probability",
+            "dtype": "float32",
+            "shape": [-1, first.num_outputs],
+            "meaning": f"mean over the {k} folds of {link}(logit): what the run's predictions.npz test_score holds",
+            "classes": first.class_names or None,
+        }
     contract["outputs"] = [out]
     cfg = first.config.data
     contract["data"] = {"format": cfg.format, "kwargs": dict(cfg.kwargs), "features": cfg.features}
     digest = hashlib.sha256("".join(f.weights_sha256 for f in folds).encode()).hexdigest()
     contract["source"].update(
-        fold=None, folds=[f.fold for f in folds], fold_choice="fold ensemble (mean of all folds)",
-        weights=[str(f.weights_path.relative_to(f.run_dir)) for f in folds], weights_sha256=digest)
+        fold=None,
+        folds=[f.fold for f in folds],
+        fold_choice="fold ensemble (mean of all folds)",
+        weights=[str(f.weights_path.relative_to(f.run_dir)) for f in folds],
+        weights_sha256=digest,
+    )
     return contract
 
 
-def export_ensemble(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str], *,
-                    data: list[str] | None = None, n_check: int = 64, atol: float = DEFAULT_ATOL,
-                    rtol: float = DEFAULT_RTOL) -> ExportResult:
+def export_ensemble(
+    run_dir: str | os.PathLike[str],
+    fmt: str,
+    out: str | os.PathLike[str],
+    *,
+    data: list[str] | None = None,
+    n_check: int = 64,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+) -> ExportResult:
     """Export the mean of all folds of ``run_dir`` as one ``fmt`` model at ``out`` (verified)."""
     t0 = time.perf_counter()
     out_path = check_export_target(fmt, out, n_check)
@@ -201,22 +228,40 @@ def export_ensemble(run_dir: str | os.PathLike[str], fmt: str, out: str | os.Pat
     cls = FoldEnsembleGraphWithScalars if first.num_scalars else FoldEnsembleGraph
     graph = cls([f.module for f in folds], first.task).eval()
     sizes, worst = stage_verify_publish(
-        fmt, graph, example, input_names, [key], batch_of, reference, n, out_path, contract,
-        f"{first.config.model.name} × {len(folds)} folds", "test-split samples of the run's data",
-        atol, rtol, against="the mean of the folds' training modules on the same raw inputs "
-                            "(normalisers included)")
+        fmt,
+        graph,
+        example,
+        input_names,
+        [key],
+        batch_of,
+        reference,
+        n,
+        out_path,
+        contract,
+        f"{first.config.model.name} × {len(folds)} folds",
+        "test-split samples of the run's data",
+        atol,
+        rtol,
+        against="the mean of the folds' training modules on the same raw inputs (normalisers included)",
+    )
     return ExportResult(
-        format=fmt, path=out_path, preprocess_path=out_path.parent / FILE_NAME, fold=-1,
-        fold_reason=f"the fold ensemble: mean of folds {[f.fold for f in folds]} "
-                    "(what the test metrics evaluated)",
-        rows=n, batch_sizes=sizes, max_abs_diff=worst, stored_max_abs_diff=stored_diff, atol=atol,
+        format=fmt,
+        path=out_path,
+        preprocess_path=out_path.parent / FILE_NAME,
+        fold=-1,
+        fold_reason=f"the fold ensemble: mean of folds {[f.fold for f in folds]} (what the test metrics evaluated)",
+        rows=n,
+        batch_sizes=sizes,
+        max_abs_diff=worst,
+        stored_max_abs_diff=stored_diff,
+        atol=atol,
         rtol=rtol,
-        seconds=time.perf_counter() - t0, notes=notes,
+        seconds=time.perf_counter() - t0,
+        notes=notes,
     )
 
 
-def _check_stored(run: Path, ref: np.ndarray, n: int, atol: float, rtol: float,
-                  notes: list[str]) -> float | None:
+def _check_stored(run: Path, ref: np.ndarray, n: int, atol: float, rtol: float, notes: list[str]) -> float | None:
     """The rebuilt ensemble must reproduce predictions.npz's test_score on the checked rows."""
     path = run / PREDICTIONS_FILE
     if not path.is_file():
@@ -226,7 +271,9 @@ def _check_stored(run: Path, ref: np.ndarray, n: int, atol: float, rtol: float,
         stored = np.asarray(pred["test_score"][:n], dtype=np.float64).reshape(ref.shape)
     delta = np.abs(ref.astype(np.float64) - stored)
     if not (delta <= atol + rtol * np.abs(stored)).all():
-        raise ExportError(f"{path}: the rebuilt fold ensemble does not reproduce the run's "
-                          f"test_score (max |Δ| {float(delta.max()):.3g}); the model code or its "
-                          "config changed since training")
+        raise ExportError(
+            f"{path}: the rebuilt fold ensemble does not reproduce the run's "
+            f"test_score (max |Δ| {float(delta.max()):.3g}); the model code or its "
+            "config changed since training"
+        )
     return float(delta.max())

@@ -53,8 +53,15 @@ class ExportGraph(nn.Module):
     deployed model scores what was evaluated.
     """
 
-    def __init__(self, geometry: nn.Module, model: nn.Module, task: str, target_shift: float = 0.0,
-                 target_scale: float = 1.0, test_time: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        geometry: nn.Module,
+        model: nn.Module,
+        task: str,
+        target_shift: float = 0.0,
+        target_scale: float = 1.0,
+        test_time: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.geometry = geometry
         self.model = model
@@ -108,8 +115,9 @@ def reference_outputs(fold: LoadedFold, raw: np.ndarray, scalars: np.ndarray | N
     return {"value": (z * scale + shift).numpy()}
 
 
-def compare_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray], atol: float, rtol: float,
-                    what: str) -> dict[str, float]:
+def compare_outputs(
+    got: dict[str, np.ndarray], want: dict[str, np.ndarray], atol: float, rtol: float, what: str
+) -> dict[str, float]:
     """Max |got − want| per output; ExportError unless |Δ| ≤ atol + rtol·|want| everywhere."""
     diffs: dict[str, float] = {}
     for name, ref in want.items():
@@ -166,13 +174,21 @@ def _write_torchscript(graph: ExportGraph, example: tuple[torch.Tensor, ...], pa
         frozen.save(str(path))
 
 
-def _write_onnx(graph: ExportGraph, example: tuple[torch.Tensor, ...], path: Path,
-                input_names: list[str], output_names: list[str]) -> None:
+def _write_onnx(
+    graph: ExportGraph, example: tuple[torch.Tensor, ...], path: Path, input_names: list[str], output_names: list[str]
+) -> None:
     batch = torch.export.Dim("batch")
     dynamic = {name: {0: batch} for name in input_names}
     with _quiet(), torch.no_grad():
-        program = torch.onnx.export(graph, example, None, input_names=input_names, output_names=output_names,
-                                    dynamic_shapes=dynamic, dynamo=True)
+        program = torch.onnx.export(
+            graph,
+            example,
+            None,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=dynamic,
+            dynamo=True,
+        )
         program.save(str(path), external_data=False)
     import onnx
 
@@ -181,8 +197,10 @@ def _write_onnx(graph: ExportGraph, example: tuple[torch.Tensor, ...], path: Pat
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if not dims or not dims[0].dim_param:
-            raise ExportError(f"ONNX export fixed the batch axis of {value.name!r} at {dims[0].dim_value if dims else '?'}; "
-                              "it must stay dynamic")
+            raise ExportError(
+                f"ONNX export fixed the batch axis of {value.name!r} at {dims[0].dim_value if dims else '?'}; "
+                "it must stay dynamic"
+            )
 
 
 # Inductor bakes the OpenMP thread count of its C++ kernels into the package (by default the
@@ -202,8 +220,9 @@ def _write_aoti(graph: ExportGraph, example: tuple[torch.Tensor, ...], path: Pat
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
 
 
-def _runner(fmt: str, path: Path, input_names: list[str], output_names: list[str]
-            ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+def runner_for(
+    fmt: str, path: Path, input_names: list[str], output_names: list[str]
+) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Run the exported file with its own runtime (what a consumer would use)."""
     if fmt == "onnx":
         import onnxruntime as ort
@@ -214,7 +233,9 @@ def _runner(fmt: str, path: Path, input_names: list[str], output_names: list[str
         got_in = [i.name for i in session.get_inputs()]
         got_out = [o.name for o in session.get_outputs()]
         if got_in != input_names or got_out != output_names:
-            raise ExportError(f"{path}: ONNX inputs {got_in} / outputs {got_out} are not {input_names} / {output_names}")
+            raise ExportError(
+                f"{path}: ONNX inputs {got_in} / outputs {got_out} are not {input_names} / {output_names}"
+            )
         return lambda feeds: dict(zip(output_names, session.run(output_names, feeds)))
     if fmt == "torchscript":
         with _quiet():
@@ -246,9 +267,37 @@ def check_export_target(fmt: str, out: str | os.PathLike[str], n_check: int) -> 
     return out_path
 
 
-def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLike[str], *, fold: int | None = None,
-                 data: list[str] | None = None, n_check: int = 64, atol: float = DEFAULT_ATOL,
-                 rtol: float = DEFAULT_RTOL) -> ExportResult:
+def check_against_training(
+    loaded: LoadedFold, reference: dict[str, np.ndarray], stored: np.ndarray | None, atol: float, rtol: float
+) -> float | None:
+    """Max |Δ| between the rebuilt fold's scores and those the run stored during training, or
+    None when the run stored none for this fold. A rebuilt fold that does not reproduce its own
+    predictions (the model code or its config changed) must not be exported."""
+    score_key = get_task(loaded.task).score_key
+    if stored is None or stored.size != reference[score_key].size:
+        return None
+    want = reference[score_key].astype(np.float64)
+    delta = np.abs(want - stored.reshape(want.shape))
+    stored_diff = float(delta.max())
+    if not (delta <= atol + rtol * np.abs(want)).all():
+        raise ExportError(
+            f"{loaded.weights_path}: the rebuilt fold does not reproduce the run's own test predictions "
+            f"(predictions.npz, max |Δ| {stored_diff:.3g}); the model code or its config changed since training"
+        )
+    return stored_diff
+
+
+def export_model(
+    run_dir: str | os.PathLike[str],
+    fmt: str,
+    out: str | os.PathLike[str],
+    *,
+    fold: int | None = None,
+    data: list[str] | None = None,
+    n_check: int = 64,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+) -> ExportResult:
     """Export fold ``fold`` (default: the best by the run's monitored metric) of ``run_dir`` to ``out``.
 
     Writes ``out`` and ``preprocess.json`` beside it only after the exported file, run by its own
@@ -265,18 +314,8 @@ def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLi
         raise ExportError(f"{run_dir}: no test samples to check the export on")
     reference = reference_outputs(loaded, raw, scalars)
     notes: list[str] = []
-    stored_diff = None
-    score_key = get_task(loaded.task).score_key
-    if stored is not None and stored.size == reference[score_key].size:
-        want = reference[score_key].astype(np.float64)
-        delta = np.abs(want - stored.reshape(want.shape))
-        stored_diff = float(delta.max())
-        if not (delta <= atol + rtol * np.abs(want)).all():
-            raise ExportError(
-                f"{loaded.weights_path}: the rebuilt fold does not reproduce the run's own test predictions "
-                f"(predictions.npz, max |Δ| {stored_diff:.3g}); the model code or its config changed since training"
-            )
-    else:
+    stored_diff = check_against_training(loaded, reference, stored, atol, rtol)
+    if stored_diff is None:
         notes.append("predictions.npz has no test scores for this fold: not checked against training")
 
     contract = build_contract(loaded)
@@ -293,21 +332,106 @@ def export_model(run_dir: str | os.PathLike[str], fmt: str, out: str | os.PathLi
     graph = export_graph(loaded)
 
     inputs_desc = "test-split samples of the run's data" if stored is not None else "first samples of the run's data"
-    sizes, worst = stage_verify_publish(fmt, graph, example, input_names, output_names, batch_of, reference, n,
-                                        out_path, contract, loaded.config.model.name, inputs_desc, atol, rtol)
+    sizes, worst = stage_verify_publish(
+        fmt,
+        graph,
+        example,
+        input_names,
+        output_names,
+        batch_of,
+        reference,
+        n,
+        out_path,
+        contract,
+        loaded.config.model.name,
+        inputs_desc,
+        atol,
+        rtol,
+    )
     return ExportResult(
-        format=fmt, path=out_path, preprocess_path=out_path.parent / FILE_NAME, fold=loaded.fold,
-        fold_reason=loaded.fold_reason, rows=n, batch_sizes=sizes, max_abs_diff=worst,
-        stored_max_abs_diff=stored_diff, atol=atol, rtol=rtol, seconds=time.perf_counter() - t0, notes=notes,
+        format=fmt,
+        path=out_path,
+        preprocess_path=out_path.parent / FILE_NAME,
+        fold=loaded.fold,
+        fold_reason=loaded.fold_reason,
+        rows=n,
+        batch_sizes=sizes,
+        max_abs_diff=worst,
+        stored_max_abs_diff=stored_diff,
+        atol=atol,
+        rtol=rtol,
+        seconds=time.perf_counter() - t0,
+        notes=notes,
     )
 
 
-def stage_verify_publish(fmt: str, graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
-                         output_names: list[str], batch_of: Callable[[np.ndarray], dict[str, np.ndarray]],
-                         reference: dict[str, np.ndarray], n: int, out_path: Path, contract: dict[str, Any],
-                         model_name: str, inputs_desc: str, atol: float, rtol: float,
-                         against: str = "the training module on the same raw inputs (normaliser included)"
-                         ) -> tuple[list[int], dict[str, float]]:
+def _write_export(
+    fmt: str,
+    graph: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    staged: Path,
+    input_names: list[str],
+    output_names: list[str],
+    model_name: str,
+) -> None:
+    """Write ``graph`` in ``fmt`` to ``staged``; any exporter failure becomes an ExportError naming the model."""
+    try:
+        if fmt == "torchscript":
+            _write_torchscript(graph, example, staged)
+        elif fmt == "onnx":
+            _write_onnx(graph, example, staged, input_names, output_names)
+        else:
+            _write_aoti(graph, example, staged, input_names)
+    except ExportError:
+        raise
+    except Exception as err:  # exporter failures come as many types; name the step and the model
+        raise ExportError(f"{fmt} export of {model_name} failed: {type(err).__name__}: {err}") from err
+
+
+def _verify_batches(
+    fmt: str,
+    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    batch_of: Callable[[np.ndarray], dict[str, np.ndarray]],
+    reference: dict[str, np.ndarray],
+    sizes: list[int],
+    model_name: str,
+    atol: float,
+    rtol: float,
+) -> dict[str, float]:
+    """Run the exported file at each batch size against the reference; the worst |Δ| per output."""
+    worst: dict[str, float] = {}
+    for b in sizes:
+        rows = np.arange(b)
+        try:
+            got = run(batch_of(rows))
+        except Exception as err:  # e.g. a shape the exporter fixed at the example's batch size
+            raise ExportError(
+                f"the {fmt} export of {model_name} fails at batch size {b}: "
+                f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}"
+            ) from err
+        want = {k: v[rows] for k, v in reference.items()}
+        diffs = compare_outputs(got, want, atol, rtol, f"{fmt} export at batch size {b}")
+        worst = {k: max(worst.get(k, 0.0), d) for k, d in diffs.items()}
+    return worst
+
+
+def stage_verify_publish(
+    fmt: str,
+    graph: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    output_names: list[str],
+    batch_of: Callable[[np.ndarray], dict[str, np.ndarray]],
+    reference: dict[str, np.ndarray],
+    n: int,
+    out_path: Path,
+    contract: dict[str, Any],
+    model_name: str,
+    inputs_desc: str,
+    atol: float,
+    rtol: float,
+    against: str = "the training module on the same raw inputs (normaliser included)",
+) -> tuple[list[int], dict[str, float]]:
     """Write ``graph`` as ``fmt`` in a staging folder, run it with its own runtime at batch sizes
     n, 1 and 3 against ``reference``, and only then move it to ``out_path`` with preprocess.json.
 
@@ -325,31 +449,10 @@ def stage_verify_publish(fmt: str, graph: nn.Module, example: tuple[torch.Tensor
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
     try:
         staged = tmp_dir / out_path.name
-        try:
-            if fmt == "torchscript":
-                _write_torchscript(graph, example, staged)
-            elif fmt == "onnx":
-                _write_onnx(graph, example, staged, input_names, output_names)
-            else:
-                _write_aoti(graph, example, staged, input_names)
-        except ExportError:
-            raise
-        except Exception as err:  # exporter failures come as many types; name the step and the model
-            raise ExportError(f"{fmt} export of {model_name} failed: {type(err).__name__}: {err}") from err
-
-        run = _runner(fmt, staged, input_names, output_names)
+        _write_export(fmt, graph, example, staged, input_names, output_names, model_name)
+        run = runner_for(fmt, staged, input_names, output_names)
         sizes = list(dict.fromkeys([n, 1, min(3, n)]))
-        worst: dict[str, float] = {}
-        for b in sizes:
-            rows = np.arange(b)
-            try:
-                got = run(batch_of(rows))
-            except Exception as err:  # e.g. a shape the exporter fixed at the example's batch size
-                raise ExportError(f"the {fmt} export of {model_name} fails at batch size {b}: "
-                                  f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}") from err
-            want = {k: v[rows] for k, v in reference.items()}
-            diffs = compare_outputs(got, want, atol, rtol, f"{fmt} export at batch size {b}")
-            worst = {k: max(worst.get(k, 0.0), d) for k, d in diffs.items()}
+        worst = _verify_batches(fmt, run, batch_of, reference, sizes, model_name, atol, rtol)
 
         contract["exports"][fmt] = {
             "file": out_path.name,
@@ -381,9 +484,13 @@ def load_source_fold(model_path: str | os.PathLike[str]) -> tuple[dict[str, Any]
     pre = read_contract(Path(model_path).parent / FILE_NAME)
     src = pre["source"]
     if src.get("folds") is not None:
-        raise ExportError(f"{Path(model_path).parent / FILE_NAME}: a fold-ensemble export; verify-cpp compares "
-                          "with one fold's training module: export a single fold (--fold K) to check the engine")
+        raise ExportError(
+            f"{Path(model_path).parent / FILE_NAME}: a fold-ensemble export; verify-cpp compares "
+            "with one fold's training module: export a single fold (--fold K) to check the engine"
+        )
     fold = load_fold(src["run_dir"], int(src["fold"]))
     if fold.weights_sha256 != src.get("weights_sha256"):
-        raise ExportError(f"{fold.weights_path}: weights changed since the export (sha256 differs from preprocess.json)")
+        raise ExportError(
+            f"{fold.weights_path}: weights changed since the export (sha256 differs from preprocess.json)"
+        )
     return pre, fold

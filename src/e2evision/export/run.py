@@ -68,14 +68,17 @@ def reference_raw(fold: LoadedFold, raw: np.ndarray, scalars: np.ndarray | None 
         out = fold.module.raw(x)
     else:
         if scalars is None:
-            raise ExportError(f"this model takes {fold.num_scalars} scalar inputs ({', '.join(fold.scalar_names)}): pass them")
+            raise ExportError(
+                f"this model takes {fold.num_scalars} scalar inputs ({', '.join(fold.scalar_names)}): pass them"
+            )
         s = torch.from_numpy(np.ascontiguousarray(scalars, dtype=np.float32))
         out = fold.module.raw(x, s)  # both normalisers, geometry, model: what training ran
     return out.reshape(x.shape[0], -1).float().numpy()
 
 
-def read_test_batch(fold: LoadedFold, n: int, data: list[str] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def read_test_batch(
+    fold: LoadedFold, n: int, data: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The first ``n`` test-split samples of the run's data: raw images, scalars, stored scores.
 
     The stored scores are this fold's test probabilities from ``predictions.npz`` (``None`` when
@@ -98,12 +101,16 @@ def read_test_batch(fold: LoadedFold, n: int, data: list[str] | None = None
     try:
         reader = open_experiment_data(cfg, paths)
     except (DatasetError, FileNotFoundError, ValueError) as err:
-        raise ExportError(f"cannot open the run's data {paths} to check the export on real inputs ({err}); "
-                          "pass --data with the files' new location") from None
+        raise ExportError(
+            f"cannot open the run's data {paths} to check the export on real inputs ({err}); "
+            "pass --data with the files' new location"
+        ) from None
     with reader:
         if tuple(reader.image_shape) != fold.image_shape:
-            raise ExportError(f"the data {paths} has images of shape {tuple(reader.image_shape)}, "
-                              f"the run was trained on {fold.image_shape}")
+            raise ExportError(
+                f"the data {paths} has images of shape {tuple(reader.image_shape)}, "
+                f"the run was trained on {fold.image_shape}"
+            )
         if index is None:  # no predictions.npz: the first samples of the data
             index = np.arange(min(n, reader.n_samples))
         raw, _ = reader.read(index)

@@ -21,8 +21,14 @@ class Sample:
     channel_names: list[str]
 
 
-def sample_dataset(paths: list[str | os.PathLike[str]], n: int, *, format: str = "auto", seed: int | None = None,
-                   **reader_kwargs: object) -> Sample:
+def sample_dataset(
+    paths: list[str | os.PathLike[str]],
+    n: int,
+    *,
+    format: str = "auto",
+    seed: int | None = None,
+    **reader_kwargs: object,
+) -> Sample:
     """``n`` samples of a dataset, raw: the first ``n``, or a sorted random subset when ``seed`` is given."""
     from e2evision.datasets import open_dataset
 
@@ -36,12 +42,22 @@ def sample_dataset(paths: list[str | os.PathLike[str]], n: int, *, format: str =
             index = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
         images, labels = ds.read(index)
         scalars = ds.read_scalars(index)
-        return Sample(np.ascontiguousarray(images, dtype=np.float32), np.asarray(scalars, dtype=np.float32),
-                      np.asarray(labels, dtype=np.float32), index, list(ds.scalar_names), list(ds.channel_names))
+        return Sample(
+            np.ascontiguousarray(images, dtype=np.float32),
+            np.asarray(scalars, dtype=np.float32),
+            np.asarray(labels, dtype=np.float32),
+            index,
+            list(ds.scalar_names),
+            list(ds.channel_names),
+        )
 
 
-def write_sample(sample: Sample, out: str | os.PathLike[str], scalars_out: str | os.PathLike[str] | None = None,
-                 labels_out: str | os.PathLike[str] | None = None) -> list[Path]:
+def write_sample(
+    sample: Sample,
+    out: str | os.PathLike[str],
+    scalars_out: str | os.PathLike[str] | None = None,
+    labels_out: str | os.PathLike[str] | None = None,
+) -> list[Path]:
     written = [save_npy(out, sample.images)]
     if scalars_out is not None:
         written.append(save_npy(scalars_out, sample.scalars))

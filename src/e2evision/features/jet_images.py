@@ -27,8 +27,20 @@ from collections.abc import Sequence
 import numpy as np
 
 PIXEL = 0.0174
-NAMES = ("pt", "mass", "multiplicity", "girth", "ptd", "width_major", "width_minor",
-         "tau1", "tau2", "tau3", "tau21", "tau32")
+NAMES = (
+    "pt",
+    "mass",
+    "multiplicity",
+    "girth",
+    "ptd",
+    "width_major",
+    "width_minor",
+    "tau1",
+    "tau2",
+    "tau3",
+    "tau21",
+    "tau32",
+)
 
 
 def pixel_grid(h: int, w: int, pixel: float = PIXEL) -> tuple[np.ndarray, np.ndarray]:
@@ -39,8 +51,9 @@ def pixel_grid(h: int, w: int, pixel: float = PIXEL) -> tuple[np.ndarray, np.nda
     return e.ravel(), p.ravel()
 
 
-def _nsubjettiness_axes(p: np.ndarray, eta: np.ndarray, phi: np.ndarray, n: int, sep: float,
-                        iterations: int = 6) -> np.ndarray:
+def _nsubjettiness_axes(
+    p: np.ndarray, eta: np.ndarray, phi: np.ndarray, n: int, sep: float, iterations: int = 6
+) -> np.ndarray:
     """(N, n, 2) axes: the hardest pixels ≥ ``sep`` apart, refined by pT-weighted k-means.
 
     ``p``, ``eta``, ``phi`` are (N, K) per-jet pixel lists (zero-padded).

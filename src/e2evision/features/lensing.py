@@ -127,16 +127,18 @@ class LensFeatureParams:
         if isinstance(md, bool) or not isinstance(md, (int, np.integer)) or md < 1:
             raise ValueError(f"min_distance must be an integer >= 1, got {md!r}")
         if self.centre_method not in CENTRE_METHODS:
-            raise ValueError(f"centre_method must be one of {', '.join(CENTRE_METHODS)}, "
-                             f"got {self.centre_method!r}")
+            raise ValueError(f"centre_method must be one of {', '.join(CENTRE_METHODS)}, got {self.centre_method!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def _is_number(value: object) -> bool:
-    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-            and math.isfinite(float(value)))
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -160,8 +162,7 @@ def _count_peaks(s: np.ndarray, threshold: np.ndarray, min_distance: int) -> np.
     return np.bincount(image_of_pixel[first], minlength=s.shape[0]).astype(np.int64)
 
 
-def _einstein_radius(signal: np.ndarray, cx: np.ndarray, cy: np.ndarray, min_radius: float
-                     ) -> np.ndarray:
+def _einstein_radius(signal: np.ndarray, cx: np.ndarray, cy: np.ndarray, min_radius: float) -> np.ndarray:
     """Radius of the peak of the azimuthal mean of ``signal`` about (cx, cy), per image (N,)."""
     n, h, w = signal.shape
     yy = np.arange(h, dtype=np.float64)[None, :, None]
@@ -205,17 +206,20 @@ def _asymmetry(j: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
     rows = r2[:, None] - np.arange(h)[None, :]  # partner row of every row, (N, H)
     cols = c2[:, None] - np.arange(w)[None, :]
     inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    rot = j[np.arange(n)[:, None, None], np.clip(rows, 0, h - 1)[:, :, None],
-            np.clip(cols, 0, w - 1)[:, None, :]]
+    rot = j[np.arange(n)[:, None, None], np.clip(rows, 0, h - 1)[:, :, None], np.clip(cols, 0, w - 1)[:, None, :]]
     rot = np.where(inside, rot, 0.0)
     total = j.sum(axis=(1, 2))
     matched = np.minimum(j, rot).sum(axis=(1, 2))
     return np.where(total > 0, 1.0 - matched / np.where(total > 0, total, 1.0), 0.0)
 
 
-def lens_features(images: Array, params: LensFeatureParams | None = None, *,
-                  centre_x: Array | float | None = None, centre_y: Array | float | None = None
-                  ) -> dict[str, np.ndarray]:
+def lens_features(
+    images: Array,
+    params: LensFeatureParams | None = None,
+    *,
+    centre_x: Array | float | None = None,
+    centre_y: Array | float | None = None,
+) -> dict[str, np.ndarray]:
     """The columns :data:`COLUMNS` for every image of an ``(N, H, W)`` or ``(N, 1, H, W)`` batch.
 
     ``centre_x``/``centre_y`` (pixels; x = column) replace the detected ROI centre, e.g. a known
@@ -273,9 +277,13 @@ def _sample_keys(dataset: ImageDataset) -> list[str] | None:
     return [f"{Path(f).parent.name}/{Path(f).name}" for f in files]
 
 
-def dataset_features(dataset: ImageDataset, params: LensFeatureParams | None = None, *,
-                     indices: Sequence[int] | np.ndarray | None = None, batch_size: int = 256
-                     ) -> dict[str, np.ndarray]:
+def dataset_features(
+    dataset: ImageDataset,
+    params: LensFeatureParams | None = None,
+    *,
+    indices: Sequence[int] | np.ndarray | None = None,
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
     """Features of a single-channel reader, read ``batch_size`` images at a time.
 
     Adds ``index``, ``label``, ``class`` and, for one-file-per-image readers, ``file``
@@ -299,8 +307,7 @@ def dataset_features(dataset: ImageDataset, params: LensFeatureParams | None = N
     out["label"] = labels.astype(np.float64)
     names = dataset.class_names
     if names and dataset.task != "regression":
-        out["class"] = np.array([names[int(v)] if 0 <= int(v) < len(names) else str(v)
-                                 for v in labels])
+        out["class"] = np.array([names[int(v)] if 0 <= int(v) < len(names) else str(v) for v in labels])
     for name in COLUMNS:
         out[name] = np.concatenate([part[name] for part in parts])
     return out
@@ -344,8 +351,9 @@ def write_features(
         return _write_features(dataset, out, params, batch_size)
 
 
-def _write_features(dataset: ImageDataset, out: str | os.PathLike[str] | None,
-                    params: LensFeatureParams | None, batch_size: int) -> Path:
+def _write_features(
+    dataset: ImageDataset, out: str | os.PathLike[str] | None, params: LensFeatureParams | None, batch_size: int
+) -> Path:
     roots = [Path(p) for p in dataset.paths]
     if out is None:
         if not roots or not roots[0].is_dir():
@@ -375,8 +383,7 @@ def _write_features(dataset: ImageDataset, out: str | os.PathLike[str] | None,
     }
     atomic_write_json(out.with_name(out.name + ".json"), sidecar)
     if out.suffix == ".npz":
-        arrays = {**{k: np.asarray(v) for k, v in table.items()},
-                  SIDECAR_ENTRY: np.array(json.dumps(sidecar))}
+        arrays = {**{k: np.asarray(v) for k, v in table.items()}, SIDECAR_ENTRY: np.array(json.dumps(sidecar))}
         with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w") as zf:
             for key, value in arrays.items():  # np.savez cannot take a column named "file"
                 with zf.open(f"{key}.npy", "w") as fh:

@@ -21,8 +21,20 @@ from __future__ import annotations
 
 import numpy as np
 
-NAMES = ("e_total", "e_max", "r9", "e_max_over_e3x3", "e3x3_over_e5x5", "phi_strip_fraction",
-         "sigma_ieta", "sigma_iphi", "cov_ieta_iphi", "n_hits", "time_mean", "time_rms")
+NAMES = (
+    "e_total",
+    "e_max",
+    "r9",
+    "e_max_over_e3x3",
+    "e3x3_over_e5x5",
+    "phi_strip_fraction",
+    "sigma_ieta",
+    "sigma_iphi",
+    "cov_ieta_iphi",
+    "n_hits",
+    "time_mean",
+    "time_rms",
+)
 
 
 def _window_sum(e: np.ndarray, ci: np.ndarray, cj: np.ndarray, hi: int, hj: int) -> np.ndarray:
@@ -73,5 +85,20 @@ def shower_shape_features(crops: np.ndarray) -> np.ndarray:
         trms = np.sqrt(np.clip(ratio((e * (t - tm[:, None, None]) ** 2).sum((1, 2)), e_total), 0, None))
     else:
         tm = trms = np.zeros(n)
-    return np.stack([e_total, e_max, ratio(e3, e_total), ratio(e_max, e3), ratio(e3, e5), ratio(strip, e5),
-                     sii, sjj, cij, n_hits, tm, trms], axis=1)
+    return np.stack(
+        [
+            e_total,
+            e_max,
+            ratio(e3, e_total),
+            ratio(e_max, e3),
+            ratio(e3, e5),
+            ratio(strip, e5),
+            sii,
+            sjj,
+            cij,
+            n_hits,
+            tm,
+            trms,
+        ],
+        axis=1,
+    )

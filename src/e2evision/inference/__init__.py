@@ -8,5 +8,13 @@ See docs/deployment.md.
 from e2evision.inference.predict import PredictError, PredictSummary, predict, score_batches
 from e2evision.inference.scorers import ExportScorer, ModelContract, RunScorer, open_scorer
 
-__all__ = ["ExportScorer", "ModelContract", "PredictError", "PredictSummary", "RunScorer",
-           "open_scorer", "predict", "score_batches"]
+__all__ = [
+    "ExportScorer",
+    "ModelContract",
+    "PredictError",
+    "PredictSummary",
+    "RunScorer",
+    "open_scorer",
+    "predict",
+    "score_batches",
+]

@@ -41,8 +41,12 @@ class PredictSummary:
     task: str
 
 
-def open_data(contract: ModelContract, paths: Sequence[str | os.PathLike[str]],
-              data_format: str | None = None, **reader_kwargs: Any) -> Any:
+def open_data(
+    contract: ModelContract,
+    paths: Sequence[str | os.PathLike[str]],
+    data_format: str | None = None,
+    **reader_kwargs: Any,
+) -> Any:
     """The reader of ``paths`` with the run's format and feature table unless told otherwise."""
     from e2evision.datasets import DatasetError
     from e2evision.datasets.feature_table import open_with_features
@@ -68,29 +72,39 @@ def check_data(reader: Any, contract: ModelContract) -> list[int]:
     where = reader.paths[0] if reader.paths else "data"
     shape = tuple(int(s) for s in reader.image_shape)
     if shape != contract.image_shape:
-        raise PredictError(f"{where}: images are {shape} (C, H, W), the model takes "
-                           f"{contract.image_shape} ({contract.source}); score data of the "
-                           "geometry it was trained on")
+        raise PredictError(
+            f"{where}: images are {shape} (C, H, W), the model takes "
+            f"{contract.image_shape} ({contract.source}); score data of the "
+            "geometry it was trained on"
+        )
     names = list(reader.channel_names)
     if contract.channel_names and names != contract.channel_names:
-        raise PredictError(f"{where}: channels are {names}, the model takes "
-                           f"{contract.channel_names} in that order ({contract.source}); pass "
-                           "--data-format for the reader that delivers them")
+        raise PredictError(
+            f"{where}: channels are {names}, the model takes "
+            f"{contract.channel_names} in that order ({contract.source}); pass "
+            "--data-format for the reader that delivers them"
+        )
     missing = [s for s in contract.scalar_names if s not in reader.scalar_names]
     if missing:
-        raise PredictError(f"{where}: the model takes scalar inputs {contract.scalar_names} "
-                           f"({contract.source}); this data has no {missing} (it has "
-                           f"{list(reader.scalar_names) or 'none'}; lens features: "
-                           "`e2evision features DATA`)")
+        raise PredictError(
+            f"{where}: the model takes scalar inputs {contract.scalar_names} "
+            f"({contract.source}); this data has no {missing} (it has "
+            f"{list(reader.scalar_names) or 'none'}; lens features: "
+            "`e2evision features DATA`)"
+        )
     if reader.task != contract.task:
-        raise PredictError(f"{where}: the data is a {reader.task} dataset, the model a "
-                           f"{contract.task} one ({contract.source}); pass the data it was trained "
-                           "for, or --data-format")
+        raise PredictError(
+            f"{where}: the data is a {reader.task} dataset, the model a "
+            f"{contract.task} one ({contract.source}); pass the data it was trained "
+            "for, or --data-format"
+        )
     classes = list(reader.class_names)
     if get_task(contract.task).is_multiclass and contract.class_names and classes != contract.class_names:
-        raise PredictError(f"{where}: classes are {classes}, the model's are "
-                           f"{contract.class_names} ({contract.source}); name the class folders "
-                           "alike")
+        raise PredictError(
+            f"{where}: classes are {classes}, the model's are "
+            f"{contract.class_names} ({contract.source}); name the class folders "
+            "alike"
+        )
     return [list(reader.scalar_names).index(s) for s in contract.scalar_names]
 
 
@@ -119,8 +133,13 @@ def score_columns(contract: ModelContract, scores: np.ndarray) -> dict[str, np.n
     return {key: scores.astype(np.float64)}
 
 
-def score_batches(scorer: RunScorer | ExportScorer, reader: Any, indices: np.ndarray | None = None,
-                  batch_size: int = 512, progress: bool = False) -> Iterator[dict[str, np.ndarray]]:
+def score_batches(
+    scorer: RunScorer | ExportScorer,
+    reader: Any,
+    indices: np.ndarray | None = None,
+    batch_size: int = 512,
+    progress: bool = False,
+) -> Iterator[dict[str, np.ndarray]]:
     """Column batches (source, row, index, label, scores) of ``indices`` (default: every sample)."""
     cols = check_data(reader, scorer.contract)
     idx = np.arange(reader.n_samples) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -133,7 +152,7 @@ def score_batches(scorer: RunScorer | ExportScorer, reader: Any, indices: np.nda
         bar = tqdm(total=int(idx.size), desc="predict", unit="sample")
     try:
         for start in starts:
-            part = idx[start:start + batch_size]
+            part = idx[start : start + batch_size]
             images, _ = reader.read(part)
             scalars = None
             if cols:
@@ -143,8 +162,13 @@ def score_batches(scorer: RunScorer | ExportScorer, reader: Any, indices: np.nda
             label = labels[part]
             regression = get_task(scorer.contract.task).is_regression
             label = label.astype(np.float64) if regression else label.astype(np.int64)
-            yield {"source": source, "row": row.astype(np.int64), "index": part, "label": label,
-                   **score_columns(scorer.contract, scores)}
+            yield {
+                "source": source,
+                "row": row.astype(np.int64),
+                "index": part,
+                "label": label,
+                **score_columns(scorer.contract, scores),
+            }
             if bar is not None:
                 bar.update(part.size)
     finally:
@@ -152,11 +176,20 @@ def score_batches(scorer: RunScorer | ExportScorer, reader: Any, indices: np.nda
             bar.close()
 
 
-def predict(model: str | os.PathLike[str], data: Sequence[str | os.PathLike[str]],
-            out: str | os.PathLike[str], *, fold: int | None = None, fmt: str | None = None,
-            batch_size: int = 512, data_format: str | None = None,
-            indices: np.ndarray | None = None, progress: bool = False, device: str | None = None,
-            **reader_kwargs: Any) -> PredictSummary:
+def predict(
+    model: str | os.PathLike[str],
+    data: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    fold: int | None = None,
+    fmt: str | None = None,
+    batch_size: int = 512,
+    data_format: str | None = None,
+    indices: np.ndarray | None = None,
+    progress: bool = False,
+    device: str | None = None,
+    **reader_kwargs: Any,
+) -> PredictSummary:
     """Score ``data`` with ``model`` (a run directory or an exported file) into ``out``.
 
     ``fmt``: parquet (default), csv or root; ``indices``: only these samples of ``data``.

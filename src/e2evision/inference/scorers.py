@@ -48,18 +48,23 @@ class RunScorer:
     float32, averaged in float64 (the trainer's ``predict``); this is the same computation.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], fold: int | None = None,
-                 device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, run_dir: str | os.PathLike[str], fold: int | None = None, device: str | torch.device | None = None
+    ) -> None:
         from e2evision.export.run import load_fold
 
         run = Path(run_dir)
         if not (run / CONFIG_FILE).is_file():
-            raise ScorerError(f"{run}: not a run directory (config.yaml is missing); pass a run "
-                              "from `e2evision train` or an exported model file")
+            raise ScorerError(
+                f"{run}: not a run directory (config.yaml is missing); pass a run "
+                "from `e2evision train` or an exported model file"
+            )
         if is_ensemble(run):
-            raise ScorerError(f"{run / ENSEMBLE_FILE}: an ensemble of finished runs has no model of "
-                              "its own; predict with each member run and apply ensemble.json's "
-                              "'combiner' to their scores")
+            raise ScorerError(
+                f"{run / ENSEMBLE_FILE}: an ensemble of finished runs has no model of "
+                "its own; predict with each member run and apply ensemble.json's "
+                "'combiner' to their scores"
+            )
         available = fold_numbers(run)
         folds = available if fold is None else [fold]
         try:
@@ -71,19 +76,29 @@ class RunScorer:
         first = self.folds[0]
         expected = int(first.config.train.folds)
         if fold is None and len(available) != expected:
-            raise ScorerError(f"{run}: the fold ensemble needs all {expected} folds (train.folds), "
-                              f"found {available}; finish the run with --resume or pass --fold K")
+            raise ScorerError(
+                f"{run}: the fold ensemble needs all {expected} folds (train.folds), "
+                f"found {available}; finish the run with --resume or pass --fold K"
+            )
         self.device = torch.device(device) if device is not None else _default_device(first.config)
         for f in self.folds:
             f.module.to(self.device)
         cfg = first.config
         self.contract = ModelContract(
-            source=str(run / RUN_FILE), image_shape=first.image_shape,
-            channel_names=first.channel_names, scalar_names=list(first.scalar_names),
-            task=first.task, class_names=first.class_names, data_format=cfg.data.format,
-            data_features=cfg.data.features, reader_kwargs=dict(cfg.data.kwargs),
-            description=(f"the mean of folds {[f.fold for f in self.folds]} of {run}"
-                         if fold is None else f"fold {fold} of {run}"),
+            source=str(run / RUN_FILE),
+            image_shape=first.image_shape,
+            channel_names=first.channel_names,
+            scalar_names=list(first.scalar_names),
+            task=first.task,
+            class_names=first.class_names,
+            data_format=cfg.data.format,
+            data_features=cfg.data.features,
+            reader_kwargs=dict(cfg.data.kwargs),
+            description=(
+                f"the mean of folds {[f.fold for f in self.folds]} of {run}"
+                if fold is None
+                else f"fold {fold} of {run}"
+            ),
         )
 
     @torch.no_grad()
@@ -105,19 +120,24 @@ class ExportScorer:
 
     def __init__(self, model_path: str | os.PathLike[str]) -> None:
         from e2evision.export.contract import FILE_NAME, read_contract
-        from e2evision.export.exporters import FORMATS, _runner
+        from e2evision.export.exporters import FORMATS, runner_for
 
         path = Path(model_path)
         if not path.is_file():
             raise ScorerError(f"{path}: model file not found")
         fmt = next((k for k, suffix in FORMATS.items() if path.suffix == suffix), None)
         if fmt is None:
-            raise ScorerError(f"{path}: not an exported model (expected "
-                              f"{', '.join(FORMATS.values())}) or a run directory")
+            raise ScorerError(
+                f"{path}: not an exported model (expected {', '.join(FORMATS.values())}) or a run directory"
+            )
         try:
             self.preprocess = read_contract(path.parent / FILE_NAME)
-            self._run = _runner(fmt, path, [s["name"] for s in self.preprocess["inputs"]],
-                                [s["name"] for s in self.preprocess["outputs"]])
+            self._run = runner_for(
+                fmt,
+                path,
+                [s["name"] for s in self.preprocess["inputs"]],
+                [s["name"] for s in self.preprocess["outputs"]],
+            )
         except ExportError as err:
             raise ScorerError(str(err)) from None
         except ImportError as err:  # onnxruntime for an ONNX file
@@ -137,7 +157,9 @@ class ExportScorer:
             image_shape=tuple(int(v) for v in image["shape"][1:]),  # type: ignore[arg-type]
             channel_names=list(image.get("channels") or []),
             scalar_names=list(inputs["scalars"]["names"]) if "scalars" in inputs else [],
-            task=self.task, class_names=list(classes), description=f"the {fmt} export {path}",
+            task=self.task,
+            class_names=list(classes),
+            description=f"the {fmt} export {path}",
             **_reader_settings(self.preprocess),
         )
 
@@ -161,12 +183,16 @@ def _reader_settings(preprocess: dict[str, Any]) -> dict[str, Any]:
 
         d = load_config(cfg_path).data
         data = {"format": d.format, "kwargs": dict(d.kwargs), "features": d.features}
-    return {"data_format": data.get("format"), "reader_kwargs": dict(data.get("kwargs") or {}),
-            "data_features": data.get("features")}
+    return {
+        "data_format": data.get("format"),
+        "reader_kwargs": dict(data.get("kwargs") or {}),
+        "data_features": data.get("features"),
+    }
 
 
-def open_scorer(model: str | os.PathLike[str], fold: int | None = None,
-                device: str | torch.device | None = None) -> RunScorer | ExportScorer:
+def open_scorer(
+    model: str | os.PathLike[str], fold: int | None = None, device: str | torch.device | None = None
+) -> RunScorer | ExportScorer:
     """A run directory (its fold ensemble, or ``fold``) or an exported model file."""
     path = Path(model)
     if path.is_dir():

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def binary_labels(
-    labels: np.ndarray, *, need_both: bool = True, name: str = "labels"
-) -> np.ndarray:
+def binary_labels(labels: np.ndarray, *, need_both: bool = True, name: str = "labels") -> np.ndarray:
     """1-D boolean signal mask from labels in {0, 1} (or bool); signal is 1.
 
     Labels such as {-1, 1} or {1, 2} are refused rather than guessed: which class is signal must
@@ -32,9 +30,7 @@ def binary_labels(
         n_sig = int(mask.sum())
         if n_sig == 0 or n_sig == mask.size:
             which = "background" if n_sig == 0 else "signal"
-            raise ValueError(
-                f"{name} need both classes; only {which} is present ({mask.size} samples)"
-            )
+            raise ValueError(f"{name} need both classes; only {which} is present ({mask.size} samples)")
     return mask
 
 

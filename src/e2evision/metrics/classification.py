@@ -70,8 +70,10 @@ def bootstrap_auc(
         rows = min(batch, n_boot - start)
         if stratified:
             idx = np.concatenate(
-                [pos[rng.integers(0, pos.size, size=(rows, pos.size))],
-                 neg[rng.integers(0, neg.size, size=(rows, neg.size))]],
+                [
+                    pos[rng.integers(0, pos.size, size=(rows, pos.size))],
+                    neg[rng.integers(0, neg.size, size=(rows, neg.size))],
+                ],
                 axis=1,
             )
         else:

@@ -28,9 +28,7 @@ from scipy.stats import norm, rankdata
 from e2evision.metrics._checks import binary_labels, confidence_level, finite_scores
 
 
-def _score_matrix(
-    labels: np.ndarray, scores: np.ndarray | list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
+def _score_matrix(labels: np.ndarray, scores: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Signal mask and a ``(k, N)`` score matrix, both validated."""
     sig = binary_labels(labels)
     try:
@@ -79,9 +77,7 @@ def delong_covariance(labels: np.ndarray, scores: np.ndarray | list[np.ndarray])
     }
 
 
-def delong_auc_ci(
-    labels: np.ndarray, scores: np.ndarray, *, confidence: float = 0.95
-) -> dict[str, Any]:
+def delong_auc_ci(labels: np.ndarray, scores: np.ndarray, *, confidence: float = 0.95) -> dict[str, Any]:
     """AUC with DeLong's standard error and the Wald interval ``AUC ± z·SE``, clipped to [0, 1].
 
     A closed-form alternative to the bootstrap: no resampling, deterministic, and cheap on large
@@ -131,9 +127,7 @@ def delong_test(
     if a.ndim != 1 or b.ndim != 1:
         raise ValueError(f"scores_a and scores_b must be 1-D, got shapes {a.shape} and {b.shape}")
     if a.size != b.size:
-        raise ValueError(
-            f"scores_a has {a.size} entries and scores_b {b.size}: not the same samples"
-        )
+        raise ValueError(f"scores_a has {a.size} entries and scores_b {b.size}: not the same samples")
     cov = delong_covariance(labels, np.stack([a, b]))
     (auc_a, auc_b), c = cov["auc"], cov["covariance"]
     diff = float(auc_a - auc_b)

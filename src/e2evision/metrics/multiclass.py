@@ -31,9 +31,7 @@ def _class_labels(labels: np.ndarray, n_classes: int, name: str = "labels") -> n
     arr = arr.astype(np.int64)
     bad = (arr < 0) | (arr >= n_classes)
     if bad.any():
-        raise ValueError(
-            f"{name} must lie in [0, {n_classes}); found {np.unique(arr[bad])[:5].tolist()}"
-        )
+        raise ValueError(f"{name} must lie in [0, {n_classes}); found {np.unique(arr[bad])[:5].tolist()}")
     return arr
 
 

@@ -186,7 +186,6 @@ def auc_in_bins(
             continue
         out["auc"][b] = float(auc_rank(y, sc))
         if n_boot > 0:
-            _, lo, hi = bootstrap_auc(y, sc, n_boot=n_boot, confidence=confidence, seed=seed + b,
-                                      stratified=stratified)
+            _, lo, hi = bootstrap_auc(y, sc, n_boot=n_boot, confidence=confidence, seed=seed + b, stratified=stratified)
             out["low"][b], out["high"][b] = lo, hi
     return out

@@ -23,9 +23,19 @@ __all__ = ["SIGNAL_EFFICIENCIES", "spread", "task_metrics"]
 SIGNAL_EFFICIENCIES: tuple[float, ...] = (0.3, 0.5)
 
 
-def task_metrics(task: str | Task, y_tv: np.ndarray, oof: np.ndarray, oof_fold: np.ndarray, y_test: np.ndarray,
-                 test_score: np.ndarray, *, seed: int, class_names: list[str] | None = None,
-                 scalars: dict[str, np.ndarray] | None = None, n_boot: int = 1000) -> dict[str, Any]:
+def task_metrics(
+    task: str | Task,
+    y_tv: np.ndarray,
+    oof: np.ndarray,
+    oof_fold: np.ndarray,
+    y_test: np.ndarray,
+    test_score: np.ndarray,
+    *,
+    seed: int,
+    class_names: list[str] | None = None,
+    scalars: dict[str, np.ndarray] | None = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
     """The task's entries of metrics.json from out-of-fold and test scores (see docs/training.md).
 
     ``oof_fold`` gives each out-of-fold row's fold (``-1``: not scored); the fold lists are the
@@ -40,9 +50,17 @@ def task_metrics(task: str | Task, y_tv: np.ndarray, oof: np.ndarray, oof_fold: 
     return _binary(y_tv, oof, oof_fold, folds, y_test, test_score, seed, n_boot, scalars)
 
 
-def _binary(y_tv: np.ndarray, oof: np.ndarray, oof_fold: np.ndarray, folds: list[int], y_test: np.ndarray,
-            test_score: np.ndarray, seed: int, n_boot: int,
-            scalars: dict[str, np.ndarray] | None) -> dict[str, Any]:
+def _binary(
+    y_tv: np.ndarray,
+    oof: np.ndarray,
+    oof_fold: np.ndarray,
+    folds: list[int],
+    y_test: np.ndarray,
+    test_score: np.ndarray,
+    seed: int,
+    n_boot: int,
+    scalars: dict[str, np.ndarray] | None,
+) -> dict[str, Any]:
     fold_auc = [roc_auc(y_tv[oof_fold == f], oof[oof_fold == f]) for f in folds]
     auc, lo, hi = bootstrap_auc(y_test, test_score, n_boot=n_boot, seed=seed)
     delong = delong_auc_ci(y_test, test_score)
@@ -55,25 +73,40 @@ def _binary(y_tv: np.ndarray, oof: np.ndarray, oof_fold: np.ndarray, folds: list
         "test_auc_delong_ci": [delong["low"], delong["high"]],
         "test_auc_std_error": delong["std_error"],
         "background_rejection": [
-            {key: rej[key][i] for key in ("signal_efficiency", "background_efficiency", "rejection", "sic",
-                                          "background_passing")} | {"n_background": rej["n_background"]}
+            {
+                key: rej[key][i]
+                for key in ("signal_efficiency", "background_efficiency", "rejection", "sic", "background_passing")
+            }
+            | {"n_background": rej["n_background"]}
             for i in range(len(SIGNAL_EFFICIENCIES))
         ],
     }
     if scalars and "pt" in scalars:
         b = auc_in_bins(y_test, test_score, scalars["pt"], bins=5, n_boot=min(n_boot, 200), seed=seed)
-        out["auc_in_bins"] = {"variable": "pt", **{k: b[k] for k in ("edges", "n", "n_signal", "n_background",
-                                                                       "auc", "low", "high", "reason")}}
+        out["auc_in_bins"] = {
+            "variable": "pt",
+            **{k: b[k] for k in ("edges", "n", "n_signal", "n_background", "auc", "low", "high", "reason")},
+        }
     return out
 
 
-def _multiclass(y_tv: np.ndarray, oof: np.ndarray, oof_fold: np.ndarray, folds: list[int], y_test: np.ndarray,
-                test_score: np.ndarray, seed: int, n_boot: int, class_names: list[str] | None) -> dict[str, Any]:
+def _multiclass(
+    y_tv: np.ndarray,
+    oof: np.ndarray,
+    oof_fold: np.ndarray,
+    folds: list[int],
+    y_test: np.ndarray,
+    test_score: np.ndarray,
+    seed: int,
+    n_boot: int,
+    class_names: list[str] | None,
+) -> dict[str, Any]:
     names = list(class_names or [])
     fold_auc = [one_vs_rest_auc(y_tv[oof_fold == f], oof[oof_fold == f])["macro"] for f in folds]
     ovr = one_vs_rest_auc(y_test, test_score)
-    boot = bootstrap_metric(lambda y, s: one_vs_rest_auc(y, s)["macro"], y_test, test_score,
-                            n_boot=min(n_boot, 500), seed=seed)
+    boot = bootstrap_metric(
+        lambda y, s: one_vs_rest_auc(y, s)["macro"], y_test, test_score, n_boot=min(n_boot, 500), seed=seed
+    )
     k = test_score.shape[1]
     return {
         **spread("fold_auc", fold_auc),
@@ -87,12 +120,21 @@ def _multiclass(y_tv: np.ndarray, oof: np.ndarray, oof_fold: np.ndarray, folds: 
     }
 
 
-def _regression(y_tv: np.ndarray, oof: np.ndarray, oof_fold: np.ndarray, folds: list[int], y_test: np.ndarray,
-                test_score: np.ndarray, seed: int, n_boot: int) -> dict[str, Any]:
+def _regression(
+    y_tv: np.ndarray,
+    oof: np.ndarray,
+    oof_fold: np.ndarray,
+    folds: list[int],
+    y_test: np.ndarray,
+    test_score: np.ndarray,
+    seed: int,
+    n_boot: int,
+) -> dict[str, Any]:
     fold_mae = [float(np.mean(np.abs(oof[oof_fold == f] - y_tv[oof_fold == f]))) for f in folds]
     summary = regression_summary(y_test, test_score)
-    boot = bootstrap_metric(lambda t, p: float(np.mean(np.abs(p - t))), y_test, test_score,
-                            n_boot=min(n_boot, 500), seed=seed)
+    boot = bootstrap_metric(
+        lambda t, p: float(np.mean(np.abs(p - t))), y_test, test_score, n_boot=min(n_boot, 500), seed=seed
+    )
     return {
         **spread("fold_mae", fold_mae),
         "oof_mae": float(np.mean(np.abs(oof - y_tv))),
@@ -105,5 +147,8 @@ def _regression(y_tv: np.ndarray, oof: np.ndarray, oof_fold: np.ndarray, folds: 
 
 def spread(name: str, values: list[float]) -> dict[str, Any]:
     """``name`` (the values), ``name_mean`` and ``name_std`` (ddof=1; 0 for a single value)."""
-    return {name: [float(v) for v in values], f"{name}_mean": float(np.mean(values)),
-            f"{name}_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+    return {
+        name: [float(v) for v in values],
+        f"{name}_mean": float(np.mean(values)),
+        f"{name}_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+    }

@@ -12,4 +12,12 @@ from e2evision.models.registry import (
     register_model,
 )
 
-__all__ = ["count_flops", "count_parameters", "create_model", "get_entry", "list_models", "model_table", "register_model"]
+__all__ = [
+    "count_flops",
+    "count_parameters",
+    "create_model",
+    "get_entry",
+    "list_models",
+    "model_table",
+    "register_model",
+]

@@ -39,8 +39,16 @@ def catalog_rows(pattern: str = "*") -> list[dict[str, Any]]:
         c, s = FLOPS_GEOMETRY
         with torch.device("meta"):
             flops = count_flops(create_model(name, in_chans=c, img_size=s), c, s)
-        rows.append({"name": name, "family": entry.family, "params": params, "flops": flops,
-                     "source": entry.source, "description": entry.description})
+        rows.append(
+            {
+                "name": name,
+                "family": entry.family,
+                "params": params,
+                "flops": flops,
+                "source": entry.source,
+                "description": entry.description,
+            }
+        )
     return rows
 
 
@@ -52,8 +60,13 @@ def catalog_markdown(rows: list[dict[str, Any]] | None = None) -> str:
     head = ["name", "family", *(f"params {g}" for g in geos), f"GFLOPs {c}×{s}×{s}", "asked for by"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "---", *["---:"] * (len(geos) + 1), "---"]) + "|"]
     for r in rows:
-        cells = [f"`{r['name']}`", r["family"], *(f"{v:,}" for v in r["params"].values()),
-                 f"{r['flops'] / 1e9:.3f}", r["source"]]
+        cells = [
+            f"`{r['name']}`",
+            r["family"],
+            *(f"{v:,}" for v in r["params"].values()),
+            f"{r['flops'] / 1e9:.3f}",
+            r["source"],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

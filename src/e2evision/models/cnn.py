@@ -609,12 +609,8 @@ def _register_timm(name: str, description: str, source: str) -> None:
     register_model(name, description=description, family="cnn", source=source)(builder)
 
 
-_register_timm(
-    "resnet18", "timm ResNet-18 (random init), global avg pool, fusion head", f"{SEED_003}; He et al. 2016"
-)
-_register_timm(
-    "resnet50", "timm ResNet-50 (random init), global avg pool, fusion head", f"{SEED_003}; He et al. 2016"
-)
+_register_timm("resnet18", "timm ResNet-18 (random init), global avg pool, fusion head", f"{SEED_003}; He et al. 2016")
+_register_timm("resnet50", "timm ResNet-50 (random init), global avg pool, fusion head", f"{SEED_003}; He et al. 2016")
 _register_timm(
     "efficientnet_b0",
     "timm EfficientNet-B0 (random init), global avg pool, fusion head",

@@ -38,10 +38,7 @@ from e2evision.models.heads import FusionHead, ImageModel
 from e2evision.models.padding import pad_to_multiple
 from e2evision.models.registry import register_model
 
-COATNET_SOURCE = (
-    "Dai et al. 2021 (CoAtNet); dc250601/GSOC (CoAtNet-0, quark/gluon AUC 0.8146, "
-    "boosted top 0.9872)"
-)
+COATNET_SOURCE = "Dai et al. 2021 (CoAtNet); dc250601/GSOC (CoAtNet-0, quark/gluon AUC 0.8146, boosted top 0.9872)"
 
 Pair = tuple[int, int]
 
@@ -124,8 +121,7 @@ class CoAtNet(ImageModel):
 )
 @register_model(
     "coatnet_micro",
-    description="CPU-sized CoAtNet (blocks 2-1-1-2-1, widths 16-32-64-128-256, C-C-T-T) "
-    "for demos and tests",
+    description="CPU-sized CoAtNet (blocks 2-1-1-2-1, widths 16-32-64-128-256, C-C-T-T) for demos and tests",
     family="coatnet",
     source=COATNET_SOURCE,
     stem_width=16,

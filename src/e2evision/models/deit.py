@@ -158,20 +158,51 @@ _DEIT_SOURCE = "Touvron et al. 2021 (DeiT, distillation token)"
 _CONVSTEM_SOURCE = "Xiao et al. 2021 (early convolutions help transformers see better); seed 001"
 
 
-@register_model("deit_tiny_distilled", description="DeiT-Tiny with a distillation token (192 wide, 12 blocks, 3 heads)",
-                family="vit", source=_DEIT_SOURCE, embed_dim=192, depth=12, num_heads=3)
-@register_model("deit_micro_distilled", description="CPU-sized DeiT with a distillation token (64 wide, 4 blocks, 4 heads)",
-                family="vit", source=_DEIT_SOURCE, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
-def deit_distilled(in_chans: int, img_size: tuple[int, int], num_outputs: int = 1, **kwargs) -> DistilledVisionTransformer:
+@register_model(
+    "deit_tiny_distilled",
+    description="DeiT-Tiny with a distillation token (192 wide, 12 blocks, 3 heads)",
+    family="vit",
+    source=_DEIT_SOURCE,
+    embed_dim=192,
+    depth=12,
+    num_heads=3,
+)
+@register_model(
+    "deit_micro_distilled",
+    description="CPU-sized DeiT with a distillation token (64 wide, 4 blocks, 4 heads)",
+    family="vit",
+    source=_DEIT_SOURCE,
+    embed_dim=64,
+    depth=4,
+    num_heads=4,
+    mlp_ratio=2.0,
+)
+def deit_distilled(
+    in_chans: int, img_size: tuple[int, int], num_outputs: int = 1, **kwargs
+) -> DistilledVisionTransformer:
     return DistilledVisionTransformer(in_chans, img_size, num_outputs, **kwargs)
 
 
-@register_model("vit_convstem_tiny",
-                description="ViT-Tiny with a conv stem (3×3 s2 conv-BN-ReLU 48, 96; 192 wide, 11 blocks, 3 heads)",
-                family="vit", source=_CONVSTEM_SOURCE, embed_dim=192, depth=11, num_heads=3, stem_channels=(48, 96))
-@register_model("vit_convstem_micro",
-                description="CPU-sized ViT with a conv stem (3×3 s2 conv-BN-ReLU 16, 32; 64 wide, 4 blocks, 4 heads)",
-                family="vit", source=_CONVSTEM_SOURCE, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
-                stem_channels=(16, 32))
+@register_model(
+    "vit_convstem_tiny",
+    description="ViT-Tiny with a conv stem (3×3 s2 conv-BN-ReLU 48, 96; 192 wide, 11 blocks, 3 heads)",
+    family="vit",
+    source=_CONVSTEM_SOURCE,
+    embed_dim=192,
+    depth=11,
+    num_heads=3,
+    stem_channels=(48, 96),
+)
+@register_model(
+    "vit_convstem_micro",
+    description="CPU-sized ViT with a conv stem (3×3 s2 conv-BN-ReLU 16, 32; 64 wide, 4 blocks, 4 heads)",
+    family="vit",
+    source=_CONVSTEM_SOURCE,
+    embed_dim=64,
+    depth=4,
+    num_heads=4,
+    mlp_ratio=2.0,
+    stem_channels=(16, 32),
+)
 def vit_convstem(in_chans: int, img_size: tuple[int, int], num_outputs: int = 1, **kwargs) -> ConvStemVisionTransformer:
     return ConvStemVisionTransformer(in_chans, img_size, num_outputs, **kwargs)

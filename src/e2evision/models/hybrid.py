@@ -59,17 +59,13 @@ Pair = tuple[int, int]
 GROUP_NAMES = ("cnn", "proj", "transformer", "head")
 
 
-def efficientnet_trunk(
-    name: str, in_chans: int, stride: int, drop_path_rate: float = 0.0
-) -> tuple[nn.Sequential, int]:
+def efficientnet_trunk(name: str, in_chans: int, stride: int, drop_path_rate: float = 0.0) -> tuple[nn.Sequential, int]:
     """Stem and first blocks of a timm EfficientNet, cut at its feature of the given stride.
 
     Returns the trunk (``conv_stem``, ``bn1``, ``blocks`` as in timm, so timm EfficientNet weights
     load with ``strict=False``) and its output channel count.
     """
-    full = timm.create_model(
-        name, pretrained=False, in_chans=in_chans, num_classes=0, drop_path_rate=drop_path_rate
-    )
+    full = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=0, drop_path_rate=drop_path_rate)
     taps = [f for f in full.feature_info if f["module"].startswith("blocks.")]
     info = [f for f in taps if f["reduction"] == stride]
     if not info:
@@ -122,9 +118,7 @@ class HybridEffSwin(ImageModel):
         n_stages = len(depths)
         ratio = cnn_stride // patch_size
         if cnn_stride % patch_size or ratio & (ratio - 1):
-            raise ValueError(
-                f"cnn_stride {cnn_stride} must be patch_size {patch_size} times a power of 2"
-            )
+            raise ValueError(f"cnn_stride {cnn_stride} must be patch_size {patch_size} times a power of 2")
         # Swin stage i outputs stride patch_size * 2**i; the CNN replaces stages 0 .. replaced - 1.
         replaced = int(math.log2(ratio)) + 1
         if replaced >= n_stages:
@@ -139,9 +133,7 @@ class HybridEffSwin(ImageModel):
         self.window_sizes = stage_windows(self.grid_sizes, window_size)
         self.cnn_grid = self.grid_sizes[replaced - 1]
 
-        self.cnn, self.cnn_channels = efficientnet_trunk(
-            cnn, in_chans, cnn_stride, cnn_drop_path_rate
-        )
+        self.cnn, self.cnn_channels = efficientnet_trunk(cnn, in_chans, cnn_stride, cnn_drop_path_rate)
         width = dims[replaced - 1]
         self.proj = nn.Sequential(
             nn.Conv2d(self.cnn_channels, width, kernel_size=1, bias=False),
@@ -199,12 +191,9 @@ class HybridEffSwin(ImageModel):
     def load_swin_weights(self, swin: SwinTransformer, head: bool = True) -> None:
         """Copy Swin stages ``first_swin_stage ..``, the final norm and (optionally) the head from a
         trained :class:`SwinTransformer` of the same width, depths and geometry."""
-        kept = list(swin.layers)[self.first_swin_stage:]
+        kept = list(swin.layers)[self.first_swin_stage :]
         if len(kept) != len(self.transformer.layers) or swin.window_sizes != self.window_sizes:
-            raise ValueError(
-                "the Swin model's stages or windows do not match this hybrid "
-                "(same preset and img_size?)"
-            )
+            raise ValueError("the Swin model's stages or windows do not match this hybrid (same preset and img_size?)")
         for mine, theirs in zip(self.transformer.layers, kept):
             mine.load_state_dict(theirs.state_dict())
         self.transformer.norm.load_state_dict(swin.norm.state_dict())
@@ -228,8 +217,7 @@ class HybridEffSwin(ImageModel):
 )
 @register_model(
     "hybrid_effswin_micro",
-    description="CPU-sized Hybrid EffSwin: EfficientNet-B0 to stride 8, 1×1 conv to 64, "
-    "swin_micro stages 3-4",
+    description="CPU-sized Hybrid EffSwin: EfficientNet-B0 to stride 8, 1×1 conv to 64, swin_micro stages 3-4",
     family="hybrid",
     source=HYBRID_SOURCE,
     cnn="efficientnet_b0",

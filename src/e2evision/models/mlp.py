@@ -20,12 +20,22 @@ from e2evision.models.registry import register_model
 class ScalarMLP(ImageModel):
     """MLP on the scalar inputs (``num_scalars`` ≥ 1); the image is accepted and not used."""
 
-    def __init__(self, in_chans: int, img_size: tuple[int, int], num_outputs: int = 1, *, num_scalars: int = 0,
-                 hidden: Sequence[int] = (64, 64), drop_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        img_size: tuple[int, int],
+        num_outputs: int = 1,
+        *,
+        num_scalars: int = 0,
+        hidden: Sequence[int] = (64, 64),
+        drop_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         if num_scalars < 1:
-            raise ValueError("scalar_mlp reads only scalar inputs: list them in data.scalars "
-                             "(e.g. the lens features of data.features)")
+            raise ValueError(
+                "scalar_mlp reads only scalar inputs: list them in data.scalars "
+                "(e.g. the lens features of data.features)"
+            )
         layers: list[nn.Module] = []
         width = num_scalars
         for h in hidden:

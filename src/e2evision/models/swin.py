@@ -36,8 +36,7 @@ from e2evision.models.padding import Pair, pad_to_multiple
 from e2evision.models.registry import register_model
 
 SWIN_SOURCE = (
-    "Liu et al. 2021 (Swin Transformer); dc250601/GSOC (Swin-Tiny, quark/gluon AUC 0.8083, "
-    "boosted top 0.9858)"
+    "Liu et al. 2021 (Swin Transformer); dc250601/GSOC (Swin-Tiny, quark/gluon AUC 0.8083, boosted top 0.9858)"
 )
 
 
@@ -74,7 +73,7 @@ def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[f
     flat = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
     out, start = [], 0
     for d in depths:
-        out.append(flat[start:start + d])
+        out.append(flat[start : start + d])
         start += d
     return out
 
@@ -133,9 +132,7 @@ def init_linear_trunc_normal(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def check_stage_config(
-    embed_dim: int, depths: Sequence[int], num_heads: Sequence[int]
-) -> list[int]:
+def check_stage_config(embed_dim: int, depths: Sequence[int], num_heads: Sequence[int]) -> list[int]:
     """Stage widths (doubling from ``embed_dim``), after checking each divides by its heads
     (shared by the Swin and the hybrid CNN-Swin)."""
     if len(depths) != len(num_heads):
@@ -223,8 +220,7 @@ class SwinTransformer(ImageModel):
 
 @register_model(
     "swin_tiny",
-    description="Swin-T (96 wide, depths 2-2-6-2, heads 3-6-12-24, patch 4, window ≤ 7), "
-    "pads to ×32",
+    description="Swin-T (96 wide, depths 2-2-6-2, heads 3-6-12-24, patch 4, window ≤ 7), pads to ×32",
     family="swin",
     source=SWIN_SOURCE,
     embed_dim=96,

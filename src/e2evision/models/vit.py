@@ -45,7 +45,9 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention; keeps the last attention map on request (for saliency plots)."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
@@ -199,11 +201,33 @@ class VisionTransformer(ImageModel):
 _VIT_SOURCE = "Dosovitskiy et al. 2021; seeds 000/001 (ViT from scratch)"
 
 
-@register_model("vit_tiny", description="ViT-Tiny (192 wide, 12 blocks, 3 heads), ~8×8 patches", family="vit",
-                source=_VIT_SOURCE, embed_dim=192, depth=12, num_heads=3)
-@register_model("vit_small", description="ViT-Small (384 wide, 12 blocks, 6 heads), ~8×8 patches", family="vit",
-                source=_VIT_SOURCE, embed_dim=384, depth=12, num_heads=6)
-@register_model("vit_micro", description="CPU-sized ViT (64 wide, 4 blocks, 4 heads) for demos and tests",
-                family="vit", source=_VIT_SOURCE, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+@register_model(
+    "vit_tiny",
+    description="ViT-Tiny (192 wide, 12 blocks, 3 heads), ~8×8 patches",
+    family="vit",
+    source=_VIT_SOURCE,
+    embed_dim=192,
+    depth=12,
+    num_heads=3,
+)
+@register_model(
+    "vit_small",
+    description="ViT-Small (384 wide, 12 blocks, 6 heads), ~8×8 patches",
+    family="vit",
+    source=_VIT_SOURCE,
+    embed_dim=384,
+    depth=12,
+    num_heads=6,
+)
+@register_model(
+    "vit_micro",
+    description="CPU-sized ViT (64 wide, 4 blocks, 4 heads) for demos and tests",
+    family="vit",
+    source=_VIT_SOURCE,
+    embed_dim=64,
+    depth=4,
+    num_heads=4,
+    mlp_ratio=2.0,
+)
 def vit(in_chans: int, img_size: tuple[int, int], num_outputs: int = 1, **kwargs) -> VisionTransformer:
     return VisionTransformer(in_chans, img_size, num_outputs, **kwargs)

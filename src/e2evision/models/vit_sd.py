@@ -111,7 +111,9 @@ class LocalitySelfAttention(Attention):
     softmax. Keeps the last attention map on request, like :class:`Attention`.
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
+    ) -> None:
         super().__init__(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         self.temperature = nn.Parameter(torch.full((), self.head_dim**-0.5))
 
@@ -159,9 +161,25 @@ class SmallDataViT(VisionTransformer):
 _SD_SOURCE = "Lee, Lee & Song 2021 (ViT for small-size datasets: SPT + LSA); seed 004 (DeepLense substructure)"
 
 
-@register_model("vit_sd_tiny", description="ViT for small datasets (SPT + LSA; 192 wide, 9 blocks, 12 heads of 16)",
-                family="vit", source=_SD_SOURCE, embed_dim=192, depth=9, num_heads=12, mlp_ratio=2.0)
-@register_model("vit_sd_micro", description="CPU-sized ViT for small datasets (SPT + LSA; 64 wide, 4 blocks, 4 heads)",
-                family="vit", source=_SD_SOURCE, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+@register_model(
+    "vit_sd_tiny",
+    description="ViT for small datasets (SPT + LSA; 192 wide, 9 blocks, 12 heads of 16)",
+    family="vit",
+    source=_SD_SOURCE,
+    embed_dim=192,
+    depth=9,
+    num_heads=12,
+    mlp_ratio=2.0,
+)
+@register_model(
+    "vit_sd_micro",
+    description="CPU-sized ViT for small datasets (SPT + LSA; 64 wide, 4 blocks, 4 heads)",
+    family="vit",
+    source=_SD_SOURCE,
+    embed_dim=64,
+    depth=4,
+    num_heads=4,
+    mlp_ratio=2.0,
+)
 def vit_sd(in_chans: int, img_size: tuple[int, int], num_outputs: int = 1, **kwargs) -> SmallDataViT:
     return SmallDataViT(in_chans, img_size, num_outputs, **kwargs)

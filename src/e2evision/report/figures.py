@@ -99,14 +99,24 @@ def roc_figure(runs: Sequence[Any], colors: Sequence[str]) -> str:
         labels.append(f"{run.name} (AUC = {auc:.4f})")
     for e in (0.3, 0.5):
         ax_rej.axvline(e, color="0.6", lw=0.8, ls="--")
-    ax_roc.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="background efficiency (false-positive rate)",
-               ylabel="signal efficiency (true-positive rate)", title="ROC curve (test split)")
+    ax_roc.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="background efficiency (false-positive rate)",
+        ylabel="signal efficiency (true-positive rate)",
+        title="ROC curve (test split)",
+    )
     handles.append(random)
     labels.append("random guess")
     ax_rej.set_yscale("log")
     ax_rej.yaxis.set_major_locator(LogLocator(base=10))
-    ax_rej.set(xlim=(0, 1), ylim=(1, max_rej * 1.5), xlabel="signal efficiency (true-positive rate)",
-               ylabel="background rejection 1 / FPR", title="Background rejection (test split)")
+    ax_rej.set(
+        xlim=(0, 1),
+        ylim=(1, max_rej * 1.5),
+        xlabel="signal efficiency (true-positive rate)",
+        ylabel="background rejection 1 / FPR",
+        title="Background rejection (test split)",
+    )
     for ax in (ax_roc, ax_rej):
         ax.grid(True, which="major", alpha=0.3)
     # One legend under both panels: the curves of the rejection plot fill every corner.
@@ -120,10 +130,24 @@ def score_figure(runs: Sequence[Any], colors: Sequence[str]) -> str:
     bins = np.linspace(0.0, 1.0, 41)
     for ax, run, color in zip(axes, runs, colors):
         label, score = run.preds["test_label"], run.preds["test_score"]
-        ax.hist(score[label == 1], bins=bins, density=True, histtype="stepfilled", alpha=0.35, color=color,
-                label=f"signal (n={int((label == 1).sum())})")
-        ax.hist(score[label == 0], bins=bins, density=True, histtype="step", lw=1.6, color="0.25",
-                label=f"background (n={int((label == 0).sum())})")
+        ax.hist(
+            score[label == 1],
+            bins=bins,
+            density=True,
+            histtype="stepfilled",
+            alpha=0.35,
+            color=color,
+            label=f"signal (n={int((label == 1).sum())})",
+        )
+        ax.hist(
+            score[label == 0],
+            bins=bins,
+            density=True,
+            histtype="step",
+            lw=1.6,
+            color="0.25",
+            label=f"background (n={int((label == 0).sum())})",
+        )
         ax.set(xlim=(0, 1), xlabel="score (fold-ensemble mean)", ylabel="density", title=run.name)
         ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # headroom so the legend does not cover the bars
         ax.legend(fontsize=8.5, loc="upper center", ncol=2)
@@ -152,11 +176,13 @@ def binned_auc_figure(runs: Sequence[Any], colors: Sequence[str]) -> str | None:
         shift = (i - (len(have) - 1) / 2) * 0.08 * width  # side by side, not on top of each other
         yerr = np.vstack([np.clip(auc - lo, 0, None), np.clip(hi - auc, 0, None)])
         yerr = np.nan_to_num(yerr)
-        ax.errorbar(centre + shift, auc, xerr=width, yerr=yerr, fmt="o", ms=4, color=color, capsize=2,
-                    label=run.name)
+        ax.errorbar(centre + shift, auc, xerr=width, yerr=yerr, fmt="o", ms=4, color=color, capsize=2, label=run.name)
     var = str(have[0][0].metrics["auc_in_bins"].get("variable", "pt"))
-    ax.set(xlabel=f"{var} (bins of equal count on the test split)", ylabel="test AUC",
-           title=f"AUC in bins of {var} (95 % bootstrap intervals)")
+    ax.set(
+        xlabel=f"{var} (bins of equal count on the test split)",
+        ylabel="test AUC",
+        title=f"AUC in bins of {var} (95 % bootstrap intervals)",
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9)
     fig.tight_layout()
@@ -178,8 +204,13 @@ def ovr_roc_figure(runs: Sequence[Any], colors: Sequence[str], class_names: Sequ
                 continue
             fpr, tpr, _ = roc_curve(y, s)
             ax.plot(fpr, tpr, color=color, lw=1.6, label=f"{run.name} ({roc_auc_score(y, s):.4f})")
-        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate", ylabel="true-positive rate",
-               title=f"{names[c]} vs rest")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            xlabel="false-positive rate",
+            ylabel="true-positive rate",
+            title=f"{names[c]} vs rest",
+        )
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -198,8 +229,15 @@ def class_score_figure(runs: Sequence[Any], colors: Sequence[str], class_names: 
         for c in range(k):
             sel = y == c
             if sel.any():
-                ax.hist(s[sel, c], bins=bins, density=True, histtype="step", lw=1.6, color=f"C{c}",
-                        label=f"{names[c]} (n={int(sel.sum())})")
+                ax.hist(
+                    s[sel, c],
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    lw=1.6,
+                    color=f"C{c}",
+                    label=f"{names[c]} (n={int(sel.sum())})",
+                )
         ax.set(xlim=(0, 1), xlabel="probability of the true class", ylabel="density", title=run.name)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8.5)
@@ -221,8 +259,15 @@ def confusion_figure(runs: Sequence[Any], class_names: Sequence[str]) -> str:
         ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{frac[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center", fontsize=8.5,
-                        color="white" if frac[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{frac[i, j]:.2f}\n({counts[i, j]})",
+                    ha="center",
+                    va="center",
+                    fontsize=8.5,
+                    color="white" if frac[i, j] > 0.6 else "black",
+                )
         ax.set_xticks(range(k), names, rotation=30, ha="right")
         ax.set_yticks(range(k), names)
         ax.set(xlabel="predicted class", ylabel="true class", title=run.name)
@@ -245,8 +290,14 @@ def regression_figure(runs: Sequence[Any], colors: Sequence[str]) -> str:
     for run, color in zip(runs, colors):
         t, p = run.preds["test_label"], run.preds["test_score"]
         r = p - t
-        ax_res.hist(r, bins=rbins, histtype="step", lw=1.6, color=color,
-                    label=f"{run.name} (bias {np.mean(r):.3g}, σ {np.std(r, ddof=1):.3g})")
+        ax_res.hist(
+            r,
+            bins=rbins,
+            histtype="step",
+            lw=1.6,
+            color=color,
+            label=f"{run.name} (bias {np.mean(r):.3g}, σ {np.std(r, ddof=1):.3g})",
+        )
         ax_sc.scatter(t, p, s=4, alpha=0.35, color=color, label=run.name)
         b = regression_in_bins(t, p, bins=5)
         centre = 0.5 * (b["edges"][1:] + b["edges"][:-1])
@@ -259,8 +310,11 @@ def regression_figure(runs: Sequence[Any], colors: Sequence[str]) -> str:
     ax_sc.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="truth", ylabel="prediction", title="Prediction vs truth")
     ax_sc.legend(fontsize=8, markerscale=3)
     ax_bin.axhline(0, color="0.5", lw=0.8)
-    ax_bin.set(xlabel="truth (5 bins of equal count)", ylabel="target units",
-               title="Resolution (solid, robust σ) and bias (dashed)")
+    ax_bin.set(
+        xlabel="truth (5 bins of equal count)",
+        ylabel="target units",
+        title="Resolution (solid, robust σ) and bias (dashed)",
+    )
     ax_bin.legend(fontsize=8)
     for ax in (ax_res, ax_sc, ax_bin):
         ax.grid(True, alpha=0.3)

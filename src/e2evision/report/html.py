@@ -83,6 +83,8 @@ def _load_saliency(run: _Run, compute: bool) -> None:
         run.saliency = saliency_from_run_dir(run.path)
     except Exception as exc:  # best effort: the rest of the page does not depend on it
         run.saliency_note = f"saliency could not be computed: {type(exc).__name__}: {exc}"
+
+
 # ------------------------------------------------------------------------------------ formatting
 def _e(value: Any) -> str:
     """Escape for both element text and quoted attribute values."""
@@ -140,8 +142,18 @@ def _short_hash(fingerprint: str, keep: int = 12) -> str:
 
 def _colors(n: int) -> list[str]:
     """tab10 colours, one per run, shared by all figures so a run keeps its colour."""
-    base = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+    base = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    ]
     return [base[i % len(base)] for i in range(n)]
 
 
@@ -245,9 +257,11 @@ def _paired_test(task: str, y: np.ndarray, a: np.ndarray, b: np.ndarray, best: s
         from e2evision.metrics import delong_test
 
         t = delong_test(y, a, b)
-        return _Significance(t["p_value"], f"p = {_fmt_p(t['p_value'])}",
-                             f"DeLong paired test vs {best}: ΔAUC = {t['difference']:+.4f} ± {t['std_error']:.4f}, "
-                             f"z = {t['z']:.2f}")
+        return _Significance(
+            t["p_value"],
+            f"p = {_fmt_p(t['p_value'])}",
+            f"DeLong paired test vs {best}: ΔAUC = {t['difference']:+.4f} ± {t['std_error']:.4f}, z = {t['z']:.2f}",
+        )
     if task == "regression":
         from scipy.stats import wilcoxon
 
@@ -255,8 +269,11 @@ def _paired_test(task: str, y: np.ndarray, a: np.ndarray, b: np.ndarray, best: s
         if not np.any(d):
             return _Significance(1.0, "p = 1", f"identical absolute residuals to {best}")
         res = wilcoxon(np.abs(a - y), np.abs(b - y))
-        return _Significance(float(res.pvalue), f"p = {_fmt_p(float(res.pvalue))}",
-                             f"Wilcoxon signed-rank test of |residual| vs {best}: ΔMAE = {float(np.mean(d)):+.4g}")
+        return _Significance(
+            float(res.pvalue),
+            f"p = {_fmt_p(float(res.pvalue))}",
+            f"Wilcoxon signed-rank test of |residual| vs {best}: ΔMAE = {float(np.mean(d)):+.4g}",
+        )
     from scipy.stats import norm
 
     from e2evision.metrics import bootstrap_metric, one_vs_rest_auc
@@ -267,9 +284,11 @@ def _paired_test(task: str, y: np.ndarray, a: np.ndarray, b: np.ndarray, best: s
     boot = bootstrap_metric(diff, y, a, b, n_boot=200, seed=0)
     sd = boot["std"]
     p = float(2 * norm.sf(abs(boot["value"]) / sd)) if sd > 0 else (1.0 if boot["value"] == 0 else 0.0)
-    return _Significance(p, f"p = {_fmt_p(p)}",
-                         f"paired bootstrap (200 resamples) of the macro AUC difference vs {best}: "
-                         f"{boot['value']:+.4f} ± {sd:.4f}")
+    return _Significance(
+        p,
+        f"p = {_fmt_p(p)}",
+        f"paired bootstrap (200 resamples) of the macro AUC difference vs {best}: {boot['value']:+.4f} ± {sd:.4f}",
+    )
 
 
 def _fmt_p(p: float) -> str:
@@ -297,9 +316,11 @@ def _table(group: _Group) -> str:
     sig = _significance(group)
     task = group.task
     if task == "binary":
-        extra_head = ("<th>Test AUC [95 % CI]</th><th title='background rejection at signal efficiency 0.3'>"
-                      "1/&epsilon;<sub>B</sub> @ &epsilon;<sub>S</sub>=0.3</th>"
-                      "<th>1/&epsilon;<sub>B</sub> @ &epsilon;<sub>S</sub>=0.5</th>")
+        extra_head = (
+            "<th>Test AUC [95 % CI]</th><th title='background rejection at signal efficiency 0.3'>"
+            "1/&epsilon;<sub>B</sub> @ &epsilon;<sub>S</sub>=0.3</th>"
+            "<th>1/&epsilon;<sub>B</sub> @ &epsilon;<sub>S</sub>=0.5</th>"
+        )
         lead = "<th>AUC (folds)</th><th>OOF AUC</th>"
     elif task == "multiclass":
         extra_head = "<th>Test macro AUC [95 % CI]</th><th>One-vs-rest AUC per class</th><th>Accuracy</th>"
@@ -307,9 +328,11 @@ def _table(group: _Group) -> str:
     else:
         extra_head = "<th>Test MAE [95 % CI]</th><th>Bias</th><th>Resolution (robust &sigma;)</th>"
         lead = "<th>MAE (folds)</th><th>OOF MAE</th>"
-    head = (f"<tr><th>Run</th><th>Model</th><th>Parameters</th>{lead}{extra_head}"
-            "<th title='paired test against the best run on the same test samples'>Significance vs best</th>"
-            "<th>Training time</th><th>Epochs</th></tr>")
+    head = (
+        f"<tr><th>Run</th><th>Model</th><th>Parameters</th>{lead}{extra_head}"
+        "<th title='paired test against the best run on the same test samples'>Significance vs best</th>"
+        "<th>Training time</th><th>Epochs</th></tr>"
+    )
     rows = []
     for run in group.runs:
         m = run.metrics
@@ -335,8 +358,10 @@ def _table(group: _Group) -> str:
         best_cls = ' class="best"' if is_best else ""
         rows.append(f'<tr data-run="{_e(run.name)}"{best_cls}>' + "".join(cells) + "</tr>")
     body = "\n".join(rows)
-    return (f'<table class="comparison" id="comparison-{group.anchor}">\n<thead>{head}</thead>\n'
-            f"<tbody>\n{body}\n</tbody>\n</table>")
+    return (
+        f'<table class="comparison" id="comparison-{group.anchor}">\n<thead>{head}</thead>\n'
+        f"<tbody>\n{body}\n</tbody>\n</table>"
+    )
 
 
 def _warnings(m: Mapping[str, Any]) -> list[str]:
@@ -363,9 +388,11 @@ def _model_cell(m: dict[str, Any]) -> str:
     members = ens.get("members") if isinstance(ens, dict) else None
     if not isinstance(members, list) or not members:
         return f'<td class="model">{_e(m["model"])}</td>'
-    names = "".join(f'<li>{_e(str(row.get("name", "?")))}</li>' for row in members if isinstance(row, dict))
-    return (f'<td class="model" title="{_e(m["model"])}">{_e(ens.get("method", "ensemble"))} of '
-            f'{len(members)}<ul class="members">{names}</ul></td>')
+    names = "".join(f"<li>{_e(str(row.get('name', '?')))}</li>" for row in members if isinstance(row, dict))
+    return (
+        f'<td class="model" title="{_e(m["model"])}">{_e(ens.get("method", "ensemble"))} of '
+        f'{len(members)}<ul class="members">{names}</ul></td>'
+    )
 
 
 def _ci(values: Any, fmt: Any = None) -> str:
@@ -402,14 +429,16 @@ def _task_cells(run: _Run) -> list[str]:
     fold_title = "per fold: " + ", ".join(_fmt_auc(a) for a in folds) if isinstance(folds, list) else ""
     cells = [
         f'<td class="fold-auc" title="{_e(fold_title)}">{_fmt_auc(m["fold_auc_mean"])} &plusmn; '
-        f'{_fmt_auc(m["fold_auc_std"])}</td>',
+        f"{_fmt_auc(m['fold_auc_std'])}</td>",
         f'<td class="oof-auc">{_fmt_auc(m["oof_auc"])}</td>',
         f'<td class="test-auc">{_fmt_auc(m["test_auc"])}{_ci(m.get("test_auc_ci"))}</td>',
     ]
     if run.task == "binary":
         for (eff, rej, nb), cls in zip(_rejections(run), ("rej30", "rej50")):
-            cells.append(f'<td class="{cls}" title="{_e(f"at signal efficiency {eff:g}, {nb} background events")}">'
-                         f"{_fmt_rejection(rej, nb)}</td>")
+            cells.append(
+                f'<td class="{cls}" title="{_e(f"at signal efficiency {eff:g}, {nb} background events")}">'
+                f"{_fmt_rejection(rej, nb)}</td>"
+            )
         return cells
     from e2evision.metrics import one_vs_rest_auc
 
@@ -424,19 +453,19 @@ def _task_cells(run: _Run) -> list[str]:
 
 _TABLE_NOTES = {
     "binary": "AUC mean &plusmn; std over the K validation folds; OOF: AUC of the pooled out-of-fold "
-              "predictions; test: AUC of the fold-ensemble mean score on the held-out test split, with its "
-              "95 % bootstrap interval; 1/&epsilon;<sub>B</sub>: background rejection at the given signal "
-              "efficiency (&gt; N: no background event of N passes). Significance: DeLong's paired test "
-              "against the best run (same test samples only). The best test AUC is highlighted.",
+    "predictions; test: AUC of the fold-ensemble mean score on the held-out test split, with its "
+    "95 % bootstrap interval; 1/&epsilon;<sub>B</sub>: background rejection at the given signal "
+    "efficiency (&gt; N: no background event of N passes). Significance: DeLong's paired test "
+    "against the best run (same test samples only). The best test AUC is highlighted.",
     "multiclass": "Macro (unweighted mean) one-vs-rest AUC over the classes; test: the fold-ensemble mean "
-                  "probabilities on the held-out test split, 95 % bootstrap interval. Significance: paired "
-                  "bootstrap of the macro AUC difference against the best run. The best test macro AUC is "
-                  "highlighted.",
+    "probabilities on the held-out test split, 95 % bootstrap interval. Significance: paired "
+    "bootstrap of the macro AUC difference against the best run. The best test macro AUC is "
+    "highlighted.",
     "regression": "Mean absolute error in target units; test: the fold-ensemble mean prediction on the "
-                  "held-out test split, 95 % bootstrap interval; bias = mean(prediction &minus; truth); "
-                  "robust resolution = half the 16&ndash;84 % width of the residuals. Significance: "
-                  "Wilcoxon's signed-rank test of the absolute residuals against the best run. The lowest "
-                  "test MAE is highlighted.",
+    "held-out test split, 95 % bootstrap interval; bias = mean(prediction &minus; truth); "
+    "robust resolution = half the 16&ndash;84 % width of the residuals. Significance: "
+    "Wilcoxon's signed-rank test of the absolute residuals against the best run. The lowest "
+    "test MAE is highlighted.",
 }
 
 
@@ -470,7 +499,7 @@ def _provenance(run: _Run) -> str:
         ("finished", _e(info["finished_at"]) if "finished_at" in info else na),
         ("device", _e(info["device"]) if "device" in info else na),
         ("processes", _e(info["processes"]) if "processes" in info else na),
-        ("command", f'<code>{_e(info["command"])}</code>' if "command" in info else na),
+        ("command", f"<code>{_e(info['command'])}</code>" if "command" in info else na),
     ]
     if run.metrics.get("resumed_folds"):
         pairs.append(("resumed folds", _e(", ".join(map(str, run.metrics["resumed_folds"])))))
@@ -487,16 +516,18 @@ def _run_section(run: _Run) -> str:
     n_tv, n_te = m.get("n_trainval"), m.get("n_test")
     sizes = f" &middot; {_e(n_tv)} train/val, {_e(n_te)} test examples" if n_tv is not None else ""
     if run.saliency is not None and len(run.saliency.get("images", [])):
-        sal = (figures.saliency_figure(run.name, run.saliency, run.task)
-               + '<p class="note">Gradient &times; input of the fold-0 model (Shrikumar et al. 2016), summed '
-                 "over channels: red pixels raise the output (signal logit, true-class logit or "
-                 "prediction), blue ones lower it.</p>")
+        sal = (
+            figures.saliency_figure(run.name, run.saliency, run.task)
+            + '<p class="note">Gradient &times; input of the fold-0 model (Shrikumar et al. 2016), summed '
+            "over channels: red pixels raise the output (signal logit, true-class logit or "
+            "prediction), blue ones lower it.</p>"
+        )
     else:
         sal = f'<p class="note">No saliency maps: {_e(run.saliency_note or "none recorded")}.</p>'
     versus = m.get("versus_best_member")
     verdict = "".join(f'<p class="warning"><b>Not learning:</b> {_e(w)}</p>\n' for w in _warnings(m))
     if isinstance(versus, Mapping) and versus.get("verdict"):  # an ensemble: is it worth its members?
-        verdict += f'<p><b>Against its best member:</b> {_e(versus["verdict"])}.</p>\n'
+        verdict += f"<p><b>Against its best member:</b> {_e(versus['verdict'])}.</p>\n"
     return (
         f'<section class="card run" id="{run.anchor}">\n'
         f'<h3><span style="color:{run.color}">&#9632;</span> {_e(run.name)} '
@@ -519,41 +550,59 @@ def _group_heading(group: _Group) -> str:
         bits.append(f"classes: {_e(classes)}")
     if fp:
         bits.append(f'data <code title="{_e(fp)}">{_e(_short_hash(fp))}</code>')
-    return (f'<h2 id="{group.anchor}">Dataset: {_e(fmt)} &mdash; {_e(group.task)}</h2>\n'
-            f'<p class="meta">{" &middot; ".join(bits)}</p>')
+    return (
+        f'<h2 id="{group.anchor}">Dataset: {_e(fmt)} &mdash; {_e(group.task)}</h2>\n'
+        f'<p class="meta">{" &middot; ".join(bits)}</p>'
+    )
 
 
 def _group_section(group: _Group) -> str:
     runs = group.runs
     colors = [r.color for r in runs]
-    parts = [_group_heading(group), f'<div class="table-wrap">{_table(group)}</div>',
-             f'<p class="note">{_TABLE_NOTES[group.task]}</p>']
+    parts = [
+        _group_heading(group),
+        f'<div class="table-wrap">{_table(group)}</div>',
+        f'<p class="note">{_TABLE_NOTES[group.task]}</p>',
+    ]
     if group.task == "binary":
-        parts.append(f'<h3>ROC and background rejection (test split)</h3><section class="card">'
-                     f"{figures.roc_figure(runs, colors)}<p class=\"note\">Shaded: min&ndash;max over the "
-                     "per-fold models of the TPR at a common FPR grid. Right: background rejection (1/FPR) "
-                     "against signal efficiency, the usual HEP view; dashed lines at &epsilon;<sub>S</sub> = "
-                     "0.3 and 0.5.</p></section>")
-        parts.append(f'<h3>Score distributions (test split)</h3><section class="card">'
-                     f"{figures.score_figure(runs, colors)}</section>")
+        parts.append(
+            f'<h3>ROC and background rejection (test split)</h3><section class="card">'
+            f'{figures.roc_figure(runs, colors)}<p class="note">Shaded: min&ndash;max over the '
+            "per-fold models of the TPR at a common FPR grid. Right: background rejection (1/FPR) "
+            "against signal efficiency, the usual HEP view; dashed lines at &epsilon;<sub>S</sub> = "
+            "0.3 and 0.5.</p></section>"
+        )
+        parts.append(
+            f'<h3>Score distributions (test split)</h3><section class="card">'
+            f"{figures.score_figure(runs, colors)}</section>"
+        )
         binned = figures.binned_auc_figure(runs, colors)
         if binned:
             parts.append(f'<h3>AUC in bins of jet p<sub>T</sub></h3><section class="card">{binned}</section>')
     elif group.task == "multiclass":
         names = runs[0].class_names
-        parts.append(f'<h3>One-vs-rest ROC curves (test split)</h3><section class="card">'
-                     f"{figures.ovr_roc_figure(runs, colors, names)}</section>")
-        parts.append(f'<h3>Confusion matrices (test split)</h3><section class="card">'
-                     f"{figures.confusion_figure(runs, names)}<p class=\"note\">Rows: true class; columns: "
-                     "predicted class (largest probability); fraction of the row, count in brackets.</p></section>")
-        parts.append(f'<h3>Score distributions (test split)</h3><section class="card">'
-                     f"{figures.class_score_figure(runs, colors, names)}</section>")
+        parts.append(
+            f'<h3>One-vs-rest ROC curves (test split)</h3><section class="card">'
+            f"{figures.ovr_roc_figure(runs, colors, names)}</section>"
+        )
+        parts.append(
+            f'<h3>Confusion matrices (test split)</h3><section class="card">'
+            f'{figures.confusion_figure(runs, names)}<p class="note">Rows: true class; columns: '
+            "predicted class (largest probability); fraction of the row, count in brackets.</p></section>"
+        )
+        parts.append(
+            f'<h3>Score distributions (test split)</h3><section class="card">'
+            f"{figures.class_score_figure(runs, colors, names)}</section>"
+        )
     else:
-        parts.append(f'<h3>Residuals and resolution (test split)</h3><section class="card">'
-                     f"{figures.regression_figure(runs, colors)}</section>")
+        parts.append(
+            f'<h3>Residuals and resolution (test split)</h3><section class="card">'
+            f"{figures.regression_figure(runs, colors)}</section>"
+        )
     parts.append("<h3>Runs</h3>")
     parts.extend(_run_section(r) for r in runs)
     return "\n".join(parts)
+
 
 # ----------------------------------------------------------------------------------------- HTML
 _CSS = """

@@ -101,8 +101,7 @@ def _monitor_task(monitor: str) -> Task:
     return {"val_auc": get_task("binary"), "val_mae": get_task("regression")}.get(monitor, get_task("binary"))
 
 
-def _best_listed(values: Any, available: list[int], higher: bool, key: str,
-                 what: str) -> tuple[int, str] | None:
+def _best_listed(values: Any, available: list[int], higher: bool, key: str, what: str) -> tuple[int, str] | None:
     """The best fold by metrics.json's per-fold list ``key``, among those with weights."""
     if not (isinstance(values, list) and values and all(isinstance(a, (int, float)) for a in values)):
         return None
@@ -115,16 +114,16 @@ def _best_listed(values: Any, available: list[int], higher: bool, key: str,
     return best, f"fold {best}: best {what} {values[best]:.4f} (metrics.json {key}: {listing})"
 
 
-def _best_in_histories(run: Path, available: list[int], monitor: str, higher: bool,
-                       what: str) -> tuple[int, str] | None:
+def _best_in_histories(
+    run: Path, available: list[int], monitor: str, higher: bool, what: str
+) -> tuple[int, str] | None:
     """The best fold by the monitored value in each fold.json history (an interrupted run)."""
     scores = {}
     for k in available:
         info_path = fold_dir(run, k) / FOLD_FILE
         if info_path.is_file():
             hist = read_json(info_path, FOLD_FILE).get("history") or []
-            vals = [h[monitor] for h in hist
-                    if isinstance(h, dict) and isinstance(h.get(monitor), (int, float))]
+            vals = [h[monitor] for h in hist if isinstance(h, dict) and isinstance(h.get(monitor), (int, float))]
             if vals:
                 scores[k] = max(vals) if higher else min(vals)
     if not scores:
@@ -174,12 +173,25 @@ def load_fold(run_dir: str | os.PathLike[str], fold: int | None = None) -> Loade
     if task.link == "sigmoid" and not class_names:
         class_names = ["0", "1"]
     return LoadedFold(
-        run_dir=run.resolve(), fold=k, fold_reason=reason, config=cfg, module=module, model=model,
-        normalizer=module.normalizer, geometry=module.geometry, image_shape=(c, h, w),
+        run_dir=run.resolve(),
+        fold=k,
+        fold_reason=reason,
+        config=cfg,
+        module=module,
+        model=model,
+        normalizer=module.normalizer,
+        geometry=module.geometry,
+        image_shape=(c, h, w),
         channel_names=list(data.get("channels") or [f"channel_{i}" for i in range(c)]),
-        num_outputs=num_outputs, num_scalars=num_scalars, scalar_names=scalar_names, task=task.name,
-        class_names=class_names, weights_path=weights_path.resolve(), weights_sha256=sha256_file(weights_path),
-        run_info=run_info, metrics=metrics,
+        num_outputs=num_outputs,
+        num_scalars=num_scalars,
+        scalar_names=scalar_names,
+        task=task.name,
+        class_names=class_names,
+        weights_path=weights_path.resolve(),
+        weights_sha256=sha256_file(weights_path),
+        run_info=run_info,
+        metrics=metrics,
     )
 
 
@@ -219,8 +231,15 @@ def _read_fold_files(fold_path: Path, channels: int) -> tuple[dict[str, Any], Pa
     return state, weights_path, norm_path
 
 
-def _build_and_load(run: Path, cfg: Any, shape: tuple[int, int, int], task: str, n_classes: int,
-                    state: dict[str, Any], weights_path: Path) -> Any:
+def _build_and_load(
+    run: Path,
+    cfg: Any,
+    shape: tuple[int, int, int],
+    task: str,
+    n_classes: int,
+    state: dict[str, Any],
+    weights_path: Path,
+) -> Any:
     """The training module of ``cfg`` with the fold's weights loaded strictly, in eval mode."""
     from e2evision.training.build import build_module
 
@@ -231,7 +250,9 @@ def _build_and_load(run: Path, cfg: Any, shape: tuple[int, int, int], task: str,
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise RunDirError(f"{weights_path}: does not fit {cfg.model.name} as configured in config.yaml: {err}") from None
+        raise RunDirError(
+            f"{weights_path}: does not fit {cfg.model.name} as configured in config.yaml: {err}"
+        ) from None
     return module.eval()
 
 
@@ -247,4 +268,3 @@ def _check_normalizer(normalizer: Any, norm: dict[str, Any], path: Path) -> None
             want = [1.0] * len(loaded[key])
         if len(want) != len(loaded[key]) or not np.allclose(want, loaded[key], rtol=1e-6, atol=0):
             raise RunDirError(f"{path}: {key} {want} disagrees with the weights' normaliser buffers {loaded[key]}")
-

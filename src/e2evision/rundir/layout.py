@@ -43,9 +43,20 @@ CHECKPOINT_META_FILE = "meta.json"
 
 #: config fields that do not change a fold's result: hardware, display, logging, checkpoint
 #: cadence (they change a fold's numbers at most by float rounding)
-NOT_HASHED = ("progress", "num_workers", "accelerator", "devices", "num_nodes", "strategy", "loggers",
-              "checkpoint_every_n_steps", "channels_last", "compile", "matmul_precision",
-              "not_learning_epochs")
+NOT_HASHED = (
+    "progress",
+    "num_workers",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "loggers",
+    "checkpoint_every_n_steps",
+    "channels_last",
+    "compile",
+    "matmul_precision",
+    "not_learning_epochs",
+)
 
 
 # The run directory holds something this run must not mix with or load (names the file); defined

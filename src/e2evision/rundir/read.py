@@ -122,8 +122,9 @@ def read_metrics(run_dir: str | os.PathLike[str], *, complete: bool = True) -> d
         raise ValueError(f"{metrics_path} lacks the required key 'task'")
     task = metrics["task"]
     if task not in REQUIRED_METRICS:
-        raise ValueError(f"{metrics_path}: unknown task {task!r}; the run directory holds "
-                         f"{', '.join(REQUIRED_METRICS)} runs")
+        raise ValueError(
+            f"{metrics_path}: unknown task {task!r}; the run directory holds {', '.join(REQUIRED_METRICS)} runs"
+        )
     if complete:
         _check_complete(metrics, metrics_path, task)
     return metrics
@@ -138,8 +139,10 @@ def _check_complete(metrics: dict[str, Any], where: Path, task: str) -> None:
         raise ValueError(f"{where} lacks the required key(s) {keys} of a {task} run")
     epochs = metrics["epochs"]
     if not isinstance(epochs, list) or not all(type(e) is int for e in epochs):
-        raise ValueError(f"{where}: field 'epochs' must be a list of integers (epochs per "
-                         f"fold), got {type(epochs).__name__}; rewrite it or retrain the run")
+        raise ValueError(
+            f"{where}: field 'epochs' must be a list of integers (epochs per "
+            f"fold), got {type(epochs).__name__}; rewrite it or retrain the run"
+        )
 
 
 def read_predictions(run_dir: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -152,8 +155,10 @@ def read_predictions(run_dir: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         with np.load(preds_path, allow_pickle=False) as npz:
             return {k: np.asarray(npz[k]) for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{preds_path} could not be read as a numeric .npz (truncated or not an "
-                         f".npz: {exc}); copy the run again or retrain it") from exc
+        raise ValueError(
+            f"{preds_path} could not be read as a numeric .npz (truncated or not an "
+            f".npz: {exc}); copy the run again or retrain it"
+        ) from exc
 
 
 def check_predictions(preds: Mapping[str, np.ndarray], where: Path, task: str) -> None:
@@ -164,8 +169,9 @@ def check_predictions(preds: Mapping[str, np.ndarray], where: Path, task: str) -
     score, label, folds = preds["test_score"], preds["test_label"], preds["test_fold_scores"]
     n = label.shape[0] if label.ndim == 1 else -1
     if label.ndim != 1 or score.shape[:1] != label.shape:
-        raise ValueError(f"{where}: test_score {score.shape} and test_label {label.shape} must have one row per "
-                         "test sample")
+        raise ValueError(
+            f"{where}: test_score {score.shape} and test_label {label.shape} must have one row per test sample"
+        )
     if not np.isfinite(score).all():
         raise ValueError(f"{where}: test_score has NaN or infinite values")
     t = get_task(task)

@@ -47,18 +47,36 @@ def write_arrays(path: str | os.PathLike[str], **arrays: Any) -> Path:
     return Path(path)
 
 
-def write_predictions(run_dir: str | os.PathLike[str], *, oof_score: np.ndarray, oof_label: np.ndarray,
-                      oof_fold: np.ndarray, oof_index: np.ndarray, test_score: np.ndarray,
-                      test_label: np.ndarray, test_index: np.ndarray, test_fold_scores: np.ndarray,
-                      **extra: Any) -> Path:
+def write_predictions(
+    run_dir: str | os.PathLike[str],
+    *,
+    oof_score: np.ndarray,
+    oof_label: np.ndarray,
+    oof_fold: np.ndarray,
+    oof_index: np.ndarray,
+    test_score: np.ndarray,
+    test_label: np.ndarray,
+    test_index: np.ndarray,
+    test_fold_scores: np.ndarray,
+    **extra: Any,
+) -> Path:
     """``predictions.npz``: out-of-fold and test scores with their labels, folds and sample indices.
 
     ``extra`` arrays ride along (``test_scalars``, ``scalar_names``, ``class_names`` of a run;
     ``member_test_scores`` of an ensemble).
     """
-    return write_arrays(Path(run_dir) / PREDICTIONS_FILE, oof_score=oof_score, oof_label=oof_label,
-                        oof_fold=oof_fold, oof_index=oof_index, test_score=test_score, test_label=test_label,
-                        test_index=test_index, test_fold_scores=test_fold_scores, **extra)
+    return write_arrays(
+        Path(run_dir) / PREDICTIONS_FILE,
+        oof_score=oof_score,
+        oof_label=oof_label,
+        oof_fold=oof_fold,
+        oof_index=oof_index,
+        test_score=test_score,
+        test_label=test_label,
+        test_index=test_index,
+        test_fold_scores=test_fold_scores,
+        **extra,
+    )
 
 
 def write_config(run_dir: str | os.PathLike[str], text: str) -> Path:
@@ -89,8 +107,9 @@ def write_checkpoint_meta(fold_path: Path, meta: Mapping[str, Any]) -> Path:
     return path
 
 
-def write_fold(fold_path: Path, state_dict: Mapping[str, Any], normalizer: Mapping[str, Any],
-               record: Mapping[str, Any]) -> None:
+def write_fold(
+    fold_path: Path, state_dict: Mapping[str, Any], normalizer: Mapping[str, Any], record: Mapping[str, Any]
+) -> None:
     """A finished fold: ``model.safetensors`` (best epoch), ``normalizer.json`` and ``fold.json``.
 
     ``fold.json`` goes last: its presence is what marks the fold finished.

@@ -119,8 +119,12 @@ def _write_one(
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         opts: dict[str, object] = {}
         if k > 0:
-            opts = {"chunks": (min(256, k), crop, crop, 2), "compression": "gzip",
-                    "compression_opts": 1, "shuffle": True}
+            opts = {
+                "chunks": (min(256, k), crop, crop, 2),
+                "compression": "gzip",
+                "compression_opts": 1,
+                "shuffle": True,
+            }
         dx = f.create_dataset("X", shape=(k, crop, crop, 2), dtype=np.float32, **opts)
         f.create_dataset("y", data=np.full(k, _LABEL[particle], dtype=np.float32))
         f.attrs["generator"] = GENERATOR_NAME
@@ -134,9 +138,7 @@ def _write_one(
         f.attrs["num_shards"] = int(num_shards)
         f.attrs["event_start"] = int(start)
         f.attrs["event_stop"] = int(stop)
-        f.attrs["schema"] = (
-            f"X float32 (N,{crop},{crop},2) [ieta, iphi, (energy GeV, time ns)]; y float32 (N,)"
-        )
+        f.attrs["schema"] = f"X float32 (N,{crop},{crop},2) [ieta, iphi, (energy GeV, time ns)]; y float32 (N,)"
         with tqdm(total=k, desc=path.name, unit="crop", disable=not progress, leave=False) as bar:
             for lo in range(start, stop, step):
                 hi = min(lo + step, stop)
@@ -180,8 +182,19 @@ def write_egamma(
     for particle, n_class in zip(("photon", "electron"), per_class):
         start, stop = shard_range(n_class, config.block_size, int(shard), int(num_shards))
         path = out / egamma_file_name(particle, n_class, config, int(shard), int(num_shards))
-        _write_one(path, particle, n_class, start, stop, root, int(seed), config, int(chunk),
-                   progress, int(shard), int(num_shards))
+        _write_one(
+            path,
+            particle,
+            n_class,
+            start,
+            stop,
+            root,
+            int(seed),
+            config,
+            int(chunk),
+            progress,
+            int(shard),
+            int(num_shards),
+        )
         paths.append(path)
     return paths
-

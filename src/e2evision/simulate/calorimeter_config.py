@@ -18,7 +18,6 @@ __all__ = ["DEFAULT_CALORIMETER_CONFIG", "CalorimeterConfig", "Particle"]
 Particle = Literal["electron", "photon"]
 
 
-
 @dataclass(frozen=True)
 class CalorimeterConfig:
     """Every number the simulation uses, recorded as JSON in each output file.
@@ -98,12 +97,22 @@ class CalorimeterConfig:
     gflash_core_radius: tuple[float, float, float, float] = (0.0251, 0.00319, 0.1162, -0.000381)
     """R_C = z1 + z2 tau; z1 = c1 + c2 ln E, z2 = c3 + c4 Z."""
     gflash_tail_radius: tuple[float, float, float, float, float, float] = (
-        0.659, -0.00309, 0.645, -2.59, 0.3585, 0.0412,
+        0.659,
+        -0.00309,
+        0.645,
+        -2.59,
+        0.3585,
+        0.0412,
     )
     """R_T = k1 (exp(k3 (tau - k2)) + exp(k4 (tau - k2))); k1 = t1 + t2 Z, k2, k3,
     k4 = t5 + t6 ln E."""
     gflash_core_weight: tuple[float, float, float, float, float, float] = (
-        2.632, -0.00094, 0.401, 0.00187, 1.313, -0.0686,
+        2.632,
+        -0.00094,
+        0.401,
+        0.00187,
+        1.313,
+        -0.0686,
     )
     """p = p1 exp((p2 - tau)/p3 - exp((p2 - tau)/p3)); p1 = c1 + c2 Z, p2 = c3 + c4 Z,
     p3 = c5 + c6 ln E."""
@@ -137,27 +146,40 @@ class CalorimeterConfig:
 
     def __post_init__(self) -> None:
         positive = (
-            "pt_gev", "eta_max", "crystal_size_cm", "crystal_dphi_rad", "radiation_length_cm",
-            "moliere_radius_cm", "depth_x0", "z_eff", "critical_energy_gev", "b_field_t",
-            "ecal_radius_m", "spot_energy_gev", "noise_gev", "photon_conversion_length_x0",
+            "pt_gev",
+            "eta_max",
+            "crystal_size_cm",
+            "crystal_dphi_rad",
+            "radiation_length_cm",
+            "moliere_radius_cm",
+            "depth_x0",
+            "z_eff",
+            "critical_energy_gev",
+            "b_field_t",
+            "ecal_radius_m",
+            "spot_energy_gev",
+            "noise_gev",
+            "photon_conversion_length_x0",
         )
         for name in positive:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"CalorimeterConfig.{name} must be a finite number > 0, got {value!r}"
-                )
+                raise ValueError(f"CalorimeterConfig.{name} must be a finite number > 0, got {value!r}")
         non_negative = (
-            "material_x0_central", "material_x0_edge", "stochastic_term", "constant_term",
-            "zero_suppression_sigma", "time_noise_term_ns", "time_constant_term_ns",
-            "min_shower_energy_gev", "material_eta_power",
+            "material_x0_central",
+            "material_x0_edge",
+            "stochastic_term",
+            "constant_term",
+            "zero_suppression_sigma",
+            "time_noise_term_ns",
+            "time_constant_term_ns",
+            "min_shower_energy_gev",
+            "material_eta_power",
         )
         for name in non_negative:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(
-                    f"CalorimeterConfig.{name} must be a finite number >= 0, got {value!r}"
-                )
+                raise ValueError(f"CalorimeterConfig.{name} must be a finite number >= 0, got {value!r}")
         for name in ("crop_size", "n_brem_slabs", "max_spots_per_shower", "block_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -171,14 +193,9 @@ class CalorimeterConfig:
                 f"{self.ecal_radius_m}"
             )
         if self.electron_charge not in (-1, 0, 1):
-            raise ValueError(
-                "CalorimeterConfig.electron_charge must be -1, 0 or +1, "
-                f"got {self.electron_charge!r}"
-            )
+            raise ValueError(f"CalorimeterConfig.electron_charge must be -1, 0 or +1, got {self.electron_charge!r}")
         if self.eta_max > 1.479:
-            raise ValueError(
-                f"CalorimeterConfig.eta_max={self.eta_max} is beyond the ECAL barrel edge (1.479)"
-            )
+            raise ValueError(f"CalorimeterConfig.eta_max={self.eta_max} is beyond the ECAL barrel edge (1.479)")
 
     def to_json(self) -> str:
         """JSON of every field, stored in each file so that a data set documents its own recipe."""
@@ -193,7 +210,6 @@ class CalorimeterConfig:
         if unknown:
             raise ValueError(f"unknown CalorimeterConfig fields in JSON: {unknown}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-
 
 
 DEFAULT_CALORIMETER_CONFIG = CalorimeterConfig()

@@ -96,8 +96,13 @@ def _mean_energy_figure(energy: np.ndarray, y: np.ndarray, present: list[_Class]
     vmin = max(float(positive.min()), 1e-4) if positive.size else 1e-4
     vmax = max(float(positive.max()), vmin * 10) if positive.size else 1.0
     for ax, mean, (label, name, _) in zip(axes, means, present):
-        im = ax.imshow(np.where(mean > 0, mean, np.nan), origin="lower", norm=LogNorm(vmin, vmax),
-                       cmap="viridis", interpolation="nearest")
+        im = ax.imshow(
+            np.where(mean > 0, mean, np.nan),
+            origin="lower",
+            norm=LogNorm(vmin, vmax),
+            cmap="viridis",
+            interpolation="nearest",
+        )
         ax.set_title(f"{name}: mean energy (N={int(np.sum(y == label))})")
         ax.set_xlabel("iphi (crystal)")
         ax.set_ylabel("ieta (crystal)")
@@ -106,7 +111,10 @@ def _mean_energy_figure(energy: np.ndarray, y: np.ndarray, present: list[_Class]
 
 
 def _class_histogram(
-    values: np.ndarray, y: np.ndarray, present: list[_Class], xlabel: str,
+    values: np.ndarray,
+    y: np.ndarray,
+    present: list[_Class],
+    xlabel: str,
     bins: Sequence[float] | np.ndarray,
 ) -> Figure:
     """Normalised per-class distributions of one per-crop quantity, with the class means."""
@@ -117,8 +125,9 @@ def _class_histogram(
     ax = fig.subplots()
     for label, cname, colour in present:
         v = values[y == label]
-        ax.hist(v, bins=bins, histtype="step", density=True, color=colour, lw=1.5,
-                label=f"{cname} (mean {v.mean():.3f})")
+        ax.hist(
+            v, bins=bins, histtype="step", density=True, color=colour, lw=1.5, label=f"{cname} (mean {v.mean():.3f})"
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
     ax.legend()
@@ -133,9 +142,7 @@ def _edges(values: np.ndarray, n_bins: int = 60) -> np.ndarray:
     return np.linspace(lo, hi, n_bins + 1)
 
 
-def egamma_validation_plots(
-    X: np.ndarray, y: np.ndarray, out_dir: str | os.PathLike[str]
-) -> list[Path]:
+def egamma_validation_plots(X: np.ndarray, y: np.ndarray, out_dir: str | os.PathLike[str]) -> list[Path]:
     """PNG plots a physicist can check against expectations, one file per quantity.
 
     Mean energy image per class (log colour), and per-class distributions of total crop energy,
@@ -156,8 +163,12 @@ def egamma_validation_plots(
         ("egamma_total_energy.png", total, "sum of crop energy [GeV]", _edges(total)),
         ("egamma_phi_width.png", w_phi, width_label.format("iphi"), _edges(w_phi)),
         ("egamma_eta_width.png", w_eta, width_label.format("ieta"), _edges(w_eta)),
-        ("egamma_n_hits.png", n_hits.astype(float), "hit crystals (above zero suppression)",
-         np.arange(-0.5, top + 1.5, max(1, (top + 60) // 60))),
+        (
+            "egamma_n_hits.png",
+            n_hits.astype(float),
+            "hit crystals (above zero suppression)",
+            np.arange(-0.5, top + 1.5, max(1, (top + 60) // 60)),
+        ),
     ]
     for name, values, xlabel, bins in histograms:
         paths.append(_save_png(_class_histogram(values, y, present, xlabel, bins), out / name))

@@ -43,9 +43,7 @@ def _root_sequence(seed: int | np.random.SeedSequence) -> np.random.SeedSequence
 
 def _block_rng(root: np.random.SeedSequence, particle: Particle, block: int) -> np.random.Generator:
     """One stream per (seed, particle, block): independent of how events are chunked/sharded."""
-    child = np.random.SeedSequence(
-        entropy=root.entropy, spawn_key=(*root.spawn_key, _PDG_ID[particle], int(block))
-    )
+    child = np.random.SeedSequence(entropy=root.entropy, spawn_key=(*root.spawn_key, _PDG_ID[particle], int(block)))
     return np.random.Generator(np.random.PCG64(child))
 
 
@@ -58,9 +56,7 @@ def _check_particle(particle: str) -> None:
 # ECAL showers
 
 
-def longitudinal_means(
-    energy: np.ndarray, cfg: CalorimeterConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def longitudinal_means(energy: np.ndarray, cfg: CalorimeterConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grindhammer-Peters means per shower energy [GeV]: (ln y, <ln T>, <ln alpha>).
 
     Shared by the e/gamma showers and the jet detector response (``simulate.response``), so
@@ -314,4 +310,3 @@ def simulate_showers(
     if not isinstance(config, CalorimeterConfig):
         raise ValueError(f"config must be a CalorimeterConfig, got {type(config).__name__}")
     return _simulate_range(0, int(n), particle, _root_sequence(seed), config)
-

@@ -87,8 +87,16 @@ def _transport_charged(
         keep = b_e.ravel() >= cfg.min_shower_energy_gev
         rep = np.repeat(np.arange(n_tracks), n_slabs)[keep]
         comps += _transport_photons(
-            rng, ev[rep], b_e.ravel()[keep], b_r.ravel()[keep], b_y.ravel()[keep],
-            b_s.ravel()[keep], x_full[rep], cosh_eta[rep], cfg, level=1,
+            rng,
+            ev[rep],
+            b_e.ravel()[keep],
+            b_r.ravel()[keep],
+            b_y.ravel()[keep],
+            b_s.ravel()[keep],
+            x_full[rep],
+            cosh_eta[rep],
+            cfg,
+            level=1,
         )[0]
     curv = charge * kappa_times_e / e
     dr = r_ecal - r
@@ -145,7 +153,16 @@ def _transport_photons(
         rc = r_conv[legs]
         y_c = y0[legs] + s0[legs] * (rc - r0[legs])
         comps += _transport_charged(
-            rng, ev[legs], legs_e, legs_q, rc, y_c, s0[legs], x_full[legs], cosh_eta[legs], cfg,
+            rng,
+            ev[legs],
+            legs_e,
+            legs_q,
+            rc,
+            y_c,
+            s0[legs],
+            x_full[legs],
+            cosh_eta[legs],
+            cfg,
             level=level,
         )[0]
     return comps, converted, r_conv
@@ -165,4 +182,3 @@ def _bethe_heitler_share(rng: np.random.Generator, n: int) -> np.ndarray:
         out[todo[ok]] = u[ok]
         todo = todo[~ok]
     return out
-

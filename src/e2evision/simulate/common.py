@@ -43,9 +43,7 @@ def check_seed(seed: object) -> int:
     return int(seed)
 
 
-def class_counts(
-    n: int, k: int, *, remainder_to: Literal["first", "last"] = "first"
-) -> list[int]:
+def class_counts(n: int, k: int, *, remainder_to: Literal["first", "last"] = "first") -> list[int]:
     """Split ``n`` items over ``k`` classes as evenly as possible, by class index.
 
     ``remainder_to="first"``: the first ``n % k`` classes get one item more; this is the same as

@@ -88,9 +88,7 @@ def _hist(
         )
 
 
-def _draw_set(
-    ax: Any, comp: EgammaComparison, k: int, r9_bins: np.ndarray, s_bins: np.ndarray
-) -> None:
+def _draw_set(ax: Any, comp: EgammaComparison, k: int, r9_bins: np.ndarray, s_bins: np.ndarray) -> None:
     """One simulated set's six distributions, in the k-th colour (the first one filled)."""
     colour, style = _COLOURS[k % len(_COLOURS)], "-" if k == 0 else "--"
     _step(ax[0, 0], comp, "material_x0", colour, style, f"{comp.label}: x(|η|)")
@@ -151,12 +149,8 @@ def _dress_axes(ax: Any, first: EgammaComparison) -> None:
         )
         a.set_xlabel(f"σ_iηiη [η units; 1 crystal = {CRYSTAL_ETA}]")
         a.set_ylabel("density")
-    ax[0, 0].set(
-        xlabel="|η|", ylabel="tracker material [X0]", title="material in front of the ECAL"
-    )
-    ax[0, 1].set(
-        xlabel="|η|", ylabel="fraction of photons", title="photon conversions (CMS: 1 − e^(−7x/9))"
-    )
+    ax[0, 0].set(xlabel="|η|", ylabel="tracker material [X0]", title="material in front of the ECAL")
+    ax[0, 1].set(xlabel="|η|", ylabel="fraction of photons", title="photon conversions (CMS: 1 − e^(−7x/9))")
     ax[0, 2].set_title("photons: R9 (CMS-EGM-14-001 Fig. 1 split)")
     ax[1, 0].set_title("electrons: R9")
     ax[1, 1].set_title("photons: σ_iηiη (CMSSW definition)")
@@ -165,9 +159,7 @@ def _dress_axes(ax: Any, first: EgammaComparison) -> None:
         a.legend(fontsize=6.5, loc="upper left", framealpha=0.7)
 
 
-def published_comparison_figure(
-    comparisons: Sequence[EgammaComparison], out_path: str | os.PathLike[str]
-) -> Path:
+def published_comparison_figure(comparisons: Sequence[EgammaComparison], out_path: str | os.PathLike[str]) -> Path:
     """Write the six-panel comparison PNG for one or more simulated sets; returns its path."""
     from matplotlib.figure import Figure
 
@@ -182,9 +174,7 @@ def published_comparison_figure(
     for k, comp in enumerate(comps):
         _draw_set(ax, comp, k, r9_bins, s_bins)
     _dress_axes(ax, comps[0])
-    fig.suptitle(
-        "e/γ simulator vs published CMS anchors (sources: docs/simulation.md)", fontsize=11
-    )
+    fig.suptitle("e/γ simulator vs published CMS anchors (sources: docs/simulation.md)", fontsize=11)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:

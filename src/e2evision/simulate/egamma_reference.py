@@ -87,8 +87,7 @@ class PublishedReference:
 REFERENCES: tuple[PublishedReference, ...] = (
     PublishedReference(
         key="r9_conversion_split",
-        quantity="R9 = E3x3/E_SC of barrel photons: converted before r = 85 cm vs "
-        "later/unconverted",
+        quantity="R9 = E3x3/E_SC of barrel photons: converted before r = 85 cm vs later/unconverted",
         value=EARLY_CONVERSION_RADIUS_CM,
         unit="cm (the split radius; the histogram values were not read)",
         source=_EGM14001,
@@ -144,8 +143,7 @@ REFERENCES: tuple[PublishedReference, ...] = (
         "simulation; integrated along a straight track by cms_fastsim_material_x0()",
         value=None,
         unit="X0 (see FASTSIM_BARREL_LAYERS)",
-        source=_CMSSW
-        + ", FastSimulation/SimplifiedGeometryPropagator/python/TrackerMaterial_cfi.py",
+        source=_CMSSW + ", FastSimulation/SimplifiedGeometryPropagator/python/TrackerMaterial_cfi.py",
         where="TrackerMaterialBlock.BarrelLayers / EndcapLayers (base, pre-phase-1 geometry)",
         note="Public CMS software, not a paper figure. Complete for |eta| < 0.88 (barrel layers "
         "only); beyond that the pixel/TID/TEC disks, whose z positions come from the "
@@ -163,12 +161,10 @@ REFERENCES: tuple[PublishedReference, ...] = (
     ),
     PublishedReference(
         key="conversion_fraction_vs_eta",
-        quantity="fraction of photons converting in the tracker vs eta (single photons, "
-        "pT = 35 GeV)",
+        quantity="fraction of photons converting in the tracker vs eta (single photons, pT = 35 GeV)",
         value=None,
         unit="fraction",
-        source="N. Marinelli (for CMS), 'Track finding in gamma conversions in CMS', "
-        "arXiv:0710.2818",
+        source="N. Marinelli (for CMS), 'Track finding in gamma conversions in CMS', arXiv:0710.2818",
         where="Figure 1",
         note="Only the existence of the figure was found as text; no values were read.",
     ),
@@ -255,9 +251,7 @@ def _layer_value(boundaries: tuple[float, ...], values: tuple[float, ...], where
     return values[i] if 0 <= i < len(values) else 0.0
 
 
-def cms_fastsim_material_x0(
-    abs_eta: float | Sequence[float], ecal_radius_cm: float = 129.0
-) -> np.ndarray:
+def cms_fastsim_material_x0(abs_eta: float | Sequence[float], ecal_radius_cm: float = 129.0) -> np.ndarray:
     """Material [X0] a straight track from the origin crosses in the CMS FastSim Run-1 tracker.
 
     Barrel layers count ``x cosh η`` (path through a cylinder), endcap structures
@@ -290,9 +284,7 @@ def _energies(crops: np.ndarray) -> np.ndarray:
     if x.ndim == 4:
         x = x[..., 0]
     if x.ndim != 3:
-        raise ValueError(
-            f"crops must be (N, H, W, C) with energy first or (N, H, W), got {x.shape}"
-        )
+        raise ValueError(f"crops must be (N, H, W, C) with energy first or (N, H, W), got {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError("crops hold NaN or infinite energies")
     return np.clip(x.astype(np.float64), 0.0, None)
@@ -368,9 +360,7 @@ class EgammaComparison:
                 "r9_mean": float(values.mean()) if values.size else math.nan,
                 "r9_above_0p94": float((values > R9_THRESHOLD).mean()) if values.size else math.nan,
                 "sieie_median": float(np.median(s)) if s.size else math.nan,
-                "sieie_below_0p010": float((s < SIEIE_CUT_BARREL_ELECTRON).mean())
-                if s.size
-                else math.nan,
+                "sieie_below_0p010": float((s < SIEIE_CUT_BARREL_ELECTRON).mean()) if s.size else math.nan,
             }
         n = self.conversion["n"]
         out["conversions"] = {
@@ -411,9 +401,7 @@ def _conversion_table(truth: Mapping[str, np.ndarray], edges: np.ndarray) -> dic
     safe = np.where(n > 0, n, 1.0)
 
     def frac(flag: np.ndarray) -> np.ndarray:
-        return np.where(
-            n > 0, np.bincount(idx, weights=flag.astype(np.float64), minlength=nb) / safe, np.nan
-        )
+        return np.where(n > 0, np.bincount(idx, weights=flag.astype(np.float64), minlength=nb) / safe, np.nan)
 
     # CMS FastSim material and the conversion probability 1 - exp(-7/9 x) it implies, averaged
     # over a fine |eta| grid inside each bin (the layer structure makes x(eta) step-like).
@@ -449,16 +437,12 @@ def egamma_comparison(
     """
     edges = np.asarray(eta_edges, dtype=np.float64)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
-        raise ValueError(
-            f"eta_edges must be an increasing sequence of >= 2 values, got {eta_edges!r}"
-        )
+        raise ValueError(f"eta_edges must be an increasing sequence of >= 2 values, got {eta_edges!r}")
     n_photon = np.asarray(photon_crops).shape[0]
     if np.asarray(photon_truth.get("eta", [])).shape[0] != n_photon:
         raise ValueError("photon_crops and photon_truth disagree on the number of photons")
     conv = np.asarray(photon_truth["converted"], dtype=bool)
-    radius = np.nan_to_num(
-        np.asarray(photon_truth["conversion_radius_cm"], dtype=np.float64), nan=np.inf
-    )
+    radius = np.nan_to_num(np.asarray(photon_truth["conversion_radius_cm"], dtype=np.float64), nan=np.inf)
     early = conv & (radius < EARLY_CONVERSION_RADIUS_CM)
     r9_p, r9_e = r9(photon_crops), r9(electron_crops)
     s_p = sigma_ieta_ieta(photon_crops) * CRYSTAL_ETA
@@ -509,15 +493,11 @@ def _read_file(path: Path) -> tuple[np.ndarray, dict[str, object]]:
         for key in ("seed", "particle", "config_json", "event_start", "event_stop"):
             if key not in f.attrs:
                 raise ValueError(f"{path}: attribute {key!r} missing; not written by write_egamma")
-        attrs = {
-            k: f.attrs[k] for k in ("seed", "particle", "config_json", "event_start", "event_stop")
-        }
+        attrs = {k: f.attrs[k] for k in ("seed", "particle", "config_json", "event_start", "event_stop")}
         return np.asarray(f["X"][...]), attrs
 
 
-def comparison_from_files(
-    photon_path: str | Path, electron_path: str | Path, label: str = "ours"
-) -> EgammaComparison:
+def comparison_from_files(photon_path: str | Path, electron_path: str | Path, label: str = "ours") -> EgammaComparison:
     """Compare the two files of ``e2evision simulate egamma`` with the published anchors.
 
     The files carry no per-event truth, so the photon truth (η, conversion, radius) is
@@ -529,10 +509,7 @@ def comparison_from_files(
     xp, attrs = _read_file(Path(photon_path))
     xe, attrs_e = _read_file(Path(electron_path))
     if str(attrs["particle"]) != "photon" or str(attrs_e["particle"]) != "electron":
-        raise ValueError(
-            f"expected a photon then an electron file, got {attrs['particle']!r}, "
-            f"{attrs_e['particle']!r}"
-        )
+        raise ValueError(f"expected a photon then an electron file, got {attrs['particle']!r}, {attrs_e['particle']!r}")
     cfg = CalorimeterConfig.from_json(str(attrs["config_json"]))
     start, stop = int(attrs["event_start"]), int(attrs["event_stop"])
     x_regen, truth = simulate_showers(stop, "photon", int(attrs["seed"]), cfg)
@@ -545,9 +522,7 @@ def comparison_from_files(
     return egamma_comparison(xp, truth, xe, label, config_json=cfg.to_json())
 
 
-def fit_material_to_fastsim(
-    eta_max: float = 1.44, edges: Sequence[float] = DEFAULT_ETA_EDGES
-) -> dict[str, float]:
+def fit_material_to_fastsim(eta_max: float = 1.44, edges: Sequence[float] = DEFAULT_ETA_EDGES) -> dict[str, float]:
     """Grid-fit the simulator's material law x(η) = c + (e − c)(|η|/η_max)^p to CMS FastSim.
 
     Least squares on the bin-averaged FastSim material where it is complete (|η| < 0.88), under

@@ -97,21 +97,35 @@ class JetSimConfig:
     def __post_init__(self) -> None:
         if self.dataset not in JET_DATASETS:
             raise ValueError(f"JetSimConfig.dataset must be one of {JET_DATASETS}, got {self.dataset!r}")
-        positive = ("ecm_gev", "pthat_min_gev", "jet_radius", "particle_eta_max", "jet_eta_max",
-                    "ecal_radius_mm", "ecal_endcap_z_mm", "hcal_radius_mm", "hcal_endcap_z_mm",
-                    "top_mass_width_gev", "pixel_half_length_mm", "track_max_vertex_radius_mm")
+        positive = (
+            "ecm_gev",
+            "pthat_min_gev",
+            "jet_radius",
+            "particle_eta_max",
+            "jet_eta_max",
+            "ecal_radius_mm",
+            "ecal_endcap_z_mm",
+            "hcal_radius_mm",
+            "hcal_endcap_z_mm",
+            "top_mass_width_gev",
+            "pixel_half_length_mm",
+            "track_max_vertex_radius_mm",
+        )
         for name in positive:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and value > 0
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value > 0)
             ):
                 raise ValueError(f"JetSimConfig.{name} must be a finite number > 0, got {value!r}")
-        non_negative = ("jet_pt_min_gev", "b_field_t", "ecal_threshold_gev", "hcal_threshold_gev",
-                        "track_pt_min_gev")
+        non_negative = ("jet_pt_min_gev", "b_field_t", "ecal_threshold_gev", "hcal_threshold_gev", "track_pt_min_gev")
         for name in non_negative:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and value >= 0
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value >= 0)
             ):
                 raise ValueError(f"JetSimConfig.{name} must be a finite number >= 0, got {value!r}")
         for name in ("image_size", "hcal_tower", "block_size"):
@@ -119,9 +133,7 @@ class JetSimConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"JetSimConfig.{name} must be an integer >= 1, got {value!r}")
         if self.image_size % 2 == 0:
-            raise ValueError(
-                f"JetSimConfig.image_size must be odd (centred on the jet), got {self.image_size}"
-            )
+            raise ValueError(f"JetSimConfig.image_size must be odd (centred on the jet), got {self.image_size}")
         if 360 % self.hcal_tower:
             raise ValueError(f"JetSimConfig.hcal_tower must divide 360, got {self.hcal_tower}")
         if self.pthat_max_gev > 0 and self.pthat_max_gev <= self.pthat_min_gev:
@@ -137,22 +149,20 @@ class JetSimConfig:
             )
         if self.image_particles not in ("constituents", "window"):
             raise ValueError(
-                "JetSimConfig.image_particles must be 'constituents' or 'window', "
-                f"got {self.image_particles!r}"
+                f"JetSimConfig.image_particles must be 'constituents' or 'window', got {self.image_particles!r}"
             )
         for name in ("ecal_resolution", "hcal_resolution", "d0_resolution_mm", "dz_resolution_mm"):
             value = getattr(self, name)
             if len(value) != 2 or any(not (math.isfinite(v) and v >= 0) for v in value):
                 raise ValueError(f"JetSimConfig.{name} must be two finite numbers >= 0, got {value!r}")
         if not self.pixel_layer_radii_mm or any(r <= 0 for r in self.pixel_layer_radii_mm):
-            raise ValueError(
-                f"JetSimConfig.pixel_layer_radii_mm must be radii > 0, got {self.pixel_layer_radii_mm}"
-            )
+            raise ValueError(f"JetSimConfig.pixel_layer_radii_mm must be radii > 0, got {self.pixel_layer_radii_mm}")
         if any(not isinstance(s, str) for s in self.extra_pythia):
             raise ValueError("JetSimConfig.extra_pythia must be a tuple of strings")
         if self.response is not None and not isinstance(self.response, ResponseConfig):
-            raise ValueError("JetSimConfig.response must be a ResponseConfig or None, "
-                             f"got {type(self.response).__name__}")
+            raise ValueError(
+                f"JetSimConfig.response must be a ResponseConfig or None, got {type(self.response).__name__}"
+            )
 
     def to_json(self) -> str:
         """Every field as JSON, stored in the files so that a data set documents its recipe."""
@@ -172,12 +182,9 @@ class JetSimConfig:
 
 
 _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "quark-gluon": dict(pthat_min_gev=70.0, pthat_max_gev=100.0, jet_radius=0.4, jet_eta_max=2.1,
-                        jet_pt_min_gev=20.0),
-    "top": dict(pthat_min_gev=400.0, pthat_max_gev=-1.0, jet_radius=0.8, jet_eta_max=1.7,
-                jet_pt_min_gev=200.0),
-    "top-mass": dict(pthat_min_gev=400.0, pthat_max_gev=-1.0, jet_radius=0.8, jet_eta_max=1.7,
-                     jet_pt_min_gev=200.0),
+    "quark-gluon": dict(pthat_min_gev=70.0, pthat_max_gev=100.0, jet_radius=0.4, jet_eta_max=2.1, jet_pt_min_gev=20.0),
+    "top": dict(pthat_min_gev=400.0, pthat_max_gev=-1.0, jet_radius=0.8, jet_eta_max=1.7, jet_pt_min_gev=200.0),
+    "top-mass": dict(pthat_min_gev=400.0, pthat_max_gev=-1.0, jet_radius=0.8, jet_eta_max=1.7, jet_pt_min_gev=200.0),
 }
 
 

@@ -28,8 +28,7 @@ class _JetClass:
 
 
 _Z_TO_NUNU = ("23:onMode = off", "23:onIfAny = 12 14 16", "WeakZ0:gmZmode = 2")
-_TTBAR_HADRONIC = ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "24:onMode = off",
-                   "24:onIfAny = 1 2 3 4 5")
+_TTBAR_HADRONIC = ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "24:onMode = off", "24:onIfAny = 1 2 3 4 5")
 _CLASSES: dict[str, tuple[_JetClass, ...]] = {
     "quark-gluon": (
         _JetClass("quark", 0.0, 1, ("WeakBosonAndParton:qg2gmZq = on", *_Z_TO_NUNU)),

@@ -75,17 +75,27 @@ class _Jets:
     def concat(items: Sequence[_Jets]) -> _Jets:
         offsets = np.cumsum([0] + [len(it.pt) for it in items])
         return _Jets(
-            *(np.concatenate([getattr(it, f) for it in items]) for f in
-              ("pt", "eta", "phi", "mass", "n_const", "girth", "top_mass")),
+            *(
+                np.concatenate([getattr(it, f) for it in items])
+                for f in ("pt", "eta", "phi", "mass", "n_const", "girth", "top_mass")
+            ),
             part_jet=np.concatenate([it.part_jet + o for it, o in zip(items, offsets)]),
             part={k: np.concatenate([it.part[k] for it in items]) for k in items[0].part},
         )
 
     def head(self, m: int) -> _Jets:
         keep = self.part_jet < m
-        return _Jets(self.pt[:m], self.eta[:m], self.phi[:m], self.mass[:m], self.n_const[:m],
-                     self.girth[:m], self.top_mass[:m], self.part_jet[keep],
-                     {k: v[keep] for k, v in self.part.items()})
+        return _Jets(
+            self.pt[:m],
+            self.eta[:m],
+            self.phi[:m],
+            self.mass[:m],
+            self.n_const[:m],
+            self.girth[:m],
+            self.top_mass[:m],
+            self.part_jet[keep],
+            {k: v[keep] for k, v in self.part.items()},
+        )
 
 
 class _ClassGenerator:
@@ -107,8 +117,9 @@ class _ClassGenerator:
             if not self.pythia.readString(line):
                 raise ValueError(f"Pythia rejected the setting {line!r} ({config.dataset}/{cls.name})")
         if not self.pythia.init():
-            raise RuntimeError(f"Pythia failed to initialise for {config.dataset}/{cls.name}; "
-                               f"settings: {self.settings}")
+            raise RuntimeError(
+                f"Pythia failed to initialise for {config.dataset}/{cls.name}; settings: {self.settings}"
+            )
         self.jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, config.jet_radius)
         self._charges: dict[int, float] = {}
 
@@ -155,8 +166,7 @@ class _ClassGenerator:
         with np.errstate(divide="ignore", invalid="ignore"):
             eta = np.arcsinh(np.where(pt > 0, pz / np.where(pt > 0, pt, 1.0), 0.0))
         aid = np.abs(rec["id"])
-        visible = ((rec["status"] > 0) & (pt > 0) & (np.abs(eta) < cfg.particle_eta_max)
-                   & ~np.isin(aid, _NEUTRINOS))
+        visible = (rec["status"] > 0) & (pt > 0) & (np.abs(eta) < cfg.particle_eta_max) & ~np.isin(aid, _NEUTRINOS)
         vis = np.flatnonzero(visible)  # record positions of the visible final state, event-ordered
         event = event_all[vis]
         vis_counts = np.bincount(event, minlength=n_ev)
@@ -177,8 +187,7 @@ class _ClassGenerator:
         l_pt = jpt[lead]
         l_eta = np.arcsinh(jpz[lead] / np.where(l_pt > 0, l_pt, 1.0))
         l_phi = np.arctan2(jpy[lead], jpx[lead])
-        l_mass = np.sqrt(np.clip(je[lead] ** 2 - jpx[lead] ** 2 - jpy[lead] ** 2 - jpz[lead] ** 2,
-                                 0.0, None))
+        l_mass = np.sqrt(np.clip(je[lead] ** 2 - jpx[lead] ** 2 - jpy[lead] ** 2 - jpz[lead] ** 2, 0.0, None))
         ok = (l_pt >= cfg.jet_pt_min_gev) & (np.abs(l_eta) < cfg.jet_eta_max)
         l_top = np.full(ev_with.size, np.nan)
         if np.isnan(self.cls.label) or self.cls.name == "top":
@@ -202,8 +211,7 @@ class _ClassGenerator:
         c_pos = vis[c_vis]
         dphi = _wrap(np.arctan2(py[c_pos], px[c_pos]) - s_phi[c_jet])
         dr_const = np.hypot(eta[c_pos] - s_eta[c_jet], dphi)
-        girth = np.bincount(c_jet, weights=pt[c_pos] * dr_const, minlength=n_sel) / np.where(
-            s_pt > 0, s_pt, 1.0)
+        girth = np.bincount(c_jet, weights=pt[c_pos] * dr_const, minlength=n_sel) / np.where(s_pt > 0, s_pt, 1.0)
 
         if cfg.image_particles == "window":
             jet_of_event = np.full(n_ev, -1, dtype=np.int64)
@@ -241,15 +249,20 @@ class _ClassGenerator:
         per_jet = list_layout(per_event.content)
         e_off = np.asarray(per_event.offsets.data, dtype=np.int64)
         if not np.array_equal(e_off, j_offsets):
-            raise RuntimeError("FastJet returned constituents for a different set of jets than "
-                               "inclusive_jets; cannot attach constituents to jets")
+            raise RuntimeError(
+                "FastJet returned constituents for a different set of jets than "
+                "inclusive_jets; cannot attach constituents to jets"
+            )
         c_offsets = np.asarray(per_jet.offsets.data, dtype=np.int64)
         c_local = layout_numpy(per_jet.content).astype(np.int64)
         return (j_offsets, *fields), (c_offsets, c_local)
 
 
 def _matched_top(
-    rec: dict[str, np.ndarray], event_all: np.ndarray, ev_with: np.ndarray, jet_eta: np.ndarray,
+    rec: dict[str, np.ndarray],
+    event_all: np.ndarray,
+    ev_with: np.ndarray,
+    jet_eta: np.ndarray,
     jet_phi: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each jet: the closest top quark's mass, its Delta R, and the largest Delta R between
@@ -283,8 +296,7 @@ def _matched_top(
 
     def eta_phi(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pt = np.hypot(rec["px"][idx], rec["py"][idx])
-        return (np.arcsinh(rec["pz"][idx] / np.where(pt > 0, pt, 1.0)),
-                np.arctan2(rec["py"][idx], rec["px"][idx]))
+        return (np.arcsinh(rec["pz"][idx] / np.where(pt > 0, pt, 1.0)), np.arctan2(rec["py"][idx], rec["px"][idx]))
 
     def dr_to_jet(idx: np.ndarray) -> np.ndarray:
         eta, phi = eta_phi(idx)
@@ -346,10 +358,18 @@ def _run_task(task: tuple[JetSimConfig, int, int, int, int]) -> dict[str, np.nda
         "image_index": nonzero,
         "image_value": flat[nonzero],
         "image_count": np.array([m]),
-        "pt": jets.pt, "m0": jets.mass, "eta": jets.eta, "phi": jets.phi,
-        "ieta": c_eta, "iphi": c_phi, "n_const": jets.n_const.astype(np.int64),
-        "girth": jets.girth, "top_mass": jets.top_mass, "n_pileup": n_pileup,
-        "y": np.full(m, cls.label), "class_index": np.full(m, c, dtype=np.int64),
+        "pt": jets.pt,
+        "m0": jets.mass,
+        "eta": jets.eta,
+        "phi": jets.phi,
+        "ieta": c_eta,
+        "iphi": c_phi,
+        "n_const": jets.n_const.astype(np.int64),
+        "girth": jets.girth,
+        "top_mass": jets.top_mass,
+        "n_pileup": n_pileup,
+        "y": np.full(m, cls.label),
+        "class_index": np.full(m, c, dtype=np.int64),
         "n_events": np.array([n_events]),
         "cpu_seconds": np.array([time.process_time() - cpu0]),
     }

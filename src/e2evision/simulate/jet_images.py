@@ -84,9 +84,7 @@ def _overlay(
     return p, j, n_pileup
 
 
-def _kinematics(
-    p: dict[str, np.ndarray], j: np.ndarray, rng: np.random.Generator, smear: bool
-) -> _Particles:
+def _kinematics(p: dict[str, np.ndarray], j: np.ndarray, rng: np.random.Generator, smear: bool) -> _Particles:
     """Direction and pT of every particle, and its smearing normals.
 
     The normals are drawn in particle order: particles are grouped by jet, so jet i's detector
@@ -100,9 +98,7 @@ def _kinematics(
     return _Particles(p, j, pt, eta, phi, np.cosh(eta), normals)
 
 
-def _entry(
-    channel: int, q: _Particles, sel: np.ndarray, eta: np.ndarray, phi: np.ndarray, w: np.ndarray
-) -> _Entry:
+def _entry(channel: int, q: _Particles, sel: np.ndarray, eta: np.ndarray, phi: np.ndarray, w: np.ndarray) -> _Entry:
     """Pixel entries of particles ``sel`` landing at (eta, phi) with weights ``w``."""
     return (channel, q.jet[sel], crystal_eta(eta), crystal_phi(phi), w)
 
@@ -110,8 +106,9 @@ def _entry(
 def _track_indices(q: _Particles, cfg: Any) -> np.ndarray:
     """Charged particles that leave a track (pT cut, produced inside the tracker)."""
     v_r = np.hypot(q.part["vx"], q.part["vy"])
-    return np.flatnonzero((q.part["charge"] != 0) & (q.pt >= cfg.track_pt_min_gev)
-                          & (v_r < cfg.track_max_vertex_radius_mm))
+    return np.flatnonzero(
+        (q.part["charge"] != 0) & (q.pt >= cfg.track_pt_min_gev) & (v_r < cfg.track_max_vertex_radius_mm)
+    )
 
 
 def _em_mask(q: _Particles) -> np.ndarray:
@@ -129,13 +126,13 @@ def _ecal_entry(q: _Particles, cfg: Any, jet_phi: np.ndarray, channel: int) -> _
     r_ecal = calorimeter_radius_mm(q.eta[em], cfg.ecal_radius_mm, cfg.ecal_endcap_z_mm)
     em_phi, em_reach = bend_phi(q.phi[em], charge[em], q.pt[em], r_ecal, cfg.b_field_t)
     if resp is None:
-        return _entry(channel, q, em[em_reach], q.eta[em][em_reach], em_phi[em_reach],
-                      (em_e / q.cosh[em])[em_reach])
+        return _entry(channel, q, em[em_reach], q.eta[em][em_reach], em_phi[em_reach], (em_e / q.cosh[em])[em_reach])
     jj = q.jet[em]
     half_width = (cfg.image_size // 2 + 5) * CRYSTAL_DPHI
     near = em_reach & (np.abs(_wrap(em_phi - jet_phi[jj])) < half_width)
-    sj, se, sp, sw = spread_ecal(jj[near], q.eta[em][near], em_phi[near], em_e[near],
-                                 (em_e / q.cosh[em])[near], ecal_lateral_table(resp))
+    sj, se, sp, sw = spread_ecal(
+        jj[near], q.eta[em][near], em_phi[near], em_e[near], (em_e / q.cosh[em])[near], ecal_lateral_table(resp)
+    )
     return (channel, sj, se, sp, sw)
 
 
@@ -146,8 +143,7 @@ def _hcal_hits(q: _Particles, cfg: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     smear = cfg.smear and cfg.response is None  # the response smears per cell instead
     had_e = _smear_energy(e[had], cfg.hcal_resolution, q.normals[had, 1]) if smear else e[had]
     r_hcal = calorimeter_radius_mm(q.eta[had], cfg.hcal_radius_mm, cfg.hcal_endcap_z_mm)
-    had_phi, had_reach = bend_phi(q.phi[had], q.part["charge"][had], q.pt[had], r_hcal,
-                                  cfg.b_field_t)
+    had_phi, had_reach = bend_phi(q.phi[had], q.part["charge"][had], q.pt[had], r_hcal, cfg.b_field_t)
     return had[had_reach], had_phi[had_reach], (had_e / q.cosh[had])[had_reach]
 
 
@@ -155,19 +151,18 @@ def _tracker_entries(q: _Particles, cfg: Any, trk: np.ndarray) -> list[_Entry]:
     """The 8-channel data sets' extra channels: track d0 and dz (1, 2), pixel layers (5-7)."""
     p = q.part
     px, py, pz = p["px"], p["py"], p["pz"]
-    d0, dz = impact_parameters(p["vx"][trk], p["vy"][trk], p["vz"][trk], px[trk], py[trk],
-                               pz[trk])
+    d0, dz = impact_parameters(p["vx"][trk], p["vy"][trk], p["vz"][trk], px[trk], py[trk], pz[trk])
     if cfg.smear:
         inv_pt = 1.0 / np.maximum(q.pt[trk], 1e-3)
         a, b = cfg.d0_resolution_mm
         d0 = d0 + np.hypot(a, b * inv_pt) * q.normals[trk, 2]
         a, b = cfg.dz_resolution_mm
         dz = dz + np.hypot(a, b * inv_pt) * q.normals[trk, 3]
-    entries = [_entry(1, q, trk, q.eta[trk], q.phi[trk], d0),
-               _entry(2, q, trk, q.eta[trk], q.phi[trk], dz)]
+    entries = [_entry(1, q, trk, q.eta[trk], q.phi[trk], d0), _entry(2, q, trk, q.eta[trk], q.phi[trk], dz)]
     for layer, radius in enumerate(cfg.pixel_layer_radii_mm):
-        hit, h_eta, h_phi = layer_crossings(p["vx"], p["vy"], p["vz"], px, py, pz, p["charge"],
-                                            radius, cfg.pixel_half_length_mm, cfg.b_field_t)
+        hit, h_eta, h_phi = layer_crossings(
+            p["vx"], p["vy"], p["vz"], px, py, pz, p["charge"], radius, cfg.pixel_half_length_mm, cfg.b_field_t
+        )
         idx = np.flatnonzero(hit)
         entries.append(_entry(5 + layer, q, idx, h_eta[idx], h_phi[idx], np.ones(idx.size)))
     return entries
@@ -182,24 +177,37 @@ def _pixelate_entries(
         np.concatenate([en[2] for en in entries]),
         np.concatenate([en[3] for en in entries]),
         np.concatenate([en[4] for en in entries]),
-        c_eta, c_phi, size,
+        c_eta,
+        c_phi,
+        size,
         channel=np.concatenate([np.full(en[1].size, en[0]) for en in entries]),
         n_channels=n_channels,
     )
 
 
 def _cell_response(
-    images: np.ndarray, q: _Particles, hcal: tuple[np.ndarray, np.ndarray, np.ndarray],
-    c_eta: np.ndarray, c_phi: np.ndarray, cfg: Any, streams: list[np.random.Generator],
+    images: np.ndarray,
+    q: _Particles,
+    hcal: tuple[np.ndarray, np.ndarray, np.ndarray],
+    c_eta: np.ndarray,
+    c_phi: np.ndarray,
+    cfg: Any,
+    streams: list[np.random.Generator],
     channels: tuple[int, int],
 ) -> None:
     """Read the ECAL crystals out and fill the HCAL towers (laterally spread) in place."""
     resp, (ch_ecal, ch_hcal) = cfg.response, channels
     half = cfg.image_size // 2
     row_eta = (c_eta[:, None] - half + np.arange(cfg.image_size)[None, :] + 0.5) * CRYSTAL_DETA
-    images[:, ch_ecal] = cell_readout(images[:, ch_ecal], np.cosh(row_eta)[:, :, None], streams,
-                                      resp.ecal_stochastic, resp.ecal_constant,
-                                      resp.ecal_noise_gev, resp.ecal_zs_sigma)
+    images[:, ch_ecal] = cell_readout(
+        images[:, ch_ecal],
+        np.cosh(row_eta)[:, :, None],
+        streams,
+        resp.ecal_stochastic,
+        resp.ecal_constant,
+        resp.ecal_noise_gev,
+        resp.ecal_zs_sigma,
+    )
     reach, had_phi, had_et = hcal
     table = hcal_lateral_table(resp, cfg.hcal_tower, cfg.hcal_radius_mm)
     deposits = spread_hcal(q.jet[reach], q.eta[reach], had_phi, had_et, table, cfg.hcal_tower)
@@ -207,8 +215,12 @@ def _cell_response(
 
 
 def block_images(
-    jets: Any, cfg: Any, rng: np.random.Generator, n_channels: int,
-    streams: list[np.random.Generator] | None = None, pool: PileupPool | None = None,
+    jets: Any,
+    cfg: Any,
+    rng: np.random.Generator,
+    n_channels: int,
+    streams: list[np.random.Generator] | None = None,
+    pool: PileupPool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pixelate all jets of a block at once: ``(m, C, S, S)`` float64 and pile-up counts ``(m,)``.
 
@@ -221,13 +233,16 @@ def block_images(
     qg = cfg.dataset == "quark-gluon"
     ch_track, ch_ecal, ch_hcal = (0, 1, 2) if qg else (0, 3, 4)
     trk = _track_indices(q, cfg)
-    entries = [_entry(ch_track, q, trk, q.eta[trk], q.phi[trk], q.pt[trk]),
-               _ecal_entry(q, cfg, jets.phi, ch_ecal)]
+    entries = [_entry(ch_track, q, trk, q.eta[trk], q.phi[trk], q.pt[trk]), _ecal_entry(q, cfg, jets.phi, ch_ecal)]
     hcal = _hcal_hits(q, cfg)
     if cfg.response is None:  # towers spread evenly over their crystals
         reach, had_phi, had_et = hcal
-        entries.append((ch_hcal, *spread_towers(q.jet[reach], crystal_eta(q.eta[reach]),
-                                                crystal_phi(had_phi), had_et, cfg.hcal_tower)))
+        entries.append(
+            (
+                ch_hcal,
+                *spread_towers(q.jet[reach], crystal_eta(q.eta[reach]), crystal_phi(had_phi), had_et, cfg.hcal_tower),
+            )
+        )
     if not qg:
         entries += _tracker_entries(q, cfg, trk)
     c_eta, c_phi = crystal_eta(jets.eta), crystal_phi(jets.phi)
@@ -249,8 +264,11 @@ def _wrap(dphi: np.ndarray) -> np.ndarray:
 
 
 def _hcal_towers(
-    deposits: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], c_eta: np.ndarray,
-    c_phi: np.ndarray, cfg: Any, streams: list[np.random.Generator],
+    deposits: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    c_eta: np.ndarray,
+    c_phi: np.ndarray,
+    cfg: Any,
+    streams: list[np.random.Generator],
 ) -> np.ndarray:
     """Sum deposits per tower around each image, read the towers out, spread them over pixels.
 
@@ -271,10 +289,16 @@ def _hcal_towers(
     towers = np.bincount(flat, weights=w[ok], minlength=m * n_t * n_t).astype(np.float64)
     towers = towers.reshape(m, n_t, n_t)
     centre = (base_eta[:, None] + np.arange(n_t)[None, :] + 0.5) * (t * CRYSTAL_DETA)
-    towers = cell_readout(towers, np.cosh(centre)[:, :, None], streams, resp.hcal_stochastic,
-                          resp.hcal_constant, resp.hcal_noise_gev, resp.hcal_zs_sigma)
+    towers = cell_readout(
+        towers,
+        np.cosh(centre)[:, :, None],
+        streams,
+        resp.hcal_stochastic,
+        resp.hcal_constant,
+        resp.hcal_noise_gev,
+        resp.hcal_zs_sigma,
+    )
     offs = np.arange(size)[None, :] - half
     row = np.floor_divide(c_eta[:, None] + offs, t) - base_eta[:, None]
-    col = np.mod(np.floor_divide(np.mod(c_phi[:, None] + offs, N_IPHI), t) - base_phi[:, None],
-                 n_phi_towers)
+    col = np.mod(np.floor_divide(np.mod(c_phi[:, None] + offs, N_IPHI), t) - base_phi[:, None], n_phi_towers)
     return towers[np.arange(m)[:, None, None], row[:, :, None], col[:, None, :]] / (t * t)

@@ -31,8 +31,7 @@ def _iter_row_blocks(
     k = len(classes)
     counts = class_counts(n, k)
     bs = cfg.block_size
-    tasks = [(cfg, seed, c, b, min(bs, counts[c] - b * bs))
-             for b in blocks for c in range(k) if counts[c] - b * bs > 0]
+    tasks = [(cfg, seed, c, b, min(bs, counts[c] - b * bs)) for b in blocks for c in range(k) if counts[c] - b * bs > 0]
     per_block = [sum(1 for t in tasks if t[3] == b) for b in blocks]
     results = _ordered_results(tasks, workers)
     try:
@@ -40,8 +39,7 @@ def _iter_row_blocks(
             parts = [next(results) for _ in range(n_tasks)]
             images = _dense_images(parts, len(_CHANNELS[cfg.dataset]), cfg.image_size)
             sparse = ("image_index", "image_value", "image_count")
-            merged = {key: np.concatenate([p[key] for p in parts])
-                      for key in parts[0] if key not in sparse}
+            merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0] if key not in sparse}
             merged["images"] = images
             # rows of this block: event j of class c is row (b * bs + j) * k + c
             local = np.concatenate([np.arange(len(p["pt"])) for p in parts])
@@ -87,8 +85,7 @@ def _ordered_results(
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn: fork would copy a parent's Pythia instance and threads; spawn is safe everywhere
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
-                             mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
         pending: deque[Any] = deque()
         queue = iter(tasks)
         try:

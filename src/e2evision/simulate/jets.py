@@ -111,13 +111,17 @@ def _public_columns(dataset: str, rows: dict[str, np.ndarray]) -> dict[str, np.n
     return {name: values[name].astype(np.float64) for name in _COLUMNS[dataset][1:]}
 
 
-_TRUTH_KEYS = ("eta", "phi", "n_const", "girth", "top_mass", "class_index", "m0", "pt", "y",
-               "n_pileup")
+_TRUTH_KEYS = ("eta", "phi", "n_const", "girth", "top_mass", "class_index", "m0", "pt", "y", "n_pileup")
 
 
 def _checked_args(
-    dataset: str, config: JetSimConfig | None, n: object, seed: object, shard: object,
-    num_shards: object, workers: object,
+    dataset: str,
+    config: JetSimConfig | None,
+    n: object,
+    seed: object,
+    shard: object,
+    num_shards: object,
+    workers: object,
 ) -> tuple[JetSimConfig, int]:
     """Reject bad arguments before any work (or file); the config to use and the seed."""
     _check_dataset(dataset)
@@ -161,8 +165,10 @@ def _check_config(cfg: JetSimConfig, dataset: str) -> None:
     if not isinstance(cfg, JetSimConfig):
         raise ValueError(f"config must be a JetSimConfig, got {type(cfg).__name__}")
     if cfg.dataset != dataset:
-        raise ValueError(f"config is for dataset {cfg.dataset!r} but {dataset!r} was asked for; "
-                         f"build it with jet_config({dataset!r}, ...)")
+        raise ValueError(
+            f"config is for dataset {cfg.dataset!r} but {dataset!r} was asked for; "
+            f"build it with jet_config({dataset!r}, ...)"
+        )
 
 
 def jet_file_name(dataset: str, n: int, shard: int = 0, num_shards: int = 1) -> str:
@@ -228,8 +234,14 @@ def _arrow_schema(dataset: str, metadata: dict[str, Any]) -> Any:
 
 
 def _file_metadata(
-    dataset: str, cfg: JetSimConfig, seed: int, shard: int, num_shards: int, n: int,
-    row_start: int, row_stop: int,
+    dataset: str,
+    cfg: JetSimConfig,
+    seed: int,
+    shard: int,
+    num_shards: int,
+    n: int,
+    row_start: int,
+    row_stop: int,
 ) -> dict[str, Any]:
     """The ``e2evision`` JSON of a file: generator, seed, shard and rows, recipe, versions."""
     classes = _CLASSES[dataset]
@@ -245,16 +257,21 @@ def _file_metadata(
         "row_stop": row_stop,
         "columns": list(_COLUMNS[dataset]),
         "channels": list(_CHANNELS[dataset]),
-        "classes": [{"name": c.name, "label": None if math.isnan(c.label) else c.label,
-                     "row_rule": f"row % {k} == {i}",
-                     "pythia": pythia_settings(cfg, c.name, _pythia_seed(seed, c.key, -1))}
-                    for i, c in enumerate(classes)],
+        "classes": [
+            {
+                "name": c.name,
+                "label": None if math.isnan(c.label) else c.label,
+                "row_rule": f"row % {k} == {i}",
+                "pythia": pythia_settings(cfg, c.name, _pythia_seed(seed, c.key, -1)),
+            }
+            for i, c in enumerate(classes)
+        ],
         "config": json.loads(cfg.to_json()),
         "response": response_metadata(cfg.response),
         "versions": package_versions(),
         "units": "images: transverse momentum/energy in GeV (tracks, ECAL, HCAL), impact "
-                 "parameters in mm (summed per pixel), pixel-layer hit counts; pt, m0, m in GeV; "
-                 "ieta, iphi: absolute crystal index of the jet axis (0.0174 x 2pi/360)",
+        "parameters in mm (summed per pixel), pixel-layer hit counts; pt, m0, m in GeV; "
+        "ieta, iphi: absolute crystal index of the jet axis (0.0174 x 2pi/360)",
     }
 
 
@@ -343,11 +360,11 @@ def write_jets(
     # Dictionary encoding (pyarrow's default) makes the mostly-zero images ~13x smaller than
     # plain encoding; min/max statistics are kept for the scalar columns only (they cost time
     # and bytes on the 47k-value image column and no reader uses them there).
-    with atomic_path(path) as tmp, pq.ParquetWriter(
-        tmp, schema, compression="snappy", write_statistics=list(_COLUMNS[dataset][1:])
-    ) as writer, \
-            tqdm(total=row_stop - row_start, desc=path.name, unit="jet", disable=not progress,
-                 leave=False) as bar:
+    with (
+        atomic_path(path) as tmp,
+        pq.ParquetWriter(tmp, schema, compression="snappy", write_statistics=list(_COLUMNS[dataset][1:])) as writer,
+        tqdm(total=row_stop - row_start, desc=path.name, unit="jet", disable=not progress, leave=False) as bar,
+    ):
         for _, rows in _iter_row_blocks(n, seed, cfg, blocks, int(workers)):
             _write_block(writer, schema, dataset, rows)
             tally.add(rows)
@@ -355,10 +372,17 @@ def write_jets(
     seconds = time.perf_counter() - t0
     main_cpu = time.process_time() - cpu0
     return JetWriteResult(
-        path=path, dataset=dataset, n_rows=row_stop - row_start, row_start=row_start,
-        row_stop=row_stop, n_events=tally.n_events, seconds=seconds,
-        cpu_seconds=main_cpu + (tally.gen_cpu if workers > 1 else 0.0), truth=tally.truth(),
-        mean_images=tally.mean_images(), class_counts=tally.counts,
+        path=path,
+        dataset=dataset,
+        n_rows=row_stop - row_start,
+        row_start=row_start,
+        row_stop=row_stop,
+        n_events=tally.n_events,
+        seconds=seconds,
+        cpu_seconds=main_cpu + (tally.gen_cpu if workers > 1 else 0.0),
+        truth=tally.truth(),
+        mean_images=tally.mean_images(),
+        class_counts=tally.counts,
     )
 
 

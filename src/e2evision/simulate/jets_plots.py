@@ -32,9 +32,7 @@ def _save_png(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _checked_truth(
-    truth: Mapping[str, np.ndarray], names: list[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _checked_truth(truth: Mapping[str, np.ndarray], names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``m0``, ``n_const`` and ``class_index`` of ``truth``, or a clear error if they disagree."""
     for key in ("m0", "n_const", "class_index"):
         if key not in truth:
@@ -43,15 +41,19 @@ def _checked_truth(
     n_const = np.asarray(truth["n_const"], dtype=np.float64)
     cls = np.asarray(truth["class_index"], dtype=np.int64)
     if not (m0.shape == n_const.shape == cls.shape):
-        raise ValueError(f"truth arrays disagree in length: m0 {m0.shape}, n_const {n_const.shape}, "
-                         f"class_index {cls.shape}")
+        raise ValueError(
+            f"truth arrays disagree in length: m0 {m0.shape}, n_const {n_const.shape}, class_index {cls.shape}"
+        )
     if cls.size and (cls.min() < 0 or cls.max() >= len(names)):
         raise ValueError(f"class_index outside [0, {len(names)}) for class names {names}")
     return m0, n_const, cls
 
 
 def _class_histogram(
-    values: np.ndarray, cls: np.ndarray, present: list[tuple[int, str]], xlabel: str,
+    values: np.ndarray,
+    cls: np.ndarray,
+    present: list[tuple[int, str]],
+    xlabel: str,
     bins: np.ndarray,
 ) -> Figure:
     """Normalised per-class distributions of one per-jet quantity, with N and the mean."""
@@ -62,8 +64,15 @@ def _class_histogram(
     ax = fig.subplots()
     for (i, cname), colour in zip(present, _COLOURS):
         v = values[cls == i]
-        ax.hist(v, bins=bins, histtype="step", density=True, color=colour, lw=1.5,
-                label=f"{cname} (N={v.size}, mean {v.mean():.3g})")
+        ax.hist(
+            v,
+            bins=bins,
+            histtype="step",
+            density=True,
+            color=colour,
+            lw=1.5,
+            label=f"{cname} (N={v.size}, mean {v.mean():.3g})",
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
@@ -71,7 +80,9 @@ def _class_histogram(
 
 
 def _mean_images_figure(
-    dataset: str, mean_images: Mapping[str, np.ndarray], channels: Sequence[str],
+    dataset: str,
+    mean_images: Mapping[str, np.ndarray],
+    channels: Sequence[str],
     present: list[tuple[int, str]],
 ) -> Figure:
     """Mean images: one row per class, one column per channel, log colour per channel."""
@@ -90,8 +101,13 @@ def _mean_images_figure(
         vmin = max(float(np.percentile(positive, 5)) if positive.size else 1e-6, vmax * 1e-6)
         for r, ((_, name), plane) in enumerate(zip(present, planes)):
             ax = axes[r, c]
-            ax.imshow(np.where(plane > 0, plane, np.nan), origin="lower", cmap="viridis",
-                      norm=LogNorm(vmin, max(vmax, vmin * 10)), interpolation="nearest")
+            ax.imshow(
+                np.where(plane > 0, plane, np.nan),
+                origin="lower",
+                cmap="viridis",
+                norm=LogNorm(vmin, max(vmax, vmin * 10)),
+                interpolation="nearest",
+            )
             ax.set_title(f"{name}: {channels[c]}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -145,11 +161,16 @@ def jet_validation_plots(
     nmax = int(n_const.max()) if n_const.size else 1
     step = max(1, (nmax + 50) // 50)
     figures = [
-        ("jet_mass", lambda: _class_histogram(m0, cls, present, "jet mass m0 [GeV]",
-                                              np.linspace(0.0, max(top * 1.05, 1.0), 51))),
-        ("constituents", lambda: _class_histogram(n_const, cls, present,
-                                                  "constituents of the leading jet",
-                                                  np.arange(-0.5, nmax + step + 0.5, step))),
+        (
+            "jet_mass",
+            lambda: _class_histogram(m0, cls, present, "jet mass m0 [GeV]", np.linspace(0.0, max(top * 1.05, 1.0), 51)),
+        ),
+        (
+            "constituents",
+            lambda: _class_histogram(
+                n_const, cls, present, "constituents of the leading jet", np.arange(-0.5, nmax + step + 0.5, step)
+            ),
+        ),
         ("mean_images", lambda: _mean_images_figure(dataset, mean_images, channels, present)),
     ]
     if dataset == "top-mass":

@@ -138,12 +138,16 @@ def _table(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 
 def _check_write_args(
-    n: object, seed: object, config: object, shard: object, num_shards: object, workers: object,
+    n: object,
+    seed: object,
+    config: object,
+    shard: object,
+    num_shards: object,
+    workers: object,
     batch: object,
 ) -> int:
     """Reject bad arguments of :func:`write_lensing` before any file is touched; the seed."""
-    for name, value, low in (("n", n, 3), ("num_shards", num_shards, 1), ("workers", workers, 1),
-                             ("batch", batch, 1)):
+    for name, value, low in (("n", n, 3), ("num_shards", num_shards, 1), ("workers", workers, 1), ("batch", batch, 1)):
         check_int(name, value, low)
     check_shard(shard, num_shards)
     seed = check_seed(seed)
@@ -152,9 +156,7 @@ def _check_write_args(
     return seed
 
 
-def _render_all(
-    tasks: list[_Task], total: int, workers: int, progress: bool
-) -> dict[str, list[dict[str, Any]]]:
+def _render_all(tasks: list[_Task], total: int, workers: int, progress: bool) -> dict[str, list[dict[str, Any]]]:
     """Run the render-and-write tasks (in ``workers`` spawned processes if > 1); rows per class."""
     from tqdm.auto import tqdm
 
@@ -188,8 +190,14 @@ def _write_axion_masses(out: Path, axion_rows: list[dict[str, Any]], suffix: str
 
 
 def _metadata(
-    n: int, seed: int, config: LensingConfig, shard: int, num_shards: int,
-    axion_object_arrays: bool, counts: dict[str, int], ranges: dict[str, tuple[int, int]],
+    n: int,
+    seed: int,
+    config: LensingConfig,
+    shard: int,
+    num_shards: int,
+    axion_object_arrays: bool,
+    counts: dict[str, int],
+    ranges: dict[str, tuple[int, int]],
     rows: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     """What ``metadata<suffix>.json`` records: settings, derived scales, versions, per-file table."""
@@ -210,7 +218,8 @@ def _metadata(
             "normalisation": "per-image min-max to [0, 1] of the noisy counts/s image",
             "axes": "axis 0 = y (row), axis 1 = x (column); display with origin='lower'",
         },
-        "axion_storage": "object_array [image, axion_mass_ev] (pickle)" if axion_object_arrays
+        "axion_storage": "object_array [image, axion_mass_ev] (pickle)"
+        if axion_object_arrays
         else "plain float64 array; axion mass in axion/axion_mass" + suffix + ".csv",
         "axion_object_arrays": axion_object_arrays,
         "config": json.loads(config.to_json()),
@@ -263,8 +272,15 @@ def write_lensing(
     for c in CLASSES:
         (out / c).mkdir(parents=True, exist_ok=True)
     tasks: list[_Task] = [
-        (c, list(range(lo, min(lo + batch, ranges[c][1]))), counts[c], seed, config, str(out),
-         bool(axion_object_arrays))
+        (
+            c,
+            list(range(lo, min(lo + batch, ranges[c][1]))),
+            counts[c],
+            seed,
+            config,
+            str(out),
+            bool(axion_object_arrays),
+        )
         for c in CLASSES
         for lo in range(ranges[c][0], ranges[c][1], batch)
     ]
@@ -272,8 +288,7 @@ def write_lensing(
     rows = _render_all(tasks, total, int(workers), progress)
     suffix = shard_suffix(shard, num_shards)
     _write_axion_masses(out, rows["axion"], suffix)
-    metadata = _metadata(n, seed, config, shard, num_shards, bool(axion_object_arrays), counts,
-                         ranges, rows)
+    metadata = _metadata(n, seed, config, shard, num_shards, bool(axion_object_arrays), counts, ranges, rows)
     return atomic_write_json(out / f"metadata{suffix}.json", metadata)
 
 
@@ -282,4 +297,3 @@ def _class_of(file_name: str) -> str:
         if file_name.startswith(f"{c}_sim_"):
             return c
     raise ValueError(f"not a lensing file name: {file_name!r}")
-

@@ -126,40 +126,58 @@ class LensingConfig:
 
     def __post_init__(self) -> None:
         positive = (
-            "pixel_scale_arcsec", "z_lens", "z_source", "h0", "omega_m0", "main_halo_mass_msun",
-            "source_amp", "source_r_sersic_arcsec", "source_n_sersic", "psf_fwhm_arcsec",
-            "psf_truncation_sigma", "vortex_mass_msun", "vortex_velocity_km_s",
+            "pixel_scale_arcsec",
+            "z_lens",
+            "z_source",
+            "h0",
+            "omega_m0",
+            "main_halo_mass_msun",
+            "source_amp",
+            "source_r_sersic_arcsec",
+            "source_n_sersic",
+            "psf_fwhm_arcsec",
+            "psf_truncation_sigma",
+            "vortex_mass_msun",
+            "vortex_velocity_km_s",
         )
         for name in positive:
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and math.isfinite(value) and value > 0):
+            if not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            ):
                 raise ValueError(f"LensingConfig.{name} must be a finite number > 0, got {value!r}")
         non_negative = (
-            "omega_b0", "lens_ellipticity", "shear_gamma", "source_center_range_arcsec",
-            "background_rms", "cdm_mean_subhalos",
+            "omega_b0",
+            "lens_ellipticity",
+            "shear_gamma",
+            "source_center_range_arcsec",
+            "background_rms",
+            "cdm_mean_subhalos",
         )
         for name in non_negative:
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and math.isfinite(value) and value >= 0):
-                raise ValueError(
-                    f"LensingConfig.{name} must be a finite number >= 0, got {value!r}"
-                )
+            if not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(f"LensingConfig.{name} must be a finite number >= 0, got {value!r}")
         for name in ("num_pix", "supersampling_factor", "vortex_points"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"LensingConfig.{name} must be an integer >= 1, got {value!r}")
-        for name in ("log10_exposure_range_s", "subhalo_mass_range_msun",
-                     "subhalo_radius_range_arcsec", "log10_axion_mass_range_ev"):
+        for name in (
+            "log10_exposure_range_s",
+            "subhalo_mass_range_msun",
+            "subhalo_radius_range_arcsec",
+            "log10_axion_mass_range_ev",
+        ):
             value = getattr(self, name)
-            if (not isinstance(value, tuple) or len(value) != 2
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
-                    or value[0] > value[1]):
-                raise ValueError(
-                    f"LensingConfig.{name} must be a tuple (low, high) with low <= high, "
-                    f"got {value!r}"
-                )
+            if (
+                not isinstance(value, tuple)
+                or len(value) != 2
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+                or value[0] > value[1]
+            ):
+                raise ValueError(f"LensingConfig.{name} must be a tuple (low, high) with low <= high, got {value!r}")
         if self.subhalo_mass_range_msun[0] <= 0:
             raise ValueError("LensingConfig.subhalo_mass_range_msun must be positive")
         if self.subhalo_radius_range_arcsec[0] < 0:
@@ -167,9 +185,7 @@ class LensingConfig:
         if not math.isfinite(self.subhalo_mass_slope):
             raise ValueError("LensingConfig.subhalo_mass_slope must be finite")
         if not self.z_source > self.z_lens:
-            raise ValueError(
-                f"LensingConfig needs z_source > z_lens, got {self.z_source} <= {self.z_lens}"
-            )
+            raise ValueError(f"LensingConfig needs z_source > z_lens, got {self.z_source} <= {self.z_lens}")
         if not self.lens_ellipticity < 1:
             raise ValueError("LensingConfig.lens_ellipticity must be < 1")
         if not isinstance(self.random_orientation, bool):
@@ -188,7 +204,6 @@ class LensingConfig:
         if unknown:
             raise ValueError(f"unknown LensingConfig fields in JSON: {unknown}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-
 
 
 DEFAULT_LENSING_CONFIG = LensingConfig()

@@ -38,7 +38,7 @@ def load_lensing_images(
     root = Path(data_dir)
     out: dict[str, np.ndarray] = {}
     for c in CLASSES:
-        files = sorted((root / c).glob("*.npy"))[: max_per_class]
+        files = sorted((root / c).glob("*.npy"))[:max_per_class]
         images = []
         for f in files:
             arr = np.load(f, allow_pickle=allow_pickle)
@@ -52,9 +52,7 @@ def load_lensing_images(
     return out
 
 
-def _radial_profile(
-    image: np.ndarray, pixel: float, bin_width: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _radial_profile(image: np.ndarray, pixel: float, bin_width: float) -> tuple[np.ndarray, np.ndarray]:
     """Azimuthal mean of ``image`` about the image centre, in bins of ``bin_width`` arcsec."""
     n = image.shape[-1]
     c = (np.arange(n) - (n - 1) / 2) * pixel
@@ -75,7 +73,9 @@ def _save_png(fig: Figure, path: Path) -> Path:
 
 
 def _examples_figure(
-    images: Mapping[str, np.ndarray], present: list[str], n_examples: int,
+    images: Mapping[str, np.ndarray],
+    present: list[str],
+    n_examples: int,
     extent: tuple[float, float, float, float],
 ) -> Figure:
     """Up to ``n_examples`` stored images per class, one row per class."""
@@ -123,8 +123,7 @@ def _radial_profile_figure(
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.95)
     ax = fig.subplots()
     for c in present:
-        r, prof = _radial_profile(images[c].mean(axis=0), config.pixel_scale_arcsec,
-                                  config.pixel_scale_arcsec)
+        r, prof = _radial_profile(images[c].mean(axis=0), config.pixel_scale_arcsec, config.pixel_scale_arcsec)
         ax.plot(r, prof, label=c)
     ax.axvline(theta_e, color="k", ls="--", lw=1, label=f"θ_E = {theta_e:.2f}″")
     ax.set_xlabel("radius [arcsec]")
@@ -139,8 +138,7 @@ def _twin_panels(base: LensSample, twin: LensSample) -> list[tuple[np.ndarray, s
     mdiff = twin.model - base.model
     return [
         (base.image, "no_sub twin", "magma", None),
-        (twin.image, f"{twin.klass} ({twin.params['n_point_masses']} point masses)", "magma",
-         None),
+        (twin.image, f"{twin.klass} ({twin.params['n_point_masses']} point masses)", "magma", None),
         (diff, "difference of stored images", "RdBu_r", float(np.abs(diff).max())),
         (mdiff, "noise-free difference [counts/s]", "RdBu_r", float(np.abs(mdiff).max())),
     ]
@@ -198,11 +196,8 @@ def lensing_validation_plots(
     extent = (-half, half, -half, half)
     theta_e = einstein_radius_arcsec(config.main_halo_mass_msun, config)
     return [
-        _save_png(_examples_figure(images, present, n_examples, extent),
-                  out / "lensing_examples.png"),
+        _save_png(_examples_figure(images, present, n_examples, extent), out / "lensing_examples.png"),
         _save_png(_mean_image_figure(images, present, extent), out / "lensing_mean_image.png"),
-        _save_png(_radial_profile_figure(images, present, config, theta_e),
-                  out / "lensing_radial_profile.png"),
-        _save_png(_substructure_figure(seed, config, twin_index),
-                  out / "lensing_substructure_difference.png"),
+        _save_png(_radial_profile_figure(images, present, config, theta_e), out / "lensing_radial_profile.png"),
+        _save_png(_substructure_figure(seed, config, twin_index), out / "lensing_substructure_difference.png"),
     ]

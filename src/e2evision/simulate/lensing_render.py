@@ -47,13 +47,9 @@ def _distances(config: LensingConfig) -> dict[str, float]:
     d_l = cosmo.angular_diameter_distance(config.z_lens)
     d_s = cosmo.angular_diameter_distance(config.z_source)
     # Flat universe: D_ls = (chi_s - chi_l) / (1 + z_s) (works on every astropy version).
-    d_ls = (cosmo.comoving_distance(config.z_source) - cosmo.comoving_distance(config.z_lens)) / (
-        1.0 + config.z_source
-    )
+    d_ls = (cosmo.comoving_distance(config.z_source) - cosmo.comoving_distance(config.z_lens)) / (1.0 + config.z_source)
     # theta_E^2 = (4 G M / c^2) D_ls / (D_l D_s), here per solar mass, in rad^2.
-    theta2_per_msun = (4 * const.G * const.M_sun / const.c**2 * d_ls / (d_l * d_s)).to(
-        u.dimensionless_unscaled
-    ).value
+    theta2_per_msun = (4 * const.G * const.M_sun / const.c**2 * d_ls / (d_l * d_s)).to(u.dimensionless_unscaled).value
     arcsec_rad = math.pi / (180.0 * 3600.0)
     return {
         "d_l_mpc": float(d_l.to(u.Mpc).value),
@@ -80,9 +76,7 @@ def einstein_radius_arcsec(
     return float(out) if out.ndim == 0 else out
 
 
-def vortex_half_length_arcsec(
-    axion_mass_ev: float, config: LensingConfig = DEFAULT_LENSING_CONFIG
-) -> float:
+def vortex_half_length_arcsec(axion_mass_ev: float, config: LensingConfig = DEFAULT_LENSING_CONFIG) -> float:
     """Half-length of the vortex line: the de Broglie scale hbar / (m_a v) at the lens distance."""
     if not (math.isfinite(axion_mass_ev) and axion_mass_ev > 0):
         raise ValueError(f"axion_mass_ev must be a finite number > 0, got {axion_mass_ev!r}")
@@ -140,10 +134,10 @@ def _static_models(config: LensingConfig) -> tuple[Any, Any, Any]:
 
     n, d = config.num_pix, config.pixel_scale_arcsec
     corner = -0.5 * (n - 1) * d  # centre of pixel (0, 0); x grows with column, y with row
-    grid = PixelGrid(nx=n, ny=n, transform_pix2angle=np.array([[d, 0.0], [0.0, d]]),
-                     ra_at_xy_0=corner, dec_at_xy_0=corner)
-    psf = PSF(psf_type="GAUSSIAN", fwhm=config.psf_fwhm_arcsec, pixel_size=d,
-              truncation=config.psf_truncation_sigma)
+    grid = PixelGrid(
+        nx=n, ny=n, transform_pix2angle=np.array([[d, 0.0], [0.0, d]]), ra_at_xy_0=corner, dec_at_xy_0=corner
+    )
+    psf = PSF(psf_type="GAUSSIAN", fwhm=config.psf_fwhm_arcsec, pixel_size=d, truncation=config.psf_truncation_sigma)
     return grid, psf, LightModel(["SERSIC_ELLIPSE"])
 
 
@@ -155,10 +149,8 @@ def _image_model(config: LensingConfig, n_point_masses: int) -> Any:
 
     grid, psf, source = _static_models(config)
     lens = LensModel(["SIE", "SHEAR"] + ["POINT_MASS"] * n_point_masses)
-    numerics = {"supersampling_factor": config.supersampling_factor,
-                "supersampling_convolution": False}
-    return ImageModel(grid, psf, lens_model_class=lens, source_model_class=source,
-                      kwargs_numerics=numerics)
+    numerics = {"supersampling_factor": config.supersampling_factor, "supersampling_convolution": False}
+    return ImageModel(grid, psf, lens_model_class=lens, source_model_class=source, kwargs_numerics=numerics)
 
 
 def _draw_main(rng: np.random.Generator, cfg: LensingConfig) -> dict[str, float]:
@@ -181,9 +173,7 @@ def _draw_main(rng: np.random.Generator, cfg: LensingConfig) -> dict[str, float]
     }
 
 
-def _sample_power_law(
-    rng: np.random.Generator, n: int, lo: float, hi: float, slope: float
-) -> np.ndarray:
+def _sample_power_law(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float) -> np.ndarray:
     """Inverse-CDF draws from dN/dm proportional to m^slope on [lo, hi]."""
     u = rng.random(n)
     if abs(slope + 1.0) < 1e-12:
@@ -263,21 +253,33 @@ def simulate_lens(
     pm, sub = _draw_substructure(_rng(seed, klass, index, _STREAM_SUB), klass, config)
 
     kwargs_lens: list[dict[str, float]] = [
-        {"theta_E": main["theta_E_arcsec"], "e1": main["lens_e1"], "e2": main["lens_e2"],
-         "center_x": 0.0, "center_y": 0.0},
+        {
+            "theta_E": main["theta_E_arcsec"],
+            "e1": main["lens_e1"],
+            "e2": main["lens_e2"],
+            "center_x": 0.0,
+            "center_y": 0.0,
+        },
         {"gamma1": main["shear_gamma1"], "gamma2": main["shear_gamma2"], "ra_0": 0.0, "dec_0": 0.0},
     ]
     if len(pm):
         theta_pm = einstein_radius_arcsec(pm[:, 2], config)
-        kwargs_lens += [{"theta_E": float(t), "center_x": float(x), "center_y": float(y)}
-                        for t, x, y in zip(theta_pm, pm[:, 0], pm[:, 1])]
-    kwargs_source = [{
-        "amp": config.source_amp, "R_sersic": config.source_r_sersic_arcsec,
-        "n_sersic": config.source_n_sersic, "e1": config.source_e1, "e2": config.source_e2,
-        "center_x": main["source_x_arcsec"], "center_y": main["source_y_arcsec"],
-    }]
-    model = np.asarray(_image_model(config, len(pm)).image(kwargs_lens, kwargs_source),
-                       dtype=np.float64)
+        kwargs_lens += [
+            {"theta_E": float(t), "center_x": float(x), "center_y": float(y)}
+            for t, x, y in zip(theta_pm, pm[:, 0], pm[:, 1])
+        ]
+    kwargs_source = [
+        {
+            "amp": config.source_amp,
+            "R_sersic": config.source_r_sersic_arcsec,
+            "n_sersic": config.source_n_sersic,
+            "e1": config.source_e1,
+            "e2": config.source_e2,
+            "center_x": main["source_x_arcsec"],
+            "center_y": main["source_y_arcsec"],
+        }
+    ]
+    model = np.asarray(_image_model(config, len(pm)).image(kwargs_lens, kwargs_source), dtype=np.float64)
     model = np.clip(model, 0.0, None)  # guard: convolution round-off must not give negative rates
 
     # Noise: the background draw comes first so a paired twin shares it exactly.
@@ -286,6 +288,6 @@ def simulate_lens(
     background = noise_rng.normal(0.0, config.background_rms, model.shape)
     noisy = noise_rng.poisson(model * t) / t + background
     params: dict[str, float | int] = {**main, **sub, "paired": int(bool(paired))}
-    return LensSample(klass=klass, index=int(index), image=_normalise(noisy), model=model,
-                      noisy=noisy, params=params, point_masses=pm)
-
+    return LensSample(
+        klass=klass, index=int(index), image=_normalise(noisy), model=model, noisy=noisy, params=params, point_masses=pm
+    )

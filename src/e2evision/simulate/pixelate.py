@@ -60,8 +60,12 @@ def crystal_phi(phi: np.ndarray) -> np.ndarray:
 
 
 def _relative(
-    jet: np.ndarray, ieta: np.ndarray, iphi: np.ndarray, centre_ieta: np.ndarray,
-    centre_iphi: np.ndarray, size: int,
+    jet: np.ndarray,
+    ieta: np.ndarray,
+    iphi: np.ndarray,
+    centre_ieta: np.ndarray,
+    centre_iphi: np.ndarray,
+    size: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixel row/column of each crystal in its jet's image and whether it falls inside."""
     half = size // 2
@@ -95,9 +99,14 @@ def pixelate(
     jet = np.asarray(jet, dtype=np.int64)
     if jet.size and (jet.min() < 0 or jet.max() >= n_jets):
         raise ValueError(f"jet indices must lie in [0, {n_jets}), got [{jet.min()}, {jet.max()}]")
-    row, col, inside = _relative(jet, np.asarray(ieta, np.int64), np.asarray(iphi, np.int64),
-                                 np.asarray(centre_ieta, np.int64), np.asarray(centre_iphi, np.int64),
-                                 size)
+    row, col, inside = _relative(
+        jet,
+        np.asarray(ieta, np.int64),
+        np.asarray(iphi, np.int64),
+        np.asarray(centre_ieta, np.int64),
+        np.asarray(centre_iphi, np.int64),
+        size,
+    )
     plane = jet[inside]
     if channel is not None:
         ch = np.asarray(channel, dtype=np.int64)[inside]
@@ -105,8 +114,9 @@ def pixelate(
             raise ValueError(f"channel indices must lie in [0, {n_channels})")
         plane = plane * n_channels + ch
     flat = (plane * size + row[inside]) * size + col[inside]
-    out = np.bincount(flat, weights=np.asarray(weight, np.float64)[inside],
-                      minlength=n_jets * n_channels * size * size).astype(np.float64, copy=False)
+    out = np.bincount(
+        flat, weights=np.asarray(weight, np.float64)[inside], minlength=n_jets * n_channels * size * size
+    ).astype(np.float64, copy=False)
     # (bincount returns integers when nothing is inside, weights or not)
     if channel is None:
         return out.reshape(n_jets, size, size)
@@ -188,8 +198,16 @@ def impact_parameters(
 
 
 def layer_crossings(
-    vx: np.ndarray, vy: np.ndarray, vz: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray,
-    charge: np.ndarray, radius_mm: float, half_length_mm: float, b_field_t: float,
+    vx: np.ndarray,
+    vy: np.ndarray,
+    vz: np.ndarray,
+    px: np.ndarray,
+    py: np.ndarray,
+    pz: np.ndarray,
+    charge: np.ndarray,
+    radius_mm: float,
+    half_length_mm: float,
+    b_field_t: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where charged tracks cross a barrel layer: (crosses, eta_hit, phi_hit) as seen from the origin.
 
@@ -224,8 +242,10 @@ def layer_crossings(
 def pixel_offsets(size: int) -> tuple[np.ndarray, np.ndarray]:
     """(delta eta, delta phi) of each pixel centre from the centre pixel's centre, (size, size) each."""
     k = np.arange(size) - size // 2
-    return (np.broadcast_to((k * CRYSTAL_DETA)[:, None], (size, size)),
-            np.broadcast_to((k * CRYSTAL_DPHI)[None, :], (size, size)))
+    return (
+        np.broadcast_to((k * CRYSTAL_DETA)[:, None], (size, size)),
+        np.broadcast_to((k * CRYSTAL_DPHI)[None, :], (size, size)),
+    )
 
 
 def image_mass(et: np.ndarray) -> np.ndarray:

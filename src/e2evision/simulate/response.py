@@ -102,11 +102,24 @@ class ResponseConfig:
     """Pythia lines of the minimum-bias process (multiparton interactions always on)."""
 
     def __post_init__(self) -> None:
-        for name in ("ecal_noise_gev", "ecal_moliere_radius_cm", "ecal_crystal_size_cm",
-                     "hcal_noise_gev", "hcal_lateral_radius_cm", "pileup_vertex_sigma_mm"):
+        for name in (
+            "ecal_noise_gev",
+            "ecal_moliere_radius_cm",
+            "ecal_crystal_size_cm",
+            "hcal_noise_gev",
+            "hcal_lateral_radius_cm",
+            "pileup_vertex_sigma_mm",
+        ):
             _check_number(self, name, strict=True)
-        for name in ("ecal_stochastic", "ecal_constant", "ecal_zs_sigma", "hcal_stochastic",
-                     "hcal_constant", "hcal_zs_sigma", "pileup_mean"):
+        for name in (
+            "ecal_stochastic",
+            "ecal_constant",
+            "ecal_zs_sigma",
+            "hcal_stochastic",
+            "hcal_constant",
+            "hcal_zs_sigma",
+            "pileup_mean",
+        ):
             _check_number(self, name, strict=False)
         for name in ("ecal_depth_points", "pileup_pool_size"):
             value = getattr(self, name)
@@ -135,8 +148,12 @@ class ResponseConfig:
 
 def _check_number(cfg: ResponseConfig, name: str, strict: bool) -> None:
     value = getattr(cfg, name)
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-          and (value > 0 if strict else value >= 0))
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value > 0 if strict else value >= 0)
+    )
     if not ok:
         bound = "> 0" if strict else ">= 0"
         raise ValueError(f"ResponseConfig.{name} must be a finite number {bound}, got {value!r}")
@@ -156,7 +173,7 @@ def response_metadata(cfg: ResponseConfig | None) -> dict[str, Any]:
         "pileup_mean": cfg.pileup_mean,
         "pileup_pool_size": cfg.pileup_pool_size,
         "pileup_pool": "minimum-bias events generated once per process from the run seed and "
-                       "drawn with replacement, each rotated in phi, flipped in eta at random",
+        "drawn with replacement, each rotated in phi, flipped in eta at random",
         "pileup_process": list(cfg.pileup_process),
     }
 
@@ -169,20 +186,21 @@ def _quadrant(a: np.ndarray, b: np.ndarray, radius: np.ndarray) -> np.ndarray:
     """P(x < a, y < b) for the 2-d density R^2 / (pi (x^2 + y^2 + R^2)^2) (closed form)."""
     ra = np.sqrt(a * a + radius * radius)
     rb = np.sqrt(b * b + radius * radius)
-    return (0.25 + a / (4.0 * ra) + b / (4.0 * rb)
-            + (a / ra * np.arctan(b / ra) + b / rb * np.arctan(a / rb)) / (2.0 * math.pi))
+    return (
+        0.25
+        + a / (4.0 * ra)
+        + b / (4.0 * rb)
+        + (a / ra * np.arctan(b / ra) + b / rb * np.arctan(a / rb)) / (2.0 * math.pi)
+    )
 
 
-def square_fraction(
-    x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, radius: np.ndarray
-) -> np.ndarray:
+def square_fraction(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray, radius: np.ndarray) -> np.ndarray:
     """Share of a shower with radial density 2 r R^2 / (r^2 + R^2)^2 in [x0, x1] x [y0, y1].
 
     The GFlash components (and the hadronic profile here) all have this form; its cumulative
     distribution over a quadrant has a closed form, so cells are integrated exactly.
     """
-    return (_quadrant(x1, y1, radius) - _quadrant(x0, y1, radius) - _quadrant(x1, y0, radius)
-            + _quadrant(x0, y0, radius))
+    return _quadrant(x1, y1, radius) - _quadrant(x0, y1, radius) - _quadrant(x1, y0, radius) + _quadrant(x0, y0, radius)
 
 
 def _cell_fractions(radius: np.ndarray, kernel: int) -> np.ndarray:
@@ -205,9 +223,8 @@ def ecal_lateral_table(cfg: ResponseConfig) -> np.ndarray:
     """
     from scipy.special import gammaincinv
 
-    cal = CalorimeterConfig(moliere_radius_cm=cfg.ecal_moliere_radius_cm,
-                            crystal_size_cm=cfg.ecal_crystal_size_cm)
-    energy = 10.0 ** _LOG10_E
+    cal = CalorimeterConfig(moliere_radius_cm=cfg.ecal_moliere_radius_cm, crystal_size_cm=cfg.ecal_crystal_size_cm)
+    energy = 10.0**_LOG10_E
     _, mean_log_t, mean_log_a = longitudinal_means(energy, cal)
     alpha = np.maximum(np.exp(mean_log_a), 1.05)
     prob = (np.arange(cfg.ecal_depth_points) + 0.5) / cfg.ecal_depth_points
@@ -216,8 +233,9 @@ def ecal_lateral_table(cfg: ResponseConfig) -> np.ndarray:
     r_core, r_tail, p_core = gflash_lateral(tau, np.log(energy)[:, None], cal)
     scale = cal.moliere_radius_cm / cal.crystal_size_cm  # Moliere units -> crystals
     p = np.clip(p_core, 0.0, 1.0)[..., None, None, None, None]
-    cells = (p * _cell_fractions(r_core * scale, ECAL_KERNEL)
-             + (1.0 - p) * _cell_fractions(r_tail * scale, ECAL_KERNEL)).mean(axis=1)
+    cells = (
+        p * _cell_fractions(r_core * scale, ECAL_KERNEL) + (1.0 - p) * _cell_fractions(r_tail * scale, ECAL_KERNEL)
+    ).mean(axis=1)
     return cells / cells.sum(axis=(-2, -1), keepdims=True)
 
 
@@ -237,26 +255,39 @@ def _position_bin(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spread_ecal(
-    jet: np.ndarray, eta: np.ndarray, phi: np.ndarray, energy: np.ndarray, et: np.ndarray,
+    jet: np.ndarray,
+    eta: np.ndarray,
+    phi: np.ndarray,
+    energy: np.ndarray,
+    et: np.ndarray,
     table: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """EM deposits at (eta, phi) -> 49 (jet, ieta, iphi, E_T share) entries each, for pixelate."""
     ieta, p_eta = _position_bin(np.asarray(eta) / CRYSTAL_DETA)
     iphi, p_phi = _position_bin(np.mod(phi, 2.0 * math.pi) / CRYSTAL_DPHI)
-    node = np.clip(np.rint((np.log10(np.maximum(energy, 1e-12)) - _LOG10_E[0]) / 0.25), 0,
-                   _LOG10_E.size - 1).astype(np.int64)
+    node = np.clip(np.rint((np.log10(np.maximum(energy, 1e-12)) - _LOG10_E[0]) / 0.25), 0, _LOG10_E.size - 1).astype(
+        np.int64
+    )
     share = table[node, p_eta, p_phi]  # (n, 7, 7)
     off = np.arange(ECAL_KERNEL) - ECAL_KERNEL // 2
     n = ieta.size
     out_eta = np.broadcast_to(ieta[:, None, None] + off[None, :, None], share.shape)
     out_phi = np.broadcast_to(np.mod(iphi[:, None, None] + off[None, None, :], N_IPHI), share.shape)
     k2 = ECAL_KERNEL * ECAL_KERNEL
-    return (np.repeat(jet, k2), out_eta.reshape(n * k2), out_phi.reshape(n * k2),
-            (share * et[:, None, None]).reshape(n * k2))
+    return (
+        np.repeat(jet, k2),
+        out_eta.reshape(n * k2),
+        out_phi.reshape(n * k2),
+        (share * et[:, None, None]).reshape(n * k2),
+    )
 
 
 def spread_hcal(
-    jet: np.ndarray, eta: np.ndarray, phi: np.ndarray, et: np.ndarray, table: np.ndarray,
+    jet: np.ndarray,
+    eta: np.ndarray,
+    phi: np.ndarray,
+    et: np.ndarray,
+    table: np.ndarray,
     tower: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Hadron deposits -> 25 (jet, tower ieta, tower iphi, E_T share) entries each (tower units)."""
@@ -267,10 +298,13 @@ def spread_hcal(
     n = teta.size
     k2 = HCAL_KERNEL * HCAL_KERNEL
     out_eta = np.broadcast_to(teta[:, None, None] + off[None, :, None], share.shape)
-    out_phi = np.broadcast_to(np.mod(tphi[:, None, None] + off[None, None, :], N_IPHI // tower),
-                              share.shape)
-    return (np.repeat(jet, k2), out_eta.reshape(n * k2), out_phi.reshape(n * k2),
-            (share * et[:, None, None]).reshape(n * k2))
+    out_phi = np.broadcast_to(np.mod(tphi[:, None, None] + off[None, None, :], N_IPHI // tower), share.shape)
+    return (
+        np.repeat(jet, k2),
+        out_eta.reshape(n * k2),
+        out_phi.reshape(n * k2),
+        (share * et[:, None, None]).reshape(n * k2),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,8 +312,13 @@ def spread_hcal(
 
 
 def cell_readout(
-    et: np.ndarray, cosh_eta: np.ndarray, streams: list[np.random.Generator],
-    stochastic: float, constant: float, noise_gev: float, zs_sigma: float,
+    et: np.ndarray,
+    cosh_eta: np.ndarray,
+    streams: list[np.random.Generator],
+    stochastic: float,
+    constant: float,
+    noise_gev: float,
+    zs_sigma: float,
 ) -> np.ndarray:
     """Measured E_T of cells ``(jets, H, W)`` whose centres have ``cosh_eta`` ``(jets, H, 1)``.
 
@@ -304,9 +343,12 @@ def cell_readout(
 
 def jet_streams(seed: int, class_key: int, block: int, m: int) -> list[np.random.Generator]:
     """One random stream per jet of a block (pile-up draws, then readout noise)."""
-    return [np.random.Generator(np.random.PCG64(
-        np.random.SeedSequence(entropy=seed, spawn_key=(class_key, int(block), j, 1))))
-        for j in range(m)]
+    return [
+        np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence(entropy=seed, spawn_key=(class_key, int(block), j, 1)))
+        )
+        for j in range(m)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -343,10 +385,17 @@ def pileup_pool(cfg: ResponseConfig, seed: int, ecm_gev: float, eta_max: float) 
 
     pythia8mc, _, ak = require_simulators()
     pythia = pythia8mc.Pythia("", False)
-    py_seed = 1 + int(np.random.SeedSequence(entropy=seed, spawn_key=(999,))
-                      .generate_state(1, np.uint64)[0] % 899_999_999)
-    lines = [f"Beams:eCM = {ecm_gev:g}", "Random:setSeed = on", f"Random:seed = {py_seed}",
-             "Print:quiet = on", "Next:numberCount = 0", *cfg.pileup_process]
+    py_seed = 1 + int(
+        np.random.SeedSequence(entropy=seed, spawn_key=(999,)).generate_state(1, np.uint64)[0] % 899_999_999
+    )
+    lines = [
+        f"Beams:eCM = {ecm_gev:g}",
+        "Random:setSeed = on",
+        f"Random:seed = {py_seed}",
+        "Print:quiet = on",
+        "Next:numberCount = 0",
+        *cfg.pileup_process,
+    ]
     for line in lines:
         if not pythia.readString(line):
             raise ValueError(f"Pythia rejected the pile-up setting {line!r}")
@@ -355,8 +404,7 @@ def pileup_pool(cfg: ResponseConfig, seed: int, ecm_gev: float, eta_max: float) 
     rec = event_record(ak, pythia.nextBatch(cfg.pileup_pool_size))
     pt = np.hypot(rec["px"], rec["py"])
     eta = np.arcsinh(rec["pz"] / np.where(pt > 0, pt, 1.0))
-    keep = ((rec["status"] > 0) & (pt > 0) & (np.abs(eta) < eta_max)
-            & ~np.isin(np.abs(rec["id"]), (12, 14, 16)))
+    keep = (rec["status"] > 0) & (pt > 0) & (np.abs(eta) < eta_max) & ~np.isin(np.abs(rec["id"]), (12, 14, 16))
     event = np.repeat(np.arange(rec["offsets"].size - 1), np.diff(rec["offsets"]))[keep]
     part = {k: rec[k][keep] for k in ("id", "px", "py", "pz", "e", "vx", "vy", "vz")}
     uniq, inverse = np.unique(part["id"], return_inverse=True)
@@ -369,8 +417,13 @@ def pileup_pool(cfg: ResponseConfig, seed: int, ecm_gev: float, eta_max: float) 
 
 
 def overlay_pileup(
-    part: dict[str, np.ndarray], part_jet: np.ndarray, jet_eta: np.ndarray, pool: PileupPool,
-    streams: list[np.random.Generator], cfg: ResponseConfig, eta_window: float,
+    part: dict[str, np.ndarray],
+    part_jet: np.ndarray,
+    jet_eta: np.ndarray,
+    pool: PileupPool,
+    streams: list[np.random.Generator],
+    cfg: ResponseConfig,
+    eta_window: float,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Add each jet's pile-up particles after its own; returns (particles, their jet, counts).
 
@@ -382,17 +435,21 @@ def overlay_pileup(
     draws = []
     for rng in streams:
         k = int(rng.poisson(cfg.pileup_mean))
-        draws.append((rng.integers(0, pool.size, k), rng.uniform(0.0, 2.0 * math.pi, k),
-                      np.where(rng.random(k) < 0.5, -1.0, 1.0),
-                      rng.normal(0.0, cfg.pileup_vertex_sigma_mm, k)))
+        draws.append(
+            (
+                rng.integers(0, pool.size, k),
+                rng.uniform(0.0, 2.0 * math.pi, k),
+                np.where(rng.random(k) < 0.5, -1.0, 1.0),
+                rng.normal(0.0, cfg.pileup_vertex_sigma_mm, k),
+            )
+        )
     counts = np.array([d[0].size for d in draws], dtype=np.int64)
     ev = np.concatenate([d[0] for d in draws]).astype(np.int64)
     rot, sign, z0 = (np.concatenate([d[i] for d in draws]) for i in (1, 2, 3))
     ev_jet = np.repeat(np.arange(len(streams)), counts)
     sizes = pool.offsets[ev + 1] - pool.offsets[ev]
     which = np.repeat(np.arange(ev.size), sizes)  # interaction of each pile-up particle
-    idx = np.repeat(pool.offsets[ev], sizes) + np.arange(which.size) - np.repeat(
-        np.cumsum(sizes) - sizes, sizes)
+    idx = np.repeat(pool.offsets[ev], sizes) + np.arange(which.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     p = {k: v[idx] for k, v in pool.part.items()}
     s = sign[which]
     c, sn = np.cos(rot[which]), np.sin(rot[which])

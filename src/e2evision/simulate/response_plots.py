@@ -46,8 +46,7 @@ def response_statistics(
     area = far.sum() * CRYSTAL_DETA * (2.0 * math.pi / 360.0)
     total = ecal.sum(axis=(1, 2))
     hottest = ecal.reshape(len(ecal), -1).max(axis=1)
-    row_eta = ((np.floor(jet_eta / CRYSTAL_DETA)[:, None] - size // 2 + np.arange(size) + 0.5)
-               * CRYSTAL_DETA)
+    row_eta = (np.floor(jet_eta / CRYSTAL_DETA)[:, None] - size // 2 + np.arange(size) + 0.5) * CRYSTAL_DETA
     energy = ecal * np.cosh(row_eta)[:, :, None]
     far_e = energy[:, far]
     return {
@@ -64,31 +63,34 @@ _STYLE = {"without": {"ls": "--", "color": "tab:gray"}, "with": {"ls": "-", "col
 _Stats = dict[str, dict[int, dict[str, np.ndarray]]]
 
 
-def _paired_statistics(
-    dataset: str, config: Any, resp: Any, seed: int, n: int, workers: int
-) -> _Stats:
+def _paired_statistics(dataset: str, config: Any, resp: Any, seed: int, n: int, workers: int) -> _Stats:
     """Simulate the same ``n`` jets without and with the response; their statistics per class."""
     from e2evision.simulate.jets import jet_class_names, simulate_jets
 
     samples = {
-        "without": simulate_jets(dataset, n, seed, dataclasses.replace(config, response=None),
-                                 workers=workers),
-        "with": simulate_jets(dataset, n, seed, dataclasses.replace(config, response=resp),
-                              workers=workers),
+        "without": simulate_jets(dataset, n, seed, dataclasses.replace(config, response=None), workers=workers),
+        "with": simulate_jets(dataset, n, seed, dataclasses.replace(config, response=resp), workers=workers),
     }
     n_classes = len(jet_class_names(dataset))
     stats: _Stats = {}
     for key, s in samples.items():
         cls = s.truth["class_index"]
-        stats[key] = {c: response_statistics(s.images[cls == c], s.truth["eta"][cls == c],
-                                             s.channels, config.jet_radius)
-                      for c in range(n_classes) if np.any(cls == c)}
+        stats[key] = {
+            c: response_statistics(s.images[cls == c], s.truth["eta"][cls == c], s.channels, config.jet_radius)
+            for c in range(n_classes)
+            if np.any(cls == c)
+        }
     return stats
 
 
 def _per_class_figure(
-    dataset: str, names: tuple[str, ...], stats: _Stats, xlabel: str, draw: Any,
-    logx: bool = False, logy: bool = False,
+    dataset: str,
+    names: tuple[str, ...],
+    stats: _Stats,
+    xlabel: str,
+    draw: Any,
+    logx: bool = False,
+    logy: bool = False,
 ) -> Figure:
     """One panel per class, ``draw(ax, class_index)`` filling each, response off and on."""
     from matplotlib.figure import Figure
@@ -104,30 +106,37 @@ def _per_class_figure(
         ax.set_xscale("log" if logx else "linear")
         ax.set_yscale("log" if logy else "linear")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{dataset}: detector response off (dashed) and on (solid), same jets",
-                 fontsize=10)
+    fig.suptitle(f"{dataset}: detector response off (dashed) and on (solid), same jets", fontsize=10)
     return fig
 
 
 def _histogram_drawer(stats: _Stats, key: str, bins: np.ndarray, fmt: str) -> Any:
     """A panel drawer: the per-jet figure ``key`` without and with the response."""
+
     def draw(ax: Any, c: int) -> None:
         for which in ("without", "with"):
             v = np.asarray(stats[which][c][key], dtype=np.float64)
-            ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, histtype="step", lw=1.5,
-                    label=f"{which} (mean {v.mean():{fmt}})", **_STYLE[which])
+            ax.hist(
+                np.clip(v, bins[0], bins[-1]),
+                bins=bins,
+                histtype="step",
+                lw=1.5,
+                label=f"{which} (mean {v.mean():{fmt}})",
+                **_STYLE[which],
+            )
         ax.set_ylabel("jets")
+
     return draw
 
 
 def _spectrum_drawer(stats: _Stats, resp: Any, edges: np.ndarray) -> Any:
     """A panel drawer: ECAL pixel energies far from the jet, with the pure-noise expectation."""
+
     def draw(ax: Any, c: int) -> None:
         for which in ("without", "with"):
             st = stats[which][c]
             counts, _ = np.histogram(st["far_energy"], bins=edges)
-            ax.stairs(counts / len(st["ecal_nonzero"]), edges, lw=1.5, label=which,
-                      **_STYLE[which])
+            ax.stairs(counts / len(st["ecal_nonzero"]), edges, lw=1.5, label=which, **_STYLE[which])
         st = stats["with"][c]
         from scipy.stats import norm
 
@@ -135,15 +144,26 @@ def _spectrum_drawer(stats: _Stats, resp: Any, edges: np.ndarray) -> Any:
         lo = np.maximum(edges[:-1], thr)
         tail = np.clip(norm.sf(lo / sigma) - norm.sf(edges[1:] / sigma), 0.0, None)
         expect = st["far_pixels"][0] * tail
-        ax.stairs(np.where(edges[1:] > thr, expect, 0.0), edges, color="k", lw=1.0, ls=":",
-                  label=f"noise alone ({sigma * 1e3:.0f} MeV, threshold {thr * 1e3:.0f} MeV)")
+        ax.stairs(
+            np.where(edges[1:] > thr, expect, 0.0),
+            edges,
+            color="k",
+            lw=1.0,
+            ls=":",
+            label=f"noise alone ({sigma * 1e3:.0f} MeV, threshold {thr * 1e3:.0f} MeV)",
+        )
         ax.set_ylabel("ECAL pixels per jet")
         ax.set_ylim(bottom=1e-3)
+
     return draw
 
 
 def response_validation_plots(
-    dataset: str, config: Any, seed: int, out_dir: str | os.PathLike[str], n: int = 100,
+    dataset: str,
+    config: Any,
+    seed: int,
+    out_dir: str | os.PathLike[str],
+    n: int = 100,
     workers: int = 1,
 ) -> list[Path]:
     """Simulate ``n`` jets with and without the response and write four PNGs; returns the paths.
@@ -171,14 +191,26 @@ def response_validation_plots(
     top_hits = max(float(np.max(s[c]["ecal_nonzero"])) for s in stats.values() for c in s)
     top_density = max(float(np.max(s[c]["pileup_density"])) for s in stats.values() for c in s)
     return [
-        save("ecal_occupancy", "non-zero ECAL pixels per jet",
-             _histogram_drawer(stats, "ecal_nonzero",
-                               np.linspace(0.0, max(top_hits, 10.0) * 1.05, 41), ".1f")),
-        save("hottest_fraction", "hottest ECAL pixel / ECAL sum",
-             _histogram_drawer(stats, "hottest_fraction", np.linspace(0.0, 1.0, 41), ".3f")),
-        save("pileup_density", f"ECAL + HCAL E_T per unit area {far} [GeV]",
-             _histogram_drawer(stats, "pileup_density",
-                               np.linspace(0.0, max(top_density, 1.0) * 1.05, 41), ".2f")),
-        save("noise_spectrum", f"ECAL pixel energy {far} [GeV]",
-             _spectrum_drawer(stats, resp, np.geomspace(0.05, 50.0, 41)), logx=True, logy=True),
+        save(
+            "ecal_occupancy",
+            "non-zero ECAL pixels per jet",
+            _histogram_drawer(stats, "ecal_nonzero", np.linspace(0.0, max(top_hits, 10.0) * 1.05, 41), ".1f"),
+        ),
+        save(
+            "hottest_fraction",
+            "hottest ECAL pixel / ECAL sum",
+            _histogram_drawer(stats, "hottest_fraction", np.linspace(0.0, 1.0, 41), ".3f"),
+        ),
+        save(
+            "pileup_density",
+            f"ECAL + HCAL E_T per unit area {far} [GeV]",
+            _histogram_drawer(stats, "pileup_density", np.linspace(0.0, max(top_density, 1.0) * 1.05, 41), ".2f"),
+        ),
+        save(
+            "noise_spectrum",
+            f"ECAL pixel energy {far} [GeV]",
+            _spectrum_drawer(stats, resp, np.geomspace(0.05, 50.0, 41)),
+            logx=True,
+            logy=True,
+        ),
     ]

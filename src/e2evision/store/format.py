@@ -127,8 +127,11 @@ def write_store(
             atomic_write_json(tmp / MANIFEST, manifest)
             _fsync_dir(tmp)
             if identity(final) != before:
-                raise DatasetError(final, "changed while this conversion ran (another writer?); "
-                                          "nothing was replaced; check it and convert again")
+                raise DatasetError(
+                    final,
+                    "changed while this conversion ran (another writer?); "
+                    "nothing was replaced; check it and convert again",
+                )
             if before is not None:
                 check_target(final, reader.paths, overwrite)  # still a store, still not an input
                 replace_store(tmp, final)
@@ -141,15 +144,20 @@ def write_store(
     return final
 
 
-def _write_contents(reader: ImageDataset, tmp: Path, layout: str, chunk_size: int, progress: bool,
-                    source_checksums: bool) -> dict[str, Any]:
+def _write_contents(
+    reader: ImageDataset, tmp: Path, layout: str, chunk_size: int, progress: bool, source_checksums: bool
+) -> dict[str, Any]:
     """Write every array of the store into ``tmp``; returns the manifest (without its checksum)."""
     chunks, stats = _write_chunks(reader, tmp, layout, chunk_size, progress)
     n = reader.n_samples
     labels = reader.labels().astype(np.float32)
-    scalars = reader.read_scalars(np.arange(n)).astype(np.float32) if reader.scalar_names else np.zeros((n, 0), np.float32)
-    files = {"label_file": _save_npy(tmp / "labels.npy", labels),
-             "scalar_file": _save_npy(tmp / "scalars.npy", scalars)}
+    scalars = (
+        reader.read_scalars(np.arange(n)).astype(np.float32) if reader.scalar_names else np.zeros((n, 0), np.float32)
+    )
+    files = {
+        "label_file": _save_npy(tmp / "labels.npy", labels),
+        "scalar_file": _save_npy(tmp / "scalars.npy", scalars),
+    }
     return _manifest(reader, chunks, stats, files, chunk_size, source_checksums)
 
 
@@ -173,8 +181,10 @@ class _ChunkWriter:
         if self.layout == "sparse":
             indptr, index, values = encode_sparse(x)
             entry["nnz"] = int(values.size)
-            entry["files"] = [_save_npy(self.tmp / "chunks" / f"{k:06d}.{part}.npy", arr)
-                              for part, arr in (("indptr", indptr), ("index", index), ("values", values))]
+            entry["files"] = [
+                _save_npy(self.tmp / "chunks" / f"{k:06d}.{part}.npy", arr)
+                for part, arr in (("indptr", indptr), ("index", index), ("values", values))
+            ]
         else:
             entry["nnz"] = int(np.count_nonzero(x))
             entry["files"] = [_save_npy(self.tmp / "chunks" / f"{k:06d}.dense.npy", x.astype(np.float32))]
@@ -182,8 +192,9 @@ class _ChunkWriter:
         self.chunks.append(entry)
 
 
-def _write_chunks(reader: ImageDataset, tmp: Path, layout: str, chunk_size: int, progress: bool
-                  ) -> tuple[_ChunkWriter, ChannelStats]:
+def _write_chunks(
+    reader: ImageDataset, tmp: Path, layout: str, chunk_size: int, progress: bool
+) -> tuple[_ChunkWriter, ChannelStats]:
     """Stream the reader in memory-bounded batches into chunks of ``chunk_size`` samples, in order,
     accumulating the channel statistics on the way."""
     n = reader.n_samples
@@ -216,14 +227,22 @@ def _write_chunks(reader: ImageDataset, tmp: Path, layout: str, chunk_size: int,
     return writer, stats
 
 
-def _manifest(reader: ImageDataset, written: _ChunkWriter, stats: ChannelStats,
-              files: dict[str, dict[str, Any]], chunk_size: int, source_checksums: bool) -> dict[str, Any]:
+def _manifest(
+    reader: ImageDataset,
+    written: _ChunkWriter,
+    stats: ChannelStats,
+    files: dict[str, dict[str, Any]],
+    chunk_size: int,
+    source_checksums: bool,
+) -> dict[str, Any]:
     """What the store holds, where it came from and the checksums of every file."""
     c, h, w = reader.image_shape
     n = reader.n_samples
     data_bytes = sum(f["bytes"] for ch in written.chunks for f in ch["files"])
-    sources = [{"path": str(p), "bytes": _size(p), **({"sha256": _tree_sha256(p)} if source_checksums else {})}
-               for p in reader.paths]
+    sources = [
+        {"path": str(p), "bytes": _size(p), **({"sha256": _tree_sha256(p)} if source_checksums else {})}
+        for p in reader.paths
+    ]
     return {
         "format": FORMAT_MARKER,
         "store_version": STORE_VERSION,

@@ -75,20 +75,16 @@ def check_target(final: Path, inputs: Sequence[Path], overwrite: bool) -> None:
     if not exists:
         return
     if not overwrite:
-        raise FileExistsError(
-            f"{final}: already exists (pass --overwrite to replace an e2evision store there)"
-        )
+        raise FileExistsError(f"{final}: already exists (pass --overwrite to replace an e2evision store there)")
     if final.is_symlink():
         raise DatasetError(
             final,
-            "is a symbolic link; --overwrite never replaces a link (remove it or choose another "
-            "--out)",
+            "is a symbolic link; --overwrite never replaces a link (remove it or choose another --out)",
         )
     if not final.is_dir():
         raise DatasetError(
             final,
-            "is a file, not an e2evision store; --overwrite replaces only a store directory "
-            "(choose another --out)",
+            "is a file, not an e2evision store; --overwrite replaces only a store directory (choose another --out)",
         )
     real = final.resolve()
     for p in inputs:
@@ -96,8 +92,7 @@ def check_target(final: Path, inputs: Sequence[Path], overwrite: bool) -> None:
         if q == real or q.is_relative_to(real):
             raise DatasetError(
                 final,
-                f"holds the input {p}; --overwrite never replaces a folder that holds an input "
-                "(choose another --out)",
+                f"holds the input {p}; --overwrite never replaces a folder that holds an input (choose another --out)",
             )
     if not is_store_dir(final):
         raise DatasetError(

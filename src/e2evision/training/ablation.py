@@ -49,17 +49,36 @@ def arm_configs(cfg: ExperimentConfig) -> dict[str, ExperimentConfig]:
     base["tune"] = None
     # overrides edit nested sections in place: every arm starts from its own copy
     image = load_config(data=copy.deepcopy(base), overrides=[f"name={cfg.name}_image", "data.scalars=[]"])
-    features = load_config(data=copy.deepcopy(base), overrides=[
-        f"name={cfg.name}_features", "model.name=scalar_mlp", "model.kwargs={}", "model.init_from=null",
-        "preprocess.lens_roi=null", "preprocess.crop=null", "preprocess.pad=null", "preprocess.resize=null",
-        "augment.flip_eta=false", "augment.flip_phi=false", "augment.roll_phi=false", "augment.rot90=false",
-        "train.stages=[]"])
+    features = load_config(
+        data=copy.deepcopy(base),
+        overrides=[
+            f"name={cfg.name}_features",
+            "model.name=scalar_mlp",
+            "model.kwargs={}",
+            "model.init_from=null",
+            "preprocess.lens_roi=null",
+            "preprocess.crop=null",
+            "preprocess.pad=null",
+            "preprocess.resize=null",
+            "augment.flip_eta=false",
+            "augment.flip_phi=false",
+            "augment.roll_phi=false",
+            "augment.rot90=false",
+            "train.stages=[]",
+        ],
+    )
     both = load_config(data=copy.deepcopy(base), overrides=[f"name={cfg.name}_both"])
     return {"image": image, "features": features, "both": both}
 
 
-def run_ablation(cfg: ExperimentConfig, out: str | os.PathLike[str], *, resume: bool = False,
-                 command: str | None = None, n_boot: int = 1000) -> dict[str, Any]:
+def run_ablation(
+    cfg: ExperimentConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    command: str | None = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
     """Train the three arms (finished ones are reused) and write the comparison; returns it."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,8 +101,9 @@ def _score_fn(task: str):
     return lambda y, s: float(np.mean(np.abs(np.asarray(s, np.float64) - y)))
 
 
-def summarize(out_dir: Path, cfg: ExperimentConfig, metrics: dict[str, dict[str, Any]],
-              n_boot: int = 1000) -> dict[str, Any]:
+def summarize(
+    out_dir: Path, cfg: ExperimentConfig, metrics: dict[str, dict[str, Any]], n_boot: int = 1000
+) -> dict[str, Any]:
     """Per-arm scores and paired bootstrap differences ``both − image`` and ``both − features``."""
     preds = {}
     for arm in ARMS:
@@ -91,36 +111,60 @@ def summarize(out_dir: Path, cfg: ExperimentConfig, metrics: dict[str, dict[str,
             preds[arm] = {k: npz[k] for k in ("test_index", "test_label", "test_score")}
     for arm in ARMS[:-1]:
         if not np.array_equal(preds[arm]["test_index"], preds["both"]["test_index"]):
-            raise ValueError(f"{out_dir / arm}: its test split differs from the fused run's; the arms are not comparable")
+            raise ValueError(
+                f"{out_dir / arm}: its test split differs from the fused run's; the arms are not comparable"
+            )
     task = metrics["both"]["task"]
     key = get_task(task).headline
     rows = []
     for arm in ARMS:
         m = metrics[arm]
-        rows.append({
-            "arm": arm, "run_dir": str(out_dir / arm), "model": m["model"], "n_params": m["n_params"],
-            "metric": key, "test": m.get(key), "test_ci": m.get(f"{key}_ci"),
-            "fold_mean": m.get("fold_auc_mean", m.get("fold_mae_mean")),
-            "fold_std": m.get("fold_auc_std", m.get("fold_mae_std")),
-            "per_class": m.get("test_ovr_auc"), "train_time_s": m.get("train_time_s"),
-        })
+        rows.append(
+            {
+                "arm": arm,
+                "run_dir": str(out_dir / arm),
+                "model": m["model"],
+                "n_params": m["n_params"],
+                "metric": key,
+                "test": m.get(key),
+                "test_ci": m.get(f"{key}_ci"),
+                "fold_mean": m.get("fold_auc_mean", m.get("fold_mae_mean")),
+                "fold_std": m.get("fold_auc_std", m.get("fold_mae_std")),
+                "per_class": m.get("test_ovr_auc"),
+                "train_time_s": m.get("train_time_s"),
+            }
+        )
     score = _score_fn(task)
     y = preds["both"]["test_label"]
     strat = None if get_task(task).is_regression else y
     diffs = {}
     for other in ("image", "features"):
         a, b = preds["both"]["test_score"], preds[other]["test_score"]
-        boot = bootstrap_metric(lambda yy, sa, sb: score(yy, sa) - score(yy, sb), y, a, b, n_boot=n_boot,
-                                seed=cfg.seed, stratify=strat)
+        boot = bootstrap_metric(
+            lambda yy, sa, sb: score(yy, sa) - score(yy, sb), y, a, b, n_boot=n_boot, seed=cfg.seed, stratify=strat
+        )
         z = boot["value"] / boot["std"] if boot["std"] > 0 else np.inf
-        diffs[f"both_minus_{other}"] = {"value": boot["value"], "low": boot["low"], "high": boot["high"],
-                                        "std": boot["std"], "p_value": float(2 * norm.sf(abs(z)))}
+        diffs[f"both_minus_{other}"] = {
+            "value": boot["value"],
+            "low": boot["low"],
+            "high": boot["high"],
+            "std": boot["std"],
+            "p_value": float(2 * norm.sf(abs(z))),
+        }
     better = "higher" if get_task(task).higher_is_better else "lower"
-    return {"name": cfg.name, "task": task, "metric": key, "better": better, "scalars": list(cfg.data.scalars),
-            "features_table": cfg.data.features, "n_test": int(y.size), "arms": rows,
-            "differences": diffs,
-            "note": "differences: paired percentile bootstrap over the common test split (stratified by class), "
-                    "p from its normal approximation"}
+    return {
+        "name": cfg.name,
+        "task": task,
+        "metric": key,
+        "better": better,
+        "scalars": list(cfg.data.scalars),
+        "features_table": cfg.data.features,
+        "n_test": int(y.size),
+        "arms": rows,
+        "differences": diffs,
+        "note": "differences: paired percentile bootstrap over the common test split (stratified by class), "
+        "p from its normal approximation",
+    }
 
 
 def write_figures(cfg: ExperimentConfig, out_dir: Path, per_class: int = 3) -> list[str]:
@@ -153,8 +197,9 @@ def write_figures(cfg: ExperimentConfig, out_dir: Path, per_class: int = 3) -> l
                 if j < idx.size:
                     ax.imshow(img[j, 0], cmap="inferno", origin="lower")
                     ax.set_title(f"{names[k]} #{int(idx[j])}: {what}", fontsize=8)
-    fig.suptitle("Examples per class: raw image and what the fused model sees (after ROI crop and rotation)",
-                 fontsize=10)
+    fig.suptitle(
+        "Examples per class: raw image and what the fused model sees (after ROI crop and rotation)", fontsize=10
+    )
     fig.tight_layout()
     path = out_dir / CROPS_FIGURE
     fig.savefig(path, dpi=90)

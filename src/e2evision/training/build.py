@@ -15,8 +15,14 @@ from e2evision.datasets.task import get_task
 from e2evision.training.module import ImageModule
 
 
-def build_module(cfg: ExperimentConfig, image_shape: tuple[int, int, int], task: str, num_classes: int = 2,
-                 target_shift: float = 0.0, target_scale: float = 1.0) -> ImageModule:
+def build_module(
+    cfg: ExperimentConfig,
+    image_shape: tuple[int, int, int],
+    task: str,
+    num_classes: int = 2,
+    target_shift: float = 0.0,
+    target_scale: float = 1.0,
+) -> ImageModule:
     """The LightningModule of ``cfg`` for images of ``image_shape`` (C, H, W), untrained."""
     from e2evision.models import create_model
     from e2evision.transforms import (
@@ -29,8 +35,9 @@ def build_module(cfg: ExperimentConfig, image_shape: tuple[int, int, int], task:
 
     c, h, w = image_shape
     pp, aug = cfg.preprocess, cfg.augment
-    normalizer = ChannelNormalizer(c, pp.normalize, pp.clip, pp.zero_suppression, pp.channel_scale,
-                                   per_sample=pp.per_sample, log1p=pp.log1p)
+    normalizer = ChannelNormalizer(
+        c, pp.normalize, pp.clip, pp.zero_suppression, pp.channel_scale, per_sample=pp.per_sample, log1p=pp.log1p
+    )
     geometry = build_geometry(pp.resize, pp.crop, pp.pad)
     size = (h, w)
     if pp.lens_roi is not None:
@@ -49,13 +56,28 @@ def build_module(cfg: ExperimentConfig, image_shape: tuple[int, int, int], task:
         if kwargs.get("num_scalars", n_scalars) != n_scalars:
             raise ValueError(f"model.kwargs.num_scalars={kwargs['num_scalars']} but data.scalars lists {n_scalars}")
         kwargs["num_scalars"] = n_scalars
-    model = create_model(cfg.model.name, in_chans=c, img_size=output_size(size, pp.resize, pp.crop, pp.pad),
-                         num_outputs=outputs, **kwargs)
+    model = create_model(
+        cfg.model.name,
+        in_chans=c,
+        img_size=output_size(size, pp.resize, pp.crop, pp.pad),
+        num_outputs=outputs,
+        **kwargs,
+    )
     augment = build_augment(aug.flip_eta, aug.flip_phi, aug.p, aug.roll_phi, aug.rot90, aug.flip_about)
     test_time = TestTimeFlips(aug.flip_eta, aug.flip_phi, aug.flip_about) if aug.test_time else None
-    return ImageModule(model, normalizer, cfg.train, augment, geometry, task=task,  # type: ignore[arg-type]
-                       num_classes=num_classes, target_shift=target_shift, target_scale=target_scale,
-                       scalar_normalizer=scalar_normalizer, test_time=test_time)
+    return ImageModule(
+        model,
+        normalizer,
+        cfg.train,
+        augment,
+        geometry,
+        task=task,  # type: ignore[arg-type]
+        num_classes=num_classes,
+        target_shift=target_shift,
+        target_scale=target_scale,
+        scalar_normalizer=scalar_normalizer,
+        test_time=test_time,
+    )
 
 
 def init_from_run(model: torch.nn.Module, run_dir: str | os.PathLike[str], fold: int = 0) -> str:

@@ -52,8 +52,13 @@ class BestWeights(pl.Callback):
             self.state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"monitor": self.monitor, "mode": self.mode, "best_score": float(self.best_score),
-                "best_epoch": int(self.best_epoch), "state": self.state}
+        return {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best_score": float(self.best_score),
+            "best_epoch": int(self.best_epoch),
+            "state": self.state,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = float(state_dict["best_score"])
@@ -83,8 +88,9 @@ class History(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._loss_sum, self._count, self._device_sum = 0.0, 0, None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
@@ -118,8 +124,7 @@ class History(pl.Callback):
             row["train_loss"] = float(total[0] / total[1])
             # already summed over the processes: the same value on each, sync_dist only keeps
             # Lightning from warning about an unsynchronised epoch-level value
-            pl_module.log("train_loss", row["train_loss"], on_step=False, on_epoch=True, prog_bar=True,
-                          sync_dist=True)
+            pl_module.log("train_loss", row["train_loss"], on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         for key in ("val_loss", self.monitor):
             if key in m:
                 row[key] = float(m[key])
@@ -158,8 +163,9 @@ class LoaderWait(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._last = time.perf_counter()
         if self._start is None:  # resumed mid-epoch: no epoch start was seen
             self._start = self._last
@@ -172,14 +178,23 @@ class LoaderWait(pl.Callback):
             return
         wait = sum(float(dl.wait_s) for dl in timed)
         total = max(self._last - self._start, 1e-12)
-        row = {"epoch": int(trainer.current_epoch), "steps": int(sum(dl.waits for dl in timed)),
-               "loader_wait_s": round(wait, 6), "train_s": round(total, 6),
-               "loader_wait_fraction": round(min(1.0, wait / total), 6)}
+        row = {
+            "epoch": int(trainer.current_epoch),
+            "steps": int(sum(dl.waits for dl in timed)),
+            "loader_wait_s": round(wait, 6),
+            "train_s": round(total, 6),
+            "loader_wait_fraction": round(min(1.0, wait / total), 6),
+        }
         self.rows.append(row)
-        pl_module.log("loader_wait_fraction", row["loader_wait_fraction"], on_step=False, on_epoch=True,
-                      sync_dist=True)  # the mean over the processes
-        log.info("epoch %d: waited for data %.1f %% of %.1f s of training steps", row["epoch"],
-                 100 * row["loader_wait_fraction"], total)
+        pl_module.log(
+            "loader_wait_fraction", row["loader_wait_fraction"], on_step=False, on_epoch=True, sync_dist=True
+        )  # the mean over the processes
+        log.info(
+            "epoch %d: waited for data %.1f %% of %.1f s of training steps",
+            row["epoch"],
+            100 * row["loader_wait_fraction"],
+            total,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": copy.deepcopy(self.rows)}
@@ -196,8 +211,13 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -248,8 +268,9 @@ class RunCheckpoint(Checkpoint):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         fit = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
         self._loader_states = list(fit.get("combined_loader", []))
 
@@ -276,8 +297,9 @@ class RunCheckpoint(Checkpoint):
                 trainer.should_stop = True
             self._pending = None
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         n = self.every_n_steps
         if not n or trainer.global_step == 0 or trainer.global_step % n:
             return

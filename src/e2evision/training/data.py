@@ -34,8 +34,9 @@ class ReaderDataset(Dataset):
     ``(image, scalars, label)`` instead of ``(image, label)``.
     """
 
-    def __init__(self, reader: ImageDataset, indices: Sequence[int] | np.ndarray,
-                 scalars: np.ndarray | None = None) -> None:
+    def __init__(
+        self, reader: ImageDataset, indices: Sequence[int] | np.ndarray, scalars: np.ndarray | None = None
+    ) -> None:
         self.reader = reader
         self.indices = np.asarray(indices, dtype=np.int64)
         self.scalars = None if scalars is None else torch.as_tensor(np.asarray(scalars, dtype=np.float32))
@@ -61,8 +62,9 @@ class ReaderDataset(Dataset):
         return list(zip(*self.read_batch(items)))
 
 
-def load_in_memory(reader: ImageDataset, indices: np.ndarray, batch_size: int = 4096,
-                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def load_in_memory(
+    reader: ImageDataset, indices: np.ndarray, batch_size: int = 4096, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Read ``indices`` (in that order) into two tensors, batch by batch.
 
     The tensors are allocated once at their final size and filled in place: collecting the
@@ -77,11 +79,11 @@ def load_in_memory(reader: ImageDataset, indices: np.ndarray, batch_size: int = 
 
         chunks = tqdm(chunks, desc="loading", unit="batch")
     for start in chunks:
-        xb, yb = reader.read(indices[start:start + batch_size])
-        x[start:start + xb.shape[0]] = torch.from_numpy(xb)
+        xb, yb = reader.read(indices[start : start + batch_size])
+        x[start : start + xb.shape[0]] = torch.from_numpy(xb)
         if y is None:
             y = torch.empty(indices.size, dtype=torch.from_numpy(yb).dtype)
-        y[start:start + yb.shape[0]] = torch.from_numpy(yb)
+        y[start : start + yb.shape[0]] = torch.from_numpy(yb)
     if y is None:  # no samples
         y = torch.from_numpy(reader.read(indices)[1])
     return x, y
@@ -124,8 +126,14 @@ class SampleSource:
     once (always in RAM) and every sample then comes as ``(image, scalars, label)``.
     """
 
-    def __init__(self, reader: ImageDataset, indices: np.ndarray, limit_gb: float, progress: bool = False,
-                 scalar_columns: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        reader: ImageDataset,
+        indices: np.ndarray,
+        limit_gb: float,
+        progress: bool = False,
+        scalar_columns: Sequence[int] | None = None,
+    ) -> None:
         self.reader = reader
         self.indices = np.asarray(indices, dtype=np.int64)
         c, h, w = reader.image_shape
@@ -140,8 +148,10 @@ class SampleSource:
             bad = ~np.isfinite(self.scalars).all(axis=1)
             if bad.any():
                 names = [reader.scalar_names[i] for i in cols]
-                raise ValueError(f"{reader.paths[0]}: scalar inputs {names} are not finite for sample "
-                                 f"{int(self.indices[np.argmax(bad)])} ({int(bad.sum())} sample(s))")
+                raise ValueError(
+                    f"{reader.paths[0]}: scalar inputs {names} are not finite for sample "
+                    f"{int(self.indices[np.argmax(bad)])} ({int(bad.sum())} sample(s))"
+                )
         self._scalars_t = None if self.scalars is None else torch.from_numpy(self.scalars)
         if self.in_memory:
             self._x, self._y = load_in_memory(reader, self.indices, progress=progress)
@@ -159,8 +169,12 @@ class SampleSource:
         scalars = None if self.scalars is None else self.scalars[rows]
         return ReaderDataset(self.reader, self.indices[rows], scalars)
 
-    def channel_stats(self, rows: np.ndarray, batch_size: int | None = None,
-                      transform: Callable[[np.ndarray], np.ndarray] | None = None) -> ChannelStats:
+    def channel_stats(
+        self,
+        rows: np.ndarray,
+        batch_size: int | None = None,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> ChannelStats:
         """Streaming per-channel statistics over the given positions (the training split).
 
         ``transform`` maps a raw batch to what the statistics describe (zero suppression and scale
@@ -172,7 +186,7 @@ class SampleSource:
         batch_size = batch_size or max(1, min(4096, (8 << 20) // (c * h * w * 4)))
         stats = ChannelStats(c)
         for start in range(0, len(rows), batch_size):
-            part = np.sort(rows[start:start + batch_size])
+            part = np.sort(rows[start : start + batch_size])
             if self.in_memory:
                 assert self._x is not None
                 x = self._x[torch.as_tensor(part)].numpy()
@@ -182,8 +196,16 @@ class SampleSource:
         return stats
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int = 0,
-                pin_memory: bool = False, prefetch_factor: int = 4) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int = 4,
+) -> DataLoader:
     """A DataLoader whose order depends only on ``seed`` (deterministic across runs and worker counts).
 
     Streamed datasets (:class:`ReaderDataset`) are read a whole batch per call: the sampler hands
@@ -194,14 +216,17 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
-    workers = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                   prefetch_factor=prefetch_factor if num_workers > 0 else None)
+    workers = dict(
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+    )
     if isinstance(dataset, (ReaderDataset, TensorRows)):
         base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         sampler = BatchSampler(base, batch_size=batch_size, drop_last=False)
         return DataLoader(batch_view(dataset), batch_size=None, sampler=sampler, **workers)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=False,
-                      **workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=False, **workers)
 
 
 class _BatchView(Dataset):
@@ -231,8 +256,9 @@ class EpochBatchSampler:
     ``skip_batches`` (set when resuming) skips the first batches of the next iteration only.
     """
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, num_replicas: int = 1,
-                 rank: int = 0) -> None:
+    def __init__(
+        self, n: int, batch_size: int, *, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0
+    ) -> None:
         if n < 1:
             raise ValueError("EpochBatchSampler needs at least one sample")
         if batch_size < num_replicas:
@@ -263,7 +289,7 @@ class EpochBatchSampler:
             order = torch.randperm(self.n, generator=g).numpy()
         else:
             order = np.arange(self.n)
-        return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
+        return [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
 
     def __iter__(self) -> Iterator[list[int]]:
         start, self.skip_batches = self.skip_batches, 0
@@ -283,13 +309,28 @@ class ResumableLoader(DataLoader):
     is lost or repeated.
     """
 
-    def __init__(self, dataset: Dataset, sampler: EpochBatchSampler, *, num_workers: int = 0,
-                 pin_memory: bool = False, prefetch_factor: int = 4, generator_seed: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        sampler: EpochBatchSampler,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch_factor: int = 4,
+        generator_seed: int = 0,
+    ) -> None:
         generator = torch.Generator()
         generator.manual_seed(generator_seed)  # iterator seeds never draw from the global RNG
-        super().__init__(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
-                         persistent_workers=num_workers > 0, generator=generator,
-                         prefetch_factor=prefetch_factor if num_workers > 0 else None)
+        super().__init__(
+            dataset,
+            batch_size=None,
+            sampler=sampler,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+            generator=generator,
+            prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        )
         self.batches_done = 0
         #: seconds this epoch's training loop waited inside ``next()`` for a batch (read by
         #: :class:`~e2evision.training.callbacks.LoaderWait`), and how many batches it waited for
@@ -312,8 +353,15 @@ class ResumableLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         s: EpochBatchSampler = self.sampler  # type: ignore[assignment]
-        return {"epoch": s.epoch, "batches_done": int(self.batches_done), "num_batches": len(s),
-                "num_samples": s.n, "batch_size": s.batch_size, "seed": s.seed, "shuffle": int(s.shuffle)}
+        return {
+            "epoch": s.epoch,
+            "batches_done": int(self.batches_done),
+            "num_batches": len(s),
+            "num_samples": s.n,
+            "batch_size": s.batch_size,
+            "seed": s.seed,
+            "shuffle": int(s.shuffle),
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         s: EpochBatchSampler = self.sampler  # type: ignore[assignment]
@@ -362,8 +410,16 @@ class FoldData(pl.LightningDataModule):
     contiguous, disjoint shards without padding; the metrics gather them back exactly.
     """
 
-    def __init__(self, train: Dataset, val: Dataset, *, batch_size: int, seed: int, num_workers: int = 0,
-                 val_batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        train: Dataset,
+        val: Dataset,
+        *,
+        batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+        val_batch_size: int = 256,
+    ) -> None:
         super().__init__()
         self.train_set, self.val_set = train, val
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
@@ -382,21 +438,32 @@ class FoldData(pl.LightningDataModule):
                 f"train.batch_size={self.batch_size} is the global batch and must be divisible by the "
                 f"number of processes ({world})"
             )
-        sampler = EpochBatchSampler(len(self.train_set), self.batch_size, shuffle=True, seed=self.seed,
-                                    num_replicas=world, rank=rank)
-        return ResumableLoader(batch_view(self.train_set), sampler, num_workers=self.num_workers,
-                               pin_memory=torch.cuda.is_available(), generator_seed=self.seed)
+        sampler = EpochBatchSampler(
+            len(self.train_set), self.batch_size, shuffle=True, seed=self.seed, num_replicas=world, rank=rank
+        )
+        return ResumableLoader(
+            batch_view(self.train_set),
+            sampler,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            generator_seed=self.seed,
+        )
 
     def val_dataloader(self) -> DataLoader:
         world, rank = self._world()
         n = len(self.val_set)
         lo, hi = rank * n // world, (rank + 1) * n // world
         rows = list(range(lo, hi))
-        batches = [rows[i:i + self.val_batch_size] for i in range(0, len(rows), self.val_batch_size)]
+        batches = [rows[i : i + self.val_batch_size] for i in range(0, len(rows), self.val_batch_size)]
         generator = torch.Generator()
         generator.manual_seed(0)
-        return DataLoader(batch_view(self.val_set), batch_size=None, sampler=batches, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), generator=generator,
-                          persistent_workers=self.num_workers > 0,
-                          prefetch_factor=4 if self.num_workers > 0 else None)
-
+        return DataLoader(
+            batch_view(self.val_set),
+            batch_size=None,
+            sampler=batches,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            generator=generator,
+            persistent_workers=self.num_workers > 0,
+            prefetch_factor=4 if self.num_workers > 0 else None,
+        )

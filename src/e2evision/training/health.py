@@ -24,8 +24,10 @@ MIN_RELATIVE_FALL = 0.01
 #: standard deviation of validation probabilities under which the scores count as collapsed
 COLLAPSED_STD = 1e-3
 
-HINT = ("check the input transforms (preprocess.log1p for energies) and lower train.lr or lengthen "
-        "train.warmup_epochs (docs/training.md, \"When a model does not learn\")")
+HINT = (
+    "check the input transforms (preprocess.log1p for energies) and lower train.lr or lengthen "
+    'train.warmup_epochs (docs/training.md, "When a model does not learn")'
+)
 
 
 def chance_loss(task: str, labels: np.ndarray) -> float | None:
@@ -48,8 +50,10 @@ def loss_warning(fold: int, rows: list[dict[str, Any]], epochs: int, chance: flo
     if min(losses) < start * (1.0 - MIN_RELATIVE_FALL):
         return None
     level = f" (a constant guess scores {chance:.3f})" if chance is not None else ""
-    return (f"fold {fold}: the model is not learning: the training loss stayed at {losses[-1]:.3f} over "
-            f"{len(losses)} epochs, from {losses[0]:.3f}{level}; {HINT}")
+    return (
+        f"fold {fold}: the model is not learning: the training loss stayed at {losses[-1]:.3f} over "
+        f"{len(losses)} epochs, from {losses[0]:.3f}{level}; {HINT}"
+    )
 
 
 def scores_warning(fold: int, scores: np.ndarray, task: str) -> str | None:
@@ -59,12 +63,20 @@ def scores_warning(fold: int, scores: np.ndarray, task: str) -> str | None:
     spread = float(np.std(scores, axis=0).max())
     if spread >= COLLAPSED_STD:
         return None
-    return (f"fold {fold}: the validation scores collapsed to one value (standard deviation {spread:.1e} "
-            f"across {scores.shape[0]} samples); {HINT}")
+    return (
+        f"fold {fold}: the validation scores collapsed to one value (standard deviation {spread:.1e} "
+        f"across {scores.shape[0]} samples); {HINT}"
+    )
 
 
-def diagnose(task: str, history: list[dict[str, Any]], oof: np.ndarray, oof_fold: np.ndarray,
-             labels: np.ndarray, epochs: int | None) -> list[str]:
+def diagnose(
+    task: str,
+    history: list[dict[str, Any]],
+    oof: np.ndarray,
+    oof_fold: np.ndarray,
+    labels: np.ndarray,
+    epochs: int | None,
+) -> list[str]:
     """Warnings for every fold that did not learn; empty when all did (or ``epochs`` is None)."""
     if epochs is None:
         return []

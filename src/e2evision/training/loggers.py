@@ -57,6 +57,5 @@ def build_loggers(names: list[str], fold_dir: Path, *, run_name: str, fold: int,
             from lightning.pytorch.loggers import MLFlowLogger
 
             uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir.resolve() / "mlruns").as_uri()
-            out.append(MLFlowLogger(experiment_name=run_name, run_name=f"{run_name}/fold_{fold}",
-                                    tracking_uri=uri))
+            out.append(MLFlowLogger(experiment_name=run_name, run_name=f"{run_name}/fold_{fold}", tracking_uri=uri))
     return out

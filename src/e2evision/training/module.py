@@ -119,11 +119,21 @@ class ImageModule(pl.LightningModule):
     everything needed to reproduce the model's outputs from raw detector images.
     """
 
-    def __init__(self, model: nn.Module, normalizer: ChannelNormalizer, train_cfg: TrainConfig,
-                 augment: nn.Module | None = None, geometry: nn.Module | None = None, *,
-                 task: Task = "binary", num_classes: int = 2, target_shift: float = 0.0,
-                 target_scale: float = 1.0, scalar_normalizer: ChannelNormalizer | None = None,
-                 test_time: TestTimeFlips | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        normalizer: ChannelNormalizer,
+        train_cfg: TrainConfig,
+        augment: nn.Module | None = None,
+        geometry: nn.Module | None = None,
+        *,
+        task: Task = "binary",
+        num_classes: int = 2,
+        target_shift: float = 0.0,
+        target_scale: float = 1.0,
+        scalar_normalizer: ChannelNormalizer | None = None,
+        test_time: TestTimeFlips | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         # eval-mode averaging over the training flips (augment.test_time); no state of its own
@@ -135,8 +145,10 @@ class ImageModule(pl.LightningModule):
         self.num_scalars = int(scalar_normalizer.centre.numel()) if scalar_normalizer is not None else 0
         model_scalars = int(getattr(getattr(model, "head", None), "num_scalars", self.num_scalars))
         if model_scalars != self.num_scalars:
-            raise ValueError(f"the model takes {model_scalars} scalar inputs but data.scalars lists {self.num_scalars}: "
-                             "name the scalars in data.scalars (it sets the model's num_scalars)")
+            raise ValueError(
+                f"the model takes {model_scalars} scalar inputs but data.scalars lists {self.num_scalars}: "
+                "name the scalars in data.scalars (it sets the model's num_scalars)"
+            )
         self.augment = augment if augment is not None else nn.Identity()
         self.geometry = geometry if geometry is not None else nn.Identity()
         self.cfg = train_cfg
@@ -283,8 +295,10 @@ class ImageModule(pl.LightningModule):
             # every parameter is in the optimizer: frozen ones get no gradient and are skipped
             decay = not (p.ndim <= 1 or name in skip)
             groups.setdefault((decay, plan.scales(name)), []).append(p)
-        param_groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": cfg.lr}
-                        for (decay, _), ps in groups.items()]
+        param_groups = [
+            {"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": cfg.lr}
+            for (decay, _), ps in groups.items()
+        ]
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         optimizer = opt_cls(param_groups, lr=cfg.lr)
 

@@ -96,11 +96,17 @@ _ONEDNN_NHWC_BLOCK = 16
 def channels_last_hazard(model: nn.Module) -> str | None:
     """Why channels-last must not train ``model`` on a CPU, or None when it may."""
     for name, m in model.named_modules():
-        if (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and max(m.stride) > 1
-                and m.in_channels < _ONEDNN_NHWC_BLOCK):
-            return (f"layer {name!r} is a 1×1 convolution with stride {tuple(m.stride)} on {m.in_channels} "
-                    f"input channels, whose channels-last backward on CPU gives wrong gradients or corrupts "
-                    f"memory (oneDNN issue 6035; fewer than {_ONEDNN_NHWC_BLOCK} channels)")
+        if (
+            isinstance(m, nn.Conv2d)
+            and tuple(m.kernel_size) == (1, 1)
+            and max(m.stride) > 1
+            and m.in_channels < _ONEDNN_NHWC_BLOCK
+        ):
+            return (
+                f"layer {name!r} is a 1×1 convolution with stride {tuple(m.stride)} on {m.in_channels} "
+                f"input channels, whose channels-last backward on CPU gives wrong gradients or corrupts "
+                f"memory (oneDNN issue 6035; fewer than {_ONEDNN_NHWC_BLOCK} channels)"
+            )
     return None
 
 
@@ -109,8 +115,9 @@ def uses_gpu(train: TrainConfig) -> bool:
     return torch.cuda.is_available() and train.accelerator not in ("cpu",)
 
 
-def resolve_performance(train: TrainConfig, model: nn.Module, image_shape: tuple[int, int, int],
-                        on_gpu: bool | None = None) -> Performance:
+def resolve_performance(
+    train: TrainConfig, model: nn.Module, image_shape: tuple[int, int, int], on_gpu: bool | None = None
+) -> Performance:
     """The settings ``train`` asks for, with ``None`` fields filled by the device's defaults."""
     gpu = uses_gpu(train) if on_gpu is None else bool(on_gpu)
     total, conv = forward_flops(model, image_shape)

@@ -33,9 +33,7 @@ from e2evision.rundir import (
 __all__ = ["PreflightError", "RunDirError", "check_finished_folds", "check_training_labels", "fold_fingerprint"]
 
 
-def check_training_labels(
-    labels: np.ndarray, task: str, folds: int, n_classes: int, where: str
-) -> None:
+def check_training_labels(labels: np.ndarray, task: str, folds: int, n_classes: int, where: str) -> None:
     """Refuse labels that cannot be cross-validated, before any fold trains."""
     if get_task(task).is_regression:
         if labels.size < folds:
@@ -65,14 +63,10 @@ def fold_fingerprint(data_fp: str, features: dict[str, str] | None) -> str:
     """The identity of the data a fold saw: the files' fingerprint and the features table's hash."""
     if not features:
         return data_fp
-    return (
-        "sha256:" + hashlib.sha256(f"{data_fp}|{features.get('sha256', '')}".encode()).hexdigest()
-    )
+    return "sha256:" + hashlib.sha256(f"{data_fp}|{features.get('sha256', '')}".encode()).hexdigest()
 
 
-def check_finished_folds(
-    out: Path, val_rows: list[np.ndarray], cfg_hash: str, data_fp: str
-) -> None:
+def check_finished_folds(out: Path, val_rows: list[np.ndarray], cfg_hash: str, data_fp: str) -> None:
     """Refuse a run directory whose finished or interrupted folds belong to other data or config."""
     legacy_fp = _recorded_fingerprint(out)
     for k, va in enumerate(val_rows):
@@ -114,9 +108,7 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunDirError(
-            f"{path}: cannot be read ({err}); delete it or use a new output directory"
-        ) from None
+        raise RunDirError(f"{path}: cannot be read ({err}); delete it or use a new output directory") from None
     if not isinstance(value, dict):
         raise RunDirError(f"{path}: not a JSON object; delete it or use a new output directory")
     return value

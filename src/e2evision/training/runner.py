@@ -170,8 +170,9 @@ def _predict_device(cfg: ExperimentConfig) -> torch.device:
 
 
 @torch.no_grad()
-def predict(module: ImageModule, dataset: Any, batch_size: int = 512,
-            device: torch.device | str | None = None) -> np.ndarray:
+def predict(
+    module: ImageModule, dataset: Any, batch_size: int = 512, device: torch.device | str | None = None
+) -> np.ndarray:
     """Scores for every sample of ``dataset`` in order (eval mode, no autograd): probabilities for
     classification (``(N,)`` or ``(N, K)``), predictions in target units for regression."""
     module.eval()
@@ -262,13 +263,16 @@ class FoldResults:
     @classmethod
     def empty(cls, run: RunContext) -> FoldResults:
         shape = run.task.score_shape(run.n_classes)
-        return cls(oof=np.full((run.trainval.size, *shape), np.nan, dtype=np.float64),
-                   oof_fold=np.full(run.trainval.size, -1, dtype=np.int64),
-                   test_fold_scores=np.zeros((run.cfg.train.folds, run.test.size, *shape), dtype=np.float64),
-                   monitor=run.task.monitor)
+        return cls(
+            oof=np.full((run.trainval.size, *shape), np.nan, dtype=np.float64),
+            oof_fold=np.full(run.trainval.size, -1, dtype=np.int64),
+            test_fold_scores=np.zeros((run.cfg.train.folds, run.test.size, *shape), dtype=np.float64),
+            monitor=run.task.monitor,
+        )
 
-    def add(self, k: int, va: np.ndarray, module: ImageModule, done: dict[str, Any], oof: np.ndarray,
-            test: np.ndarray) -> None:
+    def add(
+        self, k: int, va: np.ndarray, module: ImageModule, done: dict[str, Any], oof: np.ndarray, test: np.ndarray
+    ) -> None:
         """Record fold ``k``: its scores on its validation rows and on the test split, its history."""
         if self.first_module is None:
             self.first_module = module
@@ -285,9 +289,14 @@ class FoldResults:
 
 
 # ---------------------------------------------------------------------------------- the run
-def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike[str], *, command: str | None = None,
-                   resume: bool = False,
-                   extra_callbacks: Callable[[int], list[Any]] | None = None) -> dict[str, Any]:
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    command: str | None = None,
+    resume: bool = False,
+    extra_callbacks: Callable[[int], list[Any]] | None = None,
+) -> dict[str, Any]:
     """Cross-validate ``cfg`` and write the run directory; returns the metrics dictionary.
 
     ``resume`` continues folds interrupted mid-training from their last checkpoint; without it
@@ -333,9 +342,23 @@ def _prepare_run(cfg: ExperimentConfig, out: Path, resume: bool) -> RunContext:
     check_training_labels(labels[trainval], task.name, cfg.train.folds, n_classes, "the training part")
     folds = fold_splits(labels[trainval], task.name, cfg.train.folds, cfg.seed)
     check_finished_folds(out, [va for _, va in folds], cfg_hash, fold_fp)
-    run = RunContext(cfg=cfg, out=out, main=process_rank() == 0, resume=resume, cfg_hash=cfg_hash, reader=reader,
-                     task=task, class_names=class_names, labels=labels, trainval=trainval, test=test, folds=folds,
-                     data_fp=data_fp, fold_fp=fold_fp, input_columns=list(input_columns))
+    run = RunContext(
+        cfg=cfg,
+        out=out,
+        main=process_rank() == 0,
+        resume=resume,
+        cfg_hash=cfg_hash,
+        reader=reader,
+        task=task,
+        class_names=class_names,
+        labels=labels,
+        trainval=trainval,
+        test=test,
+        folds=folds,
+        data_fp=data_fp,
+        fold_fp=fold_fp,
+        input_columns=list(input_columns),
+    )
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, cfg.to_yaml())
@@ -382,8 +405,13 @@ def _cross_validate(run: RunContext, extra_callbacks: Callable[[int], list[Any]]
     """Fit (or reuse) every fold; rank 0 scores each on its validation rows and the test split."""
     cfg = run.cfg
     selected = np.concatenate([run.trainval, run.test])
-    run.source = SampleSource(run.reader, selected, cfg.data.in_memory_limit_gb,
-                              progress=cfg.train.progress and run.main, scalar_columns=run.input_columns)
+    run.source = SampleSource(
+        run.reader,
+        selected,
+        cfg.data.in_memory_limit_gb,
+        progress=cfg.train.progress and run.main,
+        scalar_columns=run.input_columns,
+    )
     test_set = run.source.subset(np.arange(run.trainval.size, selected.size))
     device = _predict_device(cfg)
     results = FoldResults.empty(run)
@@ -393,13 +421,20 @@ def _cross_validate(run: RunContext, extra_callbacks: Callable[[int], list[Any]]
         if not run.main:
             continue
         results.monitor = module.monitor
-        results.add(k, va, module, done, predict(module, run.source.subset(va), device=device),
-                    predict(module, test_set, device=device))
+        results.add(
+            k,
+            va,
+            module,
+            done,
+            predict(module, run.source.subset(va), device=device),
+            predict(module, test_set, device=device),
+        )
     return results
 
 
-def _fit_or_reuse_fold(run: RunContext, k: int, tr: np.ndarray, va: np.ndarray,
-                       extra_callbacks: Callable[[int], list[Any]] | None) -> tuple[ImageModule, dict[str, Any]]:
+def _fit_or_reuse_fold(
+    run: RunContext, k: int, tr: np.ndarray, va: np.ndarray, extra_callbacks: Callable[[int], list[Any]] | None
+) -> tuple[ImageModule, dict[str, Any]]:
     """Fold ``k``'s module with its best weights: reused from an earlier run, or trained now."""
     cfg, path = run.cfg, fold_dir(run.out, k)
     assert run.perf is not None
@@ -414,8 +449,9 @@ def _fit_or_reuse_fold(run: RunContext, k: int, tr: np.ndarray, va: np.ndarray,
         module.channels_last = True
     if done is None:
         if cfg.model.init_from:
-            log.info("fold %d: initialised with %s", k, init_from_run(module.model, cfg.model.init_from,
-                                                                      cfg.model.init_fold))
+            log.info(
+                "fold %d: initialised with %s", k, init_from_run(module.model, cfg.model.init_from, cfg.model.init_fold)
+            )
         extra = list(extra_callbacks(k)) if extra_callbacks is not None else []
         done = _train_fold(FoldContext(run, k, module, tr, va, extra))
     elif done.get("config_sha256") != run.cfg_hash or done["val_rows"] != va.tolist():
@@ -444,9 +480,17 @@ def _finish_run(run: RunContext, results: FoldResults, run_info: dict[str, Any],
         "class_names": run.class_names,
         "monitor": results.monitor,
         "n_params": int(results.n_params),
-        **task_metrics(task, y_tv, results.oof, results.oof_fold, y_test, test_score, seed=cfg.seed,
-                       class_names=run.class_names,
-                       scalars=dict(zip(scalar_names, np.asarray(test_scalars, np.float64).T))),
+        **task_metrics(
+            task,
+            y_tv,
+            results.oof,
+            results.oof_fold,
+            y_test,
+            test_score,
+            seed=cfg.seed,
+            class_names=run.class_names,
+            scalars=dict(zip(scalar_names, np.asarray(test_scalars, np.float64).T)),
+        ),
         "train_time_s": results.train_time,
         "wall_time_s": time.perf_counter() - t0,
         "n_trainval": int(run.trainval.size),
@@ -458,11 +502,20 @@ def _finish_run(run: RunContext, results: FoldResults, run_info: dict[str, Any],
         "history": results.history,
         "warnings": health,
     }
-    write_predictions(run.out, oof_score=results.oof, oof_label=y_tv, oof_fold=results.oof_fold,
-                      oof_index=run.trainval, test_score=test_score, test_label=y_test, test_index=run.test,
-                      test_fold_scores=results.test_fold_scores, test_scalars=np.asarray(test_scalars, np.float32),
-                      scalar_names=np.asarray(scalar_names, dtype=str),
-                      class_names=np.asarray(run.class_names, dtype=str))
+    write_predictions(
+        run.out,
+        oof_score=results.oof,
+        oof_label=y_tv,
+        oof_fold=results.oof_fold,
+        oof_index=run.trainval,
+        test_score=test_score,
+        test_label=y_test,
+        test_index=run.test,
+        test_fold_scores=results.test_fold_scores,
+        test_scalars=np.asarray(test_scalars, np.float32),
+        scalar_names=np.asarray(scalar_names, dtype=str),
+        class_names=np.asarray(run.class_names, dtype=str),
+    )
     if results.first_module is not None:
         _write_run_saliency(run, results.first_module)
     metrics = write_metrics(run.out, metrics)
@@ -476,8 +529,16 @@ def _write_run_saliency(run: RunContext, module: ImageModule) -> None:
     pos = pick_examples(run.y_test, run.task.name, per_class=2)
     index = run.test[pos]
     x, y = run.reader.read(index)
-    write_saliency(module, x, y, index, run.out / SALIENCY_FILE, channel_names=list(run.reader.channel_names),
-                   class_names=run.class_names, scalars=model_scalars(run.reader, run.cfg, index))
+    write_saliency(
+        module,
+        x,
+        y,
+        index,
+        run.out / SALIENCY_FILE,
+        channel_names=list(run.reader.channel_names),
+        class_names=run.class_names,
+        scalars=model_scalars(run.reader, run.cfg, index),
+    )
 
 
 def _features_record(reader: Any) -> dict[str, str] | None:
@@ -495,8 +556,13 @@ def _train_fold(ctx: FoldContext) -> dict[str, Any]:
     cfg = run.cfg
     assert run.perf is not None and run.source is not None
     _fit_normalizers(ctx)
-    meta = {"fold": k, "config_sha256": run.cfg_hash, "train_rows_sha256": _rows_hash(ctx.tr),
-            "val_rows_sha256": _rows_hash(ctx.va), "data_fingerprint": run.fold_fp}
+    meta = {
+        "fold": k,
+        "config_sha256": run.cfg_hash,
+        "train_rows_sha256": _rows_hash(ctx.tr),
+        "val_rows_sha256": _rows_hash(ctx.va),
+        "data_fingerprint": run.fold_fp,
+    }
     ckpt_dir = ctx.path / CHECKPOINT_DIR
     ckpt_path = _resume_checkpoint(ckpt_dir, meta, run.resume, run.out)
     if run.main:
@@ -507,12 +573,23 @@ def _train_fold(ctx: FoldContext) -> dict[str, Any]:
     apply_performance(module, run.perf)
     wait = LoaderWait()  # the share of step time spent waiting for data, per epoch
     trainer = _trainer(cfg, ctx.path, [best, hist, checkpoint, wait, *ctx.extra_callbacks], loggers, run.perf.precision)
-    data = FoldData(run.source.subset(ctx.tr), run.source.subset(ctx.va), batch_size=cfg.train.batch_size,
-                    seed=cfg.seed + k, num_workers=cfg.train.num_workers,
-                    val_batch_size=max(256, cfg.train.batch_size))
+    data = FoldData(
+        run.source.subset(ctx.tr),
+        run.source.subset(ctx.va),
+        batch_size=cfg.train.batch_size,
+        seed=cfg.seed + k,
+        num_workers=cfg.train.num_workers,
+        val_batch_size=max(256, cfg.train.batch_size),
+    )
     from_step = _checkpoint_step(ckpt_path) if ckpt_path else None
-    log.info("fold %d/%d: %d train, %d validation%s", k + 1, cfg.train.folds, ctx.tr.size, ctx.va.size,
-             f", resuming from step {from_step}" if ckpt_path else "")
+    log.info(
+        "fold %d/%d: %d train, %d validation%s",
+        k + 1,
+        cfg.train.folds,
+        ctx.tr.size,
+        ctx.va.size,
+        f", resuming from step {from_step}" if ckpt_path else "",
+    )
     t_fit = time.perf_counter()
     # our own checkpoint, inside the run directory: loaded without unpickling arbitrary objects
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
@@ -521,11 +598,22 @@ def _train_fold(ctx: FoldContext) -> dict[str, Any]:
         raise RuntimeError(f"fold {k}: training produced no validation result")
     module.load_state_dict(best.state)
     module.to("cpu")
-    done = {"fold": k, "config_sha256": run.cfg_hash, "fit_seconds": fit_s, "epochs": trainer.current_epoch,
-            "best_epoch": best.best_epoch, "best_score": best.best_score, "monitor": best.monitor,
-            "resumed_from_step": from_step, "world_size": int(trainer.world_size), "history": hist.rows,
-            "train_rows": ctx.tr.tolist(), "val_rows": ctx.va.tolist(), "data_fingerprint": run.fold_fp,
-            "loader_wait": wait.rows}
+    done = {
+        "fold": k,
+        "config_sha256": run.cfg_hash,
+        "fit_seconds": fit_s,
+        "epochs": trainer.current_epoch,
+        "best_epoch": best.best_epoch,
+        "best_score": best.best_score,
+        "monitor": best.monitor,
+        "resumed_from_step": from_step,
+        "world_size": int(trainer.world_size),
+        "history": hist.rows,
+        "train_rows": ctx.tr.tolist(),
+        "val_rows": ctx.va.tolist(),
+        "data_fingerprint": run.fold_fp,
+        "loader_wait": wait.rows,
+    }
     if run.main:
         _save_fold(ctx, done)
     return done
@@ -558,8 +646,7 @@ def _resume_checkpoint(ckpt_dir: Path, meta: dict[str, Any], resume: bool, run_d
         return None
     if not resume:
         raise RunDirError(
-            f"{ckpt}: fold {meta['fold']} was interrupted; pass --resume to continue it "
-            "(or use a new output directory)"
+            f"{ckpt}: fold {meta['fold']} was interrupted; pass --resume to continue it (or use a new output directory)"
         )
     if not ckpt.resolve().is_relative_to(run_dir.resolve()):  # a link out of the run: never unpickled
         raise RunDirError(f"{ckpt}: points outside the run directory {run_dir}; refusing to load it")
@@ -638,8 +725,12 @@ def _device_name(cfg: ExperimentConfig) -> str:
 #: Lightning's messages that add nothing to a run's console: banners, and warnings about choices
 #: the runner makes on purpose (few loader workers, a reused fold directory, ...)
 _QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric")
-_QUIET_WARNINGS = (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*",
-                   ".*smaller than the logging interval.*")
+_QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*exists and is not empty.*",
+    ".*LeafSpec.*",
+    ".*smaller than the logging interval.*",
+)
 
 
 @contextlib.contextmanager

@@ -28,8 +28,9 @@ def pick_examples(labels: np.ndarray, task: str, per_class: int = 2) -> np.ndarr
     return np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
 
 
-def gradient_x_input(module: ImageModule, x: np.ndarray, labels: np.ndarray,
-                     scalars: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def gradient_x_input(
+    module: ImageModule, x: np.ndarray, labels: np.ndarray, scalars: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Gradient × input of the output that decides each image (Shrikumar et al. 2016), and the scores.
 
     Binary: the signal logit; multi-class: the logit of the image's true class; regression: the
@@ -52,18 +53,32 @@ def gradient_x_input(module: ImageModule, x: np.ndarray, labels: np.ndarray,
     return (grad * xt).detach().cpu().numpy(), scores
 
 
-def write_saliency(module: ImageModule, images: np.ndarray, labels: np.ndarray, index: np.ndarray,
-                   out: str | os.PathLike[str], *, channel_names: list[str], class_names: list[str],
-                   scalars: np.ndarray | None = None) -> Path:
+def write_saliency(
+    module: ImageModule,
+    images: np.ndarray,
+    labels: np.ndarray,
+    index: np.ndarray,
+    out: str | os.PathLike[str],
+    *,
+    channel_names: list[str],
+    class_names: list[str],
+    scalars: np.ndarray | None = None,
+) -> Path:
     """Compute gradient × input for ``images`` and save everything the report draws (no pickles)."""
     from e2evision.utils import atomic_path
 
     sal, scores = gradient_x_input(module, images, labels, scalars)
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, images=np.asarray(images, np.float32), saliency=sal.astype(np.float32),
-                            labels=np.asarray(labels), scores=scores, index=np.asarray(index, np.int64),
-                            channel_names=np.asarray(channel_names, dtype=str),
-                            class_names=np.asarray(class_names, dtype=str))
+        np.savez_compressed(
+            fh,
+            images=np.asarray(images, np.float32),
+            saliency=sal.astype(np.float32),
+            labels=np.asarray(labels),
+            scores=scores,
+            index=np.asarray(index, np.int64),
+            channel_names=np.asarray(channel_names, dtype=str),
+            class_names=np.asarray(class_names, dtype=str),
+        )
     return Path(out)
 
 
@@ -84,5 +99,12 @@ def saliency_from_run_dir(run_dir: str | os.PathLike[str], per_class: int = 2) -
     idx = test_index[pos]
     x, y = reader.read(idx)  # in the order asked for
     sal, scores = gradient_x_input(module, x, y, model_scalars(reader, cfg, idx))
-    return {"images": x, "saliency": sal, "labels": y, "scores": scores, "index": idx,
-            "channel_names": list(reader.channel_names), "class_names": list(reader.class_names)}
+    return {
+        "images": x,
+        "saliency": sal,
+        "labels": y,
+        "scores": scores,
+        "index": idx,
+        "channel_names": list(reader.channel_names),
+        "class_names": list(reader.class_names),
+    }

@@ -33,8 +33,7 @@ class RandomFlips(nn.Module):
     For odd sizes the two are the same.
     """
 
-    def __init__(self, flip_eta: bool = False, flip_phi: bool = False, p: float = 0.5,
-                 about: str = "centre") -> None:
+    def __init__(self, flip_eta: bool = False, flip_phi: bool = False, p: float = 0.5, about: str = "centre") -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"flip probability must be in [0, 1], got {p}")
@@ -144,8 +143,14 @@ class TestTimeFlips(nn.Module):
         return out.reshape(self.n_views, n, *out.shape[1:]).mean(dim=0)
 
 
-def build_augment(flip_eta: bool = False, flip_phi: bool = False, p: float = 0.5, roll_phi: bool = False,
-                  rot90: bool = False, flip_about: str = "centre") -> nn.Module:
+def build_augment(
+    flip_eta: bool = False,
+    flip_phi: bool = False,
+    p: float = 0.5,
+    roll_phi: bool = False,
+    rot90: bool = False,
+    flip_about: str = "centre",
+) -> nn.Module:
     """The training-time augmentation a config asks for, as one module (identity in eval mode)."""
     steps: list[nn.Module] = []
     if flip_eta or flip_phi:

@@ -35,7 +35,7 @@ class CenterCrop(nn.Module):
         if th > h or tw > w:
             raise ValueError(f"cannot crop {h}×{w} images to {th}×{tw}")
         top, left = (h - th) // 2, (w - tw) // 2
-        return x[..., top:top + th, left:left + tw]
+        return x[..., top : top + th, left : left + tw]
 
 
 class PadTo(nn.Module):
@@ -68,8 +68,9 @@ class Resize(nn.Module):
         return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def build_geometry(resize: Sequence[int] | None = None, crop: Sequence[int] | None = None,
-                   pad: Sequence[int] | None = None) -> nn.Module:
+def build_geometry(
+    resize: Sequence[int] | None = None, crop: Sequence[int] | None = None, pad: Sequence[int] | None = None
+) -> nn.Module:
     """Crop, then pad, then resize (each optional); identity when none is set."""
     steps: list[nn.Module] = []
     if crop is not None:
@@ -81,8 +82,12 @@ def build_geometry(resize: Sequence[int] | None = None, crop: Sequence[int] | No
     return nn.Sequential(*steps) if steps else nn.Identity()
 
 
-def output_size(in_size: tuple[int, int], resize: Sequence[int] | None = None,
-                crop: Sequence[int] | None = None, pad: Sequence[int] | None = None) -> tuple[int, int]:
+def output_size(
+    in_size: tuple[int, int],
+    resize: Sequence[int] | None = None,
+    crop: Sequence[int] | None = None,
+    pad: Sequence[int] | None = None,
+) -> tuple[int, int]:
     """The (H, W) that :func:`build_geometry` produces from ``in_size`` (to build the model for it)."""
     size = tuple(in_size)
     if crop is not None:

@@ -31,8 +31,10 @@ def per_channel(value: Any, n_channels: int, field: str, default: Any) -> list[A
         return [default] * n_channels
     if isinstance(value, (list, tuple)):
         if len(value) != n_channels:
-            raise ValueError(f"preprocess.{field} has {len(value)} entries for {n_channels} channels "
-                             f"(give one per channel, or a single value for all)")
+            raise ValueError(
+                f"preprocess.{field} has {len(value)} entries for {n_channels} channels "
+                f"(give one per channel, or a single value for all)"
+            )
         return list(value)
     return [value] * n_channels
 
@@ -96,7 +98,7 @@ class ChannelNormalizer(nn.Module):
             for c, m in enumerate(self.per_sample):
                 if m != "none":
                     ch = x[:, c]
-                    ref = (np.clip(ch, 0, None).sum(axis=(1, 2)) if m == "sum" else ch.max(axis=(1, 2)))
+                    ref = np.clip(ch, 0, None).sum(axis=(1, 2)) if m == "sum" else ch.max(axis=(1, 2))
                     ref = np.where(ref > 0, ref, 1.0).astype(np.float32)
                     x[:, c] = ch / ref[:, None, None]
         if any(s is not None for s in self.log1p):

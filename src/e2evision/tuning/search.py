@@ -39,18 +39,19 @@ def suggest(trial: Any, params: dict[str, ParamSpec]) -> dict[str, Any]:
         if spec.type == "float":
             out[key] = trial.suggest_float(key, spec.low, spec.high, log=spec.log, step=spec.step)
         elif spec.type == "int":
-            out[key] = trial.suggest_int(key, int(spec.low), int(spec.high), log=spec.log,
-                                         step=int(spec.step or 1))
+            out[key] = trial.suggest_int(key, int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1))
         else:
             out[key] = trial.suggest_categorical(key, spec.choices)
     return out
 
 
 #: metric -> (task kinds it applies to, direction, the per-epoch validation metric that prunes)
-METRICS = {"fold_auc_mean": (("binary", "multiclass"), "maximize", "val_auc"),
-           "oof_auc": (("binary", "multiclass"), "maximize", "val_auc"),
-           "fold_mae_mean": (("regression",), "minimize", "val_mae"),
-           "oof_mae": (("regression",), "minimize", "val_mae")}
+METRICS = {
+    "fold_auc_mean": (("binary", "multiclass"), "maximize", "val_auc"),
+    "oof_auc": (("binary", "multiclass"), "maximize", "val_auc"),
+    "fold_mae_mean": (("regression",), "minimize", "val_mae"),
+    "oof_mae": (("regression",), "minimize", "val_mae"),
+}
 
 
 def objective_for(tune: TuneConfig, task: str) -> tuple[str, str, str]:
@@ -63,12 +64,16 @@ def objective_for(tune: TuneConfig, task: str) -> tuple[str, str, str]:
     tasks, direction, monitor = METRICS[metric]
     if task not in tasks:
         fits = ", ".join(k for k, v in METRICS.items() if task in v[0])
-        raise ValueError(f"tune.metric: {metric} is not measured for a {task} task; use one of "
-                         f"{fits} (or leave it out: the run's monitor)")
+        raise ValueError(
+            f"tune.metric: {metric} is not measured for a {task} task; use one of "
+            f"{fits} (or leave it out: the run's monitor)"
+        )
     if tune.direction is not None and tune.direction != direction:
         better = "lower" if direction == "minimize" else "higher"
-        raise ValueError(f"tune.direction: {tune.direction} for {metric}, which is better when "
-                         f"{better}; use {direction} or leave it out")
+        raise ValueError(
+            f"tune.direction: {tune.direction} for {metric}, which is better when "
+            f"{better}; use {direction} or leave it out"
+        )
     return metric, direction, monitor
 
 
@@ -88,8 +93,7 @@ def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
-_STORAGE_HINT = ("give a SQLAlchemy URL such as sqlite:///study.db or "
-                 "postgresql+psycopg://user@host/db")
+_STORAGE_HINT = "give a SQLAlchemy URL such as sqlite:///study.db or postgresql+psycopg://user@host/db"
 
 
 def check_storage_url(url: str) -> None:
@@ -101,8 +105,7 @@ def check_storage_url(url: str) -> None:
         make_url(url).get_dialect()
     except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
         problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"--storage {_redact(url)}: not a usable storage URL ({problem}); "
-                         f"{_STORAGE_HINT}") from None
+        raise ValueError(f"--storage {_redact(url)}: not a usable storage URL ({problem}); {_STORAGE_HINT}") from None
 
 
 def _storage(url: str) -> Any:
@@ -117,8 +120,7 @@ def _storage(url: str) -> Any:
         return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
     except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
         problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"--storage {_redact(url)}: not a usable storage URL ({problem}); "
-                         f"{_STORAGE_HINT}") from None
+        raise ValueError(f"--storage {_redact(url)}: not a usable storage URL ({problem}); {_STORAGE_HINT}") from None
 
 
 def run_study(
@@ -148,22 +150,29 @@ def run_study(
     study_dir.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(study_dir)
     sampler = optuna.samplers.TPESampler(seed=cfg.seed + worker, n_startup_trials=tune.n_startup_trials)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=tune.n_startup_trials, n_warmup_steps=tune.n_warmup_steps)
-              if tune.pruner == "median" else optuna.pruners.NopPruner())
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=tune.n_startup_trials, n_warmup_steps=tune.n_warmup_steps)
+        if tune.pruner == "median"
+        else optuna.pruners.NopPruner()
+    )
     study = _create_study(study_name, url, sampler, pruner, direction)
     base = cfg.model_dump(mode="json")
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, tune.params)
         overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()]
-        trial_cfg: ExperimentConfig = load_config(data={**base, "name": f"{study_name}_trial{trial.number:04d}"},
-                                                  overrides=overrides)
+        trial_cfg: ExperimentConfig = load_config(
+            data={**base, "name": f"{study_name}_trial{trial.number:04d}"}, overrides=overrides
+        )
         run_dir = study_dir / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", worker)
-        metrics = run_experiment(trial_cfg, run_dir, command=f"e2evision tune (study {study_name})",
-                                 extra_callbacks=lambda fold: [_PruneOnValidation(trial, monitor)]
-                                 if fold == 0 else [])
+        metrics = run_experiment(
+            trial_cfg,
+            run_dir,
+            command=f"e2evision tune (study {study_name})",
+            extra_callbacks=lambda fold: [_PruneOnValidation(trial, monitor)] if fold == 0 else [],
+        )
         return float(metrics[metric])
 
     study.optimize(objective, n_trials=n_trials, catch=(), gc_after_trial=True)
@@ -179,15 +188,23 @@ def _create_study(name: str, url: str, sampler: Any, pruner: Any, direction: str
 
     for attempt in range(attempts):
         try:
-            return optuna.create_study(study_name=name, storage=_storage(url), sampler=sampler, pruner=pruner,
-                                       direction=direction, load_if_exists=True)
+            return optuna.create_study(
+                study_name=name,
+                storage=_storage(url),
+                sampler=sampler,
+                pruner=pruner,
+                direction=direction,
+                load_if_exists=True,
+            )
         except (OperationalError, IntegrityError, optuna.exceptions.DuplicatedStudyError) as err:
             if attempt == attempts - 1:
                 if isinstance(err, OperationalError):
                     problem = (str(err.orig).strip().splitlines() or ["cannot connect"])[0]
-                    raise ValueError(f"--storage {_redact(url)}: cannot open the storage ({problem}); "
-                                     "check the server, the database and the credentials, or "
-                                     f"{_STORAGE_HINT}") from None
+                    raise ValueError(
+                        f"--storage {_redact(url)}: cannot open the storage ({problem}); "
+                        "check the server, the database and the credentials, or "
+                        f"{_STORAGE_HINT}"
+                    ) from None
                 raise
             time.sleep(0.5 + attempt)
     raise AssertionError("unreachable")
@@ -211,35 +228,57 @@ class _PruneOnValidation:
                 value = float(trainer.callback_metrics[monitor])
                 trial.report(value, step=epoch)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"{monitor} {value:.4f} at epoch {epoch} is worse than "
-                                             "the median of earlier trials")
+                    raise optuna.TrialPruned(
+                        f"{monitor} {value:.4f} at epoch {epoch} is worse than the median of earlier trials"
+                    )
 
         return _Callback()
 
 
-def summarize(study: Any, cfg: Any, study_dir: Path, url: str,
-              metric: str | None = None) -> dict[str, Any]:
+def summarize(study: Any, cfg: Any, study_dir: Path, url: str, metric: str | None = None) -> dict[str, Any]:
     """Write the best trial's config, a trial table and plots; return the summary."""
     import optuna
 
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    rows = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-             "run_dir": t.user_attrs.get("run_dir"), "worker": t.user_attrs.get("worker")} for t in trials]
-    summary: dict[str, Any] = {"study": study.study_name, "storage": _redact(url), "n_trials": len(trials),
-                               "n_complete": len(done), "metric": metric or cfg.tune.metric,
-                               "direction": study.direction.name.lower(),
-                               "n_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
-                               "trials": rows}
+    rows = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "params": t.params,
+            "run_dir": t.user_attrs.get("run_dir"),
+            "worker": t.user_attrs.get("worker"),
+        }
+        for t in trials
+    ]
+    summary: dict[str, Any] = {
+        "study": study.study_name,
+        "storage": _redact(url),
+        "n_trials": len(trials),
+        "n_complete": len(done),
+        "metric": metric or cfg.tune.metric,
+        "direction": study.direction.name.lower(),
+        "n_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+        "trials": rows,
+    }
     if done:
         best = study.best_trial
-        summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
-                           "run_dir": best.user_attrs.get("run_dir")}
-        best_cfg = load_config(data={**cfg.model_dump(mode="json"), "name": f"{study.study_name}_best", "tune": None},
-                               overrides=[f"{k}={json.dumps(v)}" for k, v in best.params.items()])
-        atomic_write_text(study_dir / "best_config.yaml",
-                          f"# best trial {best.number} of study {study.study_name}: "
-                          f"{metric or cfg.tune.metric} = {best.value:.6f}\n" + best_cfg.to_yaml())
+        summary["best"] = {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "run_dir": best.user_attrs.get("run_dir"),
+        }
+        best_cfg = load_config(
+            data={**cfg.model_dump(mode="json"), "name": f"{study.study_name}_best", "tune": None},
+            overrides=[f"{k}={json.dumps(v)}" for k, v in best.params.items()],
+        )
+        atomic_write_text(
+            study_dir / "best_config.yaml",
+            f"# best trial {best.number} of study {study.study_name}: "
+            f"{metric or cfg.tune.metric} = {best.value:.6f}\n" + best_cfg.to_yaml(),
+        )
         summary["best_config"] = str(study_dir / "best_config.yaml")
         summary["plots"] = _plots(study, study_dir, len(done))
     atomic_write_json(study_dir / "trials.json", summary)

@@ -12,8 +12,12 @@ from types import ModuleType
 from e2evision.errors import MissingDependencyError
 
 #: extra -> what it is for, as the message words it
-EXTRAS = {"export": "ONNX export", "tune": "Hyper-parameter search (`e2evision tune`)",
-          "root": "ROOT output", "sim": "The jet and lensing simulators"}
+EXTRAS = {
+    "export": "ONNX export",
+    "tune": "Hyper-parameter search (`e2evision tune`)",
+    "root": "ROOT output",
+    "sim": "The jet and lensing simulators",
+}
 
 
 MissingExtraError = MissingDependencyError

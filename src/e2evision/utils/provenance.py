@@ -11,8 +11,21 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 _PACKAGES = (
-    "e2evision", "torch", "torchvision", "timm", "lightning", "numpy", "h5py", "scikit-learn",
-    "scipy", "matplotlib", "pydantic", "pyarrow", "pythia8mc", "fastjet", "lenstronomy",
+    "e2evision",
+    "torch",
+    "torchvision",
+    "timm",
+    "lightning",
+    "numpy",
+    "h5py",
+    "scikit-learn",
+    "scipy",
+    "matplotlib",
+    "pydantic",
+    "pyarrow",
+    "pythia8mc",
+    "fastjet",
+    "lenstronomy",
 )
 
 

@@ -10,7 +10,6 @@ import torch
 Array = np.ndarray | torch.Tensor
 
 
-
 @dataclass(frozen=True)
 class Batch:
     """A validated (N, H, W) float batch, and what is needed to hand results back in kind."""
@@ -30,8 +29,7 @@ def as_batch(images: Array, name: str = "images") -> Batch:
     """Check shape and values; NaN or infinite pixels are an error naming the sample."""
     is_numpy = isinstance(images, np.ndarray)
     if not is_numpy and not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a NumPy array or a torch tensor, "
-                        f"got {type(images).__name__}")
+        raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {type(images).__name__}")
     shape = tuple(images.shape)
     channel = len(shape) == 4
     if not (len(shape) == 3 or (channel and shape[1] == 1)):
@@ -56,8 +54,9 @@ def as_batch(images: Array, name: str = "images") -> Batch:
     bad = ~torch.isfinite(x).flatten(1).all(dim=1)
     if bool(bad.any()):
         first = int(torch.nonzero(bad)[0, 0])
-        raise ValueError(f"{name} has NaN or infinite pixels in sample {first} "
-                         f"({int(bad.sum())} of {x.shape[0]} samples affected)")
+        raise ValueError(
+            f"{name} has NaN or infinite pixels in sample {first} ({int(bad.sum())} of {x.shape[0]} samples affected)"
+        )
     return Batch(x, is_numpy, channel)
 
 
@@ -66,8 +65,11 @@ _INT_TYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 def per_image(values: Array | float | None, n: int, name: str, like: torch.Tensor) -> torch.Tensor:
     """A per-image parameter as an (n,) float64 tensor on ``like``'s device (scalars broadcast)."""
-    t = torch.as_tensor(np.asarray(values, dtype=np.float64) if not isinstance(values, torch.Tensor)
-                        else values, dtype=torch.float64, device=like.device).reshape(-1)
+    t = torch.as_tensor(
+        np.asarray(values, dtype=np.float64) if not isinstance(values, torch.Tensor) else values,
+        dtype=torch.float64,
+        device=like.device,
+    ).reshape(-1)
     if t.numel() == 1:
         t = t.expand(n)
     if t.numel() != n:
@@ -81,4 +83,3 @@ def check_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"crop size must be an integer >= 1, got {size!r}")
     return int(size)
-

@@ -54,25 +54,40 @@ class LensFrame:
         idx = np.arange(len(self))[index]
         idx = np.atleast_1d(idx)
         pick = lambda a: np.asarray(a)[idx]  # noqa: E731
-        return LensFrame(pick(self.centre_x), pick(self.centre_y), pick(self.angle), self.size,
-                         self.image_shape, pick(self.background), pick(self.radius),
-                         pick(self.elongation))
+        return LensFrame(
+            pick(self.centre_x),
+            pick(self.centre_y),
+            pick(self.angle),
+            self.size,
+            self.image_shape,
+            pick(self.background),
+            pick(self.radius),
+            pick(self.elongation),
+        )
 
     @property
     def is_integer_crop(self) -> bool:
         """No rotation and crop corners on the pixel grid: the crop is an exact slice."""
         half = (self.size - 1) / 2
-        return bool(np.all(self.angle == 0)
-                    and np.all(self.centre_x - half == np.round(self.centre_x - half))
-                    and np.all(self.centre_y - half == np.round(self.centre_y - half)))
+        return bool(
+            np.all(self.angle == 0)
+            and np.all(self.centre_x - half == np.round(self.centre_x - half))
+            and np.all(self.centre_y - half == np.round(self.centre_y - half))
+        )
 
 
-def frame_from_tensors(cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor, size: int,
-                        shape: tuple[int, int], bg: torch.Tensor, radius: torch.Tensor,
-                        elong: torch.Tensor) -> LensFrame:
+def frame_from_tensors(
+    cx: torch.Tensor,
+    cy: torch.Tensor,
+    angle: torch.Tensor,
+    size: int,
+    shape: tuple[int, int],
+    bg: torch.Tensor,
+    radius: torch.Tensor,
+    elong: torch.Tensor,
+) -> LensFrame:
     np64 = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
-    return LensFrame(np64(cx), np64(cy), np64(angle), size, shape, np64(bg), np64(radius),
-                     np64(elong))
+    return LensFrame(np64(cx), np64(cy), np64(angle), size, shape, np64(bg), np64(radius), np64(elong))
 
 
 @dataclass(frozen=True)
@@ -87,8 +102,9 @@ class RoiResult:
     threshold: np.ndarray
 
 
-def detect_roi(images: Array, *, method: str = "auto", smooth_sigma: float = 1.0,
-               nsigma: float = 3.0, fraction: float = 0.1) -> RoiResult:
+def detect_roi(
+    images: Array, *, method: str = "auto", smooth_sigma: float = 1.0, nsigma: float = 3.0, fraction: float = 0.1
+) -> RoiResult:
     """Centre of the bright (lensed) light of every image: circle fit or centroid of ``w``.
 
     See the module docstring for the threshold and weights; ``fraction`` is the share of the
@@ -102,10 +118,16 @@ def detect_roi(images: Array, *, method: str = "auto", smooth_sigma: float = 1.0
     return RoiResult(np64(cx), np64(cy), np64(radius), np64(bg), np64(thr))
 
 
-def principal_angle(images: Array, centre_x: Array | float | None = None,
-                    centre_y: Array | float | None = None, *, method: str = "auto",
-                    smooth_sigma: float = 1.0, nsigma: float = 3.0, fraction: float = 0.1
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def principal_angle(
+    images: Array,
+    centre_x: Array | float | None = None,
+    centre_y: Array | float | None = None,
+    *,
+    method: str = "auto",
+    smooth_sigma: float = 1.0,
+    nsigma: float = 3.0,
+    fraction: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
     """Canonical angle (radians in (−π, π]) and elongation of each image's bright light.
 
     The moments are taken about the given centre, or about the detected ROI centre. The angle is
@@ -134,8 +156,16 @@ class FrameTensors(NamedTuple):
     elongation: torch.Tensor
 
 
-def frame_tensors(x: torch.Tensor, size: int, rotate: bool, method: str, smooth_sigma: float,
-                   nsigma: float, fraction: float, dense: bool = False) -> FrameTensors:
+def frame_tensors(
+    x: torch.Tensor,
+    size: int,
+    rotate: bool,
+    method: str,
+    smooth_sigma: float,
+    nsigma: float,
+    fraction: float,
+    dense: bool = False,
+) -> FrameTensors:
     """Centre, angle and statistics of every image of (N, H, W), as tensors.
 
     The one implementation behind :func:`lens_frame`, :func:`canonicalize` and
@@ -154,20 +184,28 @@ def frame_tensors(x: torch.Tensor, size: int, rotate: bool, method: str, smooth_
     return FrameTensors(cx, cy, theta, bg, radius, elong)
 
 
-def _lens_frame(x: torch.Tensor, size: int, rotate: bool, method: str, smooth_sigma: float,
-                nsigma: float, fraction: float) -> LensFrame:
+def _lens_frame(
+    x: torch.Tensor, size: int, rotate: bool, method: str, smooth_sigma: float, nsigma: float, fraction: float
+) -> LensFrame:
     ft = frame_tensors(x, size, rotate, method, smooth_sigma, nsigma, fraction)
-    return frame_from_tensors(ft.centre_x, ft.centre_y, ft.angle, size,
-                               (x.shape[-2], x.shape[-1]), ft.background, ft.radius, ft.elongation)
+    return frame_from_tensors(
+        ft.centre_x, ft.centre_y, ft.angle, size, (x.shape[-2], x.shape[-1]), ft.background, ft.radius, ft.elongation
+    )
 
 
-def lens_frame(images: Array, size: int, *, rotate: bool = True, method: str = "auto",
-               smooth_sigma: float = 1.0, nsigma: float = 3.0, fraction: float = 0.1) -> LensFrame:
+def lens_frame(
+    images: Array,
+    size: int,
+    *,
+    rotate: bool = True,
+    method: str = "auto",
+    smooth_sigma: float = 1.0,
+    nsigma: float = 3.0,
+    fraction: float = 0.1,
+) -> LensFrame:
     """Detect each image's ROI centre (and canonical angle, with ``rotate``) for a ``size`` crop.
 
     Without rotation the centre is snapped so that the crop is an exact slice of the input.
     """
     b = as_batch(images)
-    return _lens_frame(b.x, check_size(size), rotate, method, float(smooth_sigma), float(nsigma),
-                       float(fraction))
-
+    return _lens_frame(b.x, check_size(size), rotate, method, float(smooth_sigma), float(nsigma), float(fraction))

@@ -15,7 +15,6 @@ CENTRE_METHODS = ("auto", "circle", "centroid")
 _MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4): MAD -> Gaussian sigma
 
 
-
 def _blur_matrix(n: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(n, n) matrix of a 1-D Gaussian blur (cut at 4σ) with edge pixels replicated outwards."""
     radius = max(1, int(math.ceil(4.0 * sigma)))
@@ -91,8 +90,9 @@ def threshold_stats(s: torch.Tensor, nsigma: float, fraction: float) -> tuple[to
     return bg, noise, peak, thr
 
 
-def light_statistics(images: Array, *, smooth_sigma: float = 1.0, nsigma: float = 3.0,
-                     fraction: float = 0.1) -> LightStats:
+def light_statistics(
+    images: Array, *, smooth_sigma: float = 1.0, nsigma: float = 3.0, fraction: float = 0.1
+) -> LightStats:
     """Background, noise, peak and the bright-light threshold of each image, after smoothing.
 
     The median is torch's (the lower middle value for an even pixel count).
@@ -188,8 +188,9 @@ def pack_light(w: torch.Tensor, dense: bool = False) -> Light:
     return PackedLight(img, col.double(), row.double(), w[img, row, col].double(), lengths, h, wd)
 
 
-def light_weights(x: torch.Tensor, smooth_sigma: float, nsigma: float, fraction: float,
-             dense: bool = False) -> tuple[Light, torch.Tensor]:
+def light_weights(
+    x: torch.Tensor, smooth_sigma: float, nsigma: float, fraction: float, dense: bool = False
+) -> tuple[Light, torch.Tensor]:
     """Light above the threshold, ``max(S − thr, 0)``; and the background (N,) float64."""
     s = smooth_tensor(x, smooth_sigma)
     bg, _, _, thr = threshold_stats(s, nsigma, fraction)
@@ -212,9 +213,14 @@ def _det3(a: torch.Tensor) -> torch.Tensor:
     if not torch.onnx.is_in_onnx_export():
         return torch.linalg.det(a)
     r0, r1, r2 = a.unbind(-2)
-    cross = torch.stack([r1[..., 1] * r2[..., 2] - r1[..., 2] * r2[..., 1],
-                         r1[..., 2] * r2[..., 0] - r1[..., 0] * r2[..., 2],
-                         r1[..., 0] * r2[..., 1] - r1[..., 1] * r2[..., 0]], -1)
+    cross = torch.stack(
+        [
+            r1[..., 1] * r2[..., 2] - r1[..., 2] * r2[..., 1],
+            r1[..., 2] * r2[..., 0] - r1[..., 0] * r2[..., 2],
+            r1[..., 0] * r2[..., 1] - r1[..., 1] * r2[..., 0],
+        ],
+        -1,
+    )
     return (r0 * cross).sum(-1)
 
 
@@ -224,21 +230,25 @@ def _solve3(a: torch.Tensor, rhs: torch.Tensor, ok: torch.Tensor) -> torch.Tenso
     a = torch.where(ok.view(-1, 1, 1), a, eye)
     if torch.onnx.is_in_onnx_export():  # ONNX has no linear solve: Cramer's rule, same system
         cols = a.unbind(-1)
-        sol = torch.stack([_det3(torch.stack(cols[:i] + (rhs,) + cols[i + 1:], -1))
-                           for i in range(3)], -1) / _det3(a).unsqueeze(-1)
+        sol = torch.stack([_det3(torch.stack(cols[:i] + (rhs,) + cols[i + 1 :], -1)) for i in range(3)], -1) / _det3(
+            a
+        ).unsqueeze(-1)
     else:
         sol = torch.linalg.solve(a, rhs.unsqueeze(-1))[..., 0]
     return torch.where(ok.view(-1, 1), sol, torch.zeros_like(sol))
 
 
-def _sym3(s11: torch.Tensor, s12: torch.Tensor, s13: torch.Tensor, s22: torch.Tensor,
-          s23: torch.Tensor, s33: torch.Tensor) -> torch.Tensor:
-    return torch.stack([torch.stack([s11, s12, s13], -1), torch.stack([s12, s22, s23], -1),
-                        torch.stack([s13, s23, s33], -1)], -2)
+def _sym3(
+    s11: torch.Tensor, s12: torch.Tensor, s13: torch.Tensor, s22: torch.Tensor, s23: torch.Tensor, s33: torch.Tensor
+) -> torch.Tensor:
+    return torch.stack(
+        [torch.stack([s11, s12, s13], -1), torch.stack([s12, s22, s23], -1), torch.stack([s13, s23, s33], -1)], -2
+    )
 
 
-def _kasa(L: Light, cx0: torch.Tensor, cy0: torch.Tensor, scale: float
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _kasa(
+    L: Light, cx0: torch.Tensor, cy0: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One weighted algebraic circle fit about (cx0, cy0): centre, radius², and whether solvable.
 
     Minimises ``Σ w (x² + y² + D x + E y + F)²``, linear in D, E, F: centre ``(−D/2, −E/2)``,
@@ -257,8 +267,7 @@ def _kasa(L: Light, cx0: torch.Tensor, cy0: torch.Tensor, scale: float
     return cx0 - d / 2 * scale, cy0 - e / 2 * scale, ((d * d + e * e) / 4 - f) * scale**2, ok
 
 
-def _circle_fit(L: Light, iterations: int = 4
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _circle_fit(L: Light, iterations: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Weighted circle fit of every image: centre, radius, and whether the fit is usable.
 
     Starts from the algebraic (Kåsa) fit, which is linear but biased for thick arcs, then takes
@@ -287,8 +296,17 @@ def _circle_fit(L: Light, iterations: int = 4
         step_ok = good & (_det3(jtj).abs() > 1e-12 * s1.clamp(min=1e-300) ** 3)
         step = _solve3(jtj, -torch.stack([sm(a * res), sm(b * res), -sm(res)], -1), step_ok)
         cx, cy, radius = cx + step[:, 0], cy + step[:, 1], radius + step[:, 2]
-    usable = (good & (radius > 0) & torch.isfinite(cx) & torch.isfinite(cy) & torch.isfinite(radius)
-              & (cx >= 0) & (cx <= L.width - 1) & (cy >= 0) & (cy <= L.h - 1))
+    usable = (
+        good
+        & (radius > 0)
+        & torch.isfinite(cx)
+        & torch.isfinite(cy)
+        & torch.isfinite(radius)
+        & (cx >= 0)
+        & (cx <= L.width - 1)
+        & (cy >= 0)
+        & (cy <= L.h - 1)
+    )
     cx = torch.where(usable, cx, cx0)
     cy = torch.where(usable, cy, cy0)
     radius = torch.where(usable, radius, torch.full_like(radius, float("nan")))
@@ -309,8 +327,7 @@ def roi_centre(L: Light, method: str) -> tuple[torch.Tensor, torch.Tensor, torch
     ``circle`` uses the fit wherever it is usable.
     """
     if method not in CENTRE_METHODS:
-        raise ValueError(f"unknown centre method {method!r}; "
-                         f"choose one of {', '.join(CENTRE_METHODS)}")
+        raise ValueError(f"unknown centre method {method!r}; choose one of {', '.join(CENTRE_METHODS)}")
     mx, my, _ = _centroid(L)
     if method == "centroid":
         return mx, my, torch.full_like(mx, float("nan"))
@@ -351,4 +368,3 @@ def canonical_angle(L: Light, cx: torch.Tensor, cy: torch.Tensor) -> tuple[torch
     lmax, lmin = half_tr + disc, half_tr - disc
     elong = torch.where(lmax > 0, 1 - lmin / lmax.clamp(min=1e-300), torch.zeros_like(lmax))
     return theta, elong
-

@@ -27,13 +27,13 @@ if TYPE_CHECKING:
 PAD_MODES = ("background", "zeros", "edge")
 
 
-
 def _check_frame(frame: LensFrame, n: int, shape: tuple[int, int]) -> None:
     if len(frame) != n:
         raise ValueError(f"the frame describes {len(frame)} images, the batch has {n}")
     if tuple(frame.image_shape) != tuple(shape):
-        raise ValueError(f"the frame was made for {frame.image_shape[0]}×{frame.image_shape[1]} "
-                         f"images, got {shape[0]}×{shape[1]}")
+        raise ValueError(
+            f"the frame was made for {frame.image_shape[0]}×{frame.image_shape[1]} images, got {shape[0]}×{shape[1]}"
+        )
 
 
 def _check_pad(pad: str) -> None:
@@ -57,8 +57,9 @@ def _frame_as_tensors(frame: LensFrame, dev: torch.device) -> tuple[torch.Tensor
     return f64(frame.centre_x), f64(frame.centre_y), f64(frame.angle), f64(frame.background)
 
 
-def _slice_crop(x: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, size: int,
-                fill: torch.Tensor | None) -> torch.Tensor:
+def _slice_crop(
+    x: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, size: int, fill: torch.Tensor | None
+) -> torch.Tensor:
     """Exact integer crop of every image (two gathers), padded with ``fill`` or the edge.
 
     The crop's corner is ``round(centre − (size−1)/2)`` (``torch.round``: half to even, as
@@ -87,12 +88,12 @@ def _sample(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor, padding_mode: s
     gx = 2 * px / max(w - 1, 1) - 1
     gy = 2 * py / max(h - 1, 1) - 1
     grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
-    return F.grid_sample(x.unsqueeze(1), grid, mode="bilinear", padding_mode=padding_mode,
-                         align_corners=True)[:, 0]
+    return F.grid_sample(x.unsqueeze(1), grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)[:, 0]
 
 
-def _rotated_crop(x: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor,
-                  size: int, fill: torch.Tensor | None) -> torch.Tensor:
+def _rotated_crop(
+    x: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor, size: int, fill: torch.Tensor | None
+) -> torch.Tensor:
     """Bilinear crop of every image turned by ``angle`` about its centre (one ``grid_sample``)."""
     ar = torch.arange(size, dtype=torch.float64, device=x.device) - (size - 1) / 2
     u = ar.view(1, 1, size)
@@ -113,12 +114,20 @@ def _on_grid(cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor, size: int)
     Decided for the whole batch, as :attr:`LensFrame.is_integer_crop` does.
     """
     half = (size - 1) / 2
-    return ((angle == 0).all() & (cx - half == torch.round(cx - half)).all()
-            & (cy - half == torch.round(cy - half)).all())
+    return (
+        (angle == 0).all() & (cx - half == torch.round(cx - half)).all() & (cy - half == torch.round(cy - half)).all()
+    )
 
 
-def _crop(x: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor, size: int,
-          fill: torch.Tensor | None, rotate: bool = True) -> torch.Tensor:
+def _crop(
+    x: torch.Tensor,
+    cx: torch.Tensor,
+    cy: torch.Tensor,
+    angle: torch.Tensor,
+    size: int,
+    fill: torch.Tensor | None,
+    rotate: bool = True,
+) -> torch.Tensor:
     """The canonical crops of (N, H, W): an exact slice where the frame allows, else bilinear.
 
     With ``rotate=False`` the frame is snapped to the grid by construction, so only the slice is
@@ -128,8 +137,7 @@ def _crop(x: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tens
     sliced = _slice_crop(x, cx, cy, size, fill)
     if not rotate:
         return sliced
-    return torch.where(_on_grid(cx, cy, angle, size), sliced,
-                       _rotated_crop(x, cx, cy, angle, size, fill))
+    return torch.where(_on_grid(cx, cy, angle, size), sliced, _rotated_crop(x, cx, cy, angle, size, fill))
 
 
 def to_canonical(images: Array, frame: LensFrame, *, pad: str = "background") -> Array:
@@ -169,8 +177,9 @@ def from_canonical(crops: Array, frame: LensFrame, *, fill: float = 0.0) -> Arra
     return b.out(out)
 
 
-def _to_canonical_coords(x: torch.Tensor, y: torch.Tensor, frame: LensFrame,
-                         dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_canonical_coords(
+    x: torch.Tensor, y: torch.Tensor, frame: LensFrame, dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     n = len(frame)
     f64 = lambda a: torch.as_tensor(a, dtype=torch.float64, device=dev).view(n, 1, 1)  # noqa: E731
     dx = x - f64(frame.centre_x)
@@ -179,8 +188,7 @@ def _to_canonical_coords(x: torch.Tensor, y: torch.Tensor, frame: LensFrame,
     return c * dx + sn * dy, -sn * dx + c * dy
 
 
-def image_to_canonical(x: np.ndarray, y: np.ndarray, frame: LensFrame
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def image_to_canonical(x: np.ndarray, y: np.ndarray, frame: LensFrame) -> tuple[np.ndarray, np.ndarray]:
     """Input pixel coordinates (x = column, y = row) → crop coordinates (column, row).
 
     ``x`` and ``y`` are (N,) or (N, K): one row of points per image.
@@ -189,59 +197,81 @@ def image_to_canonical(x: np.ndarray, y: np.ndarray, frame: LensFrame
     shape = np.broadcast(x64, y64).shape
     if not shape or shape[0] != len(frame):
         raise ValueError(f"points must be (N,) or (N, K) with N = {len(frame)}, got {shape}")
-    cx, cy, a = (np.reshape(v, (-1,) + (1,) * (len(shape) - 1))
-                 for v in (frame.centre_x, frame.centre_y, frame.angle))
+    cx, cy, a = (np.reshape(v, (-1,) + (1,) * (len(shape) - 1)) for v in (frame.centre_x, frame.centre_y, frame.angle))
     dx, dy = x64 - cx, y64 - cy
     half = (frame.size - 1) / 2
     return np.cos(a) * dx + np.sin(a) * dy + half, -np.sin(a) * dx + np.cos(a) * dy + half
 
 
-def canonical_to_image(u: np.ndarray, v: np.ndarray, frame: LensFrame
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def canonical_to_image(u: np.ndarray, v: np.ndarray, frame: LensFrame) -> tuple[np.ndarray, np.ndarray]:
     """Crop coordinates (column, row) → input pixel coordinates (x, y): the inverse map."""
     u64, v64 = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
     shape = np.broadcast(u64, v64).shape
     if not shape or shape[0] != len(frame):
         raise ValueError(f"points must be (N,) or (N, K) with N = {len(frame)}, got {shape}")
-    cx, cy, a = (np.reshape(p, (-1,) + (1,) * (len(shape) - 1))
-                 for p in (frame.centre_x, frame.centre_y, frame.angle))
+    cx, cy, a = (np.reshape(p, (-1,) + (1,) * (len(shape) - 1)) for p in (frame.centre_x, frame.centre_y, frame.angle))
     half = (frame.size - 1) / 2
     du, dv = u64 - half, v64 - half
     return cx + np.cos(a) * du - np.sin(a) * dv, cy + np.sin(a) * du + np.cos(a) * dv
 
 
-def _canonical(x: torch.Tensor, size: int, rotate: bool, method: str, pad: str,
-               smooth_sigma: float, nsigma: float, fraction: float, dense: bool = False
-               ) -> tuple[torch.Tensor, FrameTensors]:
+def _canonical(
+    x: torch.Tensor,
+    size: int,
+    rotate: bool,
+    method: str,
+    pad: str,
+    smooth_sigma: float,
+    nsigma: float,
+    fraction: float,
+    dense: bool = False,
+) -> tuple[torch.Tensor, FrameTensors]:
     """Crops (N, S, S) and frame tensors of (N, H, W): the path shared by every entry point."""
     _check_pad(pad)
     ft = frame_tensors(x, size, rotate, method, smooth_sigma, nsigma, fraction, dense)
-    crop = _crop(x, ft.centre_x, ft.centre_y, ft.angle, size, _fill(x, ft.background, pad),
-                 rotate)
+    crop = _crop(x, ft.centre_x, ft.centre_y, ft.angle, size, _fill(x, ft.background, pad), rotate)
     return crop, ft
 
 
-def canonicalize(images: Array, size: int, *, rotate: bool = True, method: str = "auto",
-                 pad: str = "background", smooth_sigma: float = 1.0, nsigma: float = 3.0,
-                 fraction: float = 0.1) -> tuple[Array, LensFrame]:
+def canonicalize(
+    images: Array,
+    size: int,
+    *,
+    rotate: bool = True,
+    method: str = "auto",
+    pad: str = "background",
+    smooth_sigma: float = 1.0,
+    nsigma: float = 3.0,
+    fraction: float = 0.1,
+) -> tuple[Array, LensFrame]:
     """Detect, crop and (with ``rotate``) rotate every image: ``(crops, frame)``.
 
     ``from_canonical(crops, frame)`` and :func:`canonical_to_image` undo it for plots.
     """
     b = as_batch(images)
     size = check_size(size)
-    crop, ft = _canonical(b.x, size, rotate, method, pad, float(smooth_sigma), float(nsigma),
-                          float(fraction))
-    frame = frame_from_tensors(ft.centre_x, ft.centre_y, ft.angle, size,
-                                (b.x.shape[-2], b.x.shape[-1]), ft.background, ft.radius,
-                                ft.elongation)
+    crop, ft = _canonical(b.x, size, rotate, method, pad, float(smooth_sigma), float(nsigma), float(fraction))
+    frame = frame_from_tensors(
+        ft.centre_x,
+        ft.centre_y,
+        ft.angle,
+        size,
+        (b.x.shape[-2], b.x.shape[-1]),
+        ft.background,
+        ft.radius,
+        ft.elongation,
+    )
     return b.out(crop), frame
 
 
 def _capturing() -> bool:
     """Whether a graph is being traced or exported (value checks would be frozen or refused)."""
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting())
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+    )
 
 
 class LensCanonicalize(nn.Module):
@@ -256,13 +286,20 @@ class LensCanonicalize(nn.Module):
     map results back.
     """
 
-    def __init__(self, size: int, *, rotate: bool = True, method: str = "auto",
-                 pad: str = "background", smooth_sigma: float = 1.0, nsigma: float = 3.0,
-                 fraction: float = 0.1) -> None:
+    def __init__(
+        self,
+        size: int,
+        *,
+        rotate: bool = True,
+        method: str = "auto",
+        pad: str = "background",
+        smooth_sigma: float = 1.0,
+        nsigma: float = 3.0,
+        fraction: float = 0.1,
+    ) -> None:
         super().__init__()
         if method not in CENTRE_METHODS:
-            raise ValueError(f"unknown centre method {method!r}; "
-                             f"choose one of {', '.join(CENTRE_METHODS)}")
+            raise ValueError(f"unknown centre method {method!r}; choose one of {', '.join(CENTRE_METHODS)}")
         _check_pad(pad)
         self.size = check_size(size)
         self.rotate = bool(rotate)
@@ -276,9 +313,16 @@ class LensCanonicalize(nn.Module):
         threshold_stats(torch.zeros(1, 3, 3), self.nsigma, self.fraction)
 
     def forward_with_frame(self, x: Array) -> tuple[Array, LensFrame]:
-        return canonicalize(x, self.size, rotate=self.rotate, method=self.method, pad=self.pad,
-                            smooth_sigma=self.smooth_sigma, nsigma=self.nsigma,
-                            fraction=self.fraction)
+        return canonicalize(
+            x,
+            self.size,
+            rotate=self.rotate,
+            method=self.method,
+            pad=self.pad,
+            smooth_sigma=self.smooth_sigma,
+            nsigma=self.nsigma,
+            fraction=self.fraction,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Canonical crops of (N, 1, H, W) or (N, H, W), in the same rank (float64 stays)."""
@@ -297,26 +341,42 @@ class LensCanonicalize(nn.Module):
                 # The tracer hands out H and W as tensors; a few static-size expressions
                 # (max(H, W), max(W − 1, 1)) become constants, as they should: a traced graph is
                 # for one image size. Only the batch axis stays dynamic.
-                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
-                                        message="Converting a tensor to a Python")
-            crop, _ = _canonical(images, self.size, self.rotate, self.method, self.pad,
-                                 self.smooth_sigma, self.nsigma, self.fraction, dense=capturing)
+                warnings.filterwarnings(
+                    "ignore", category=torch.jit.TracerWarning, message="Converting a tensor to a Python"
+                )
+            crop, _ = _canonical(
+                images,
+                self.size,
+                self.rotate,
+                self.method,
+                self.pad,
+                self.smooth_sigma,
+                self.nsigma,
+                self.fraction,
+                dense=capturing,
+            )
         return crop.unsqueeze(1) if channel else crop
 
     def extra_repr(self) -> str:
-        return (f"size={self.size}, rotate={self.rotate}, method={self.method!r}, "
-                f"pad={self.pad!r}, "
-                f"smooth_sigma={self.smooth_sigma}, nsigma={self.nsigma}, fraction={self.fraction}")
-
+        return (
+            f"size={self.size}, rotate={self.rotate}, method={self.method!r}, "
+            f"pad={self.pad!r}, "
+            f"smooth_sigma={self.smooth_sigma}, nsigma={self.nsigma}, fraction={self.fraction}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
 # whole readers
 
 
-def canonicalize_dataset(dataset: ImageDataset, size: int, *,
-                         indices: Sequence[int] | np.ndarray | None = None, batch_size: int = 256,
-                         **kwargs: object) -> tuple[np.ndarray, np.ndarray, LensFrame]:
+def canonicalize_dataset(
+    dataset: ImageDataset,
+    size: int,
+    *,
+    indices: Sequence[int] | np.ndarray | None = None,
+    batch_size: int = 256,
+    **kwargs: object,
+) -> tuple[np.ndarray, np.ndarray, LensFrame]:
     """Canonical crops ``(N, 1, size, size)``, labels and frames of a reader (a DeepLense folder).
 
     ``kwargs`` go to :func:`canonicalize` (``rotate``, ``method``, ``pad``, ...).
@@ -330,6 +390,14 @@ def canonicalize_dataset(dataset: ImageDataset, size: int, *,
     if not crops:
         raise ValueError("no samples selected")
     cat = lambda name: np.concatenate([getattr(f, name) for f in frames])  # noqa: E731
-    frame = LensFrame(cat("centre_x"), cat("centre_y"), cat("angle"), frames[0].size,
-                      frames[0].image_shape, cat("background"), cat("radius"), cat("elongation"))
+    frame = LensFrame(
+        cat("centre_x"),
+        cat("centre_y"),
+        cat("angle"),
+        frames[0].size,
+        frames[0].image_shape,
+        cat("background"),
+        cat("radius"),
+        cat("elongation"),
+    )
     return np.concatenate(crops), np.concatenate(labels), frame
