@@ -323,6 +323,7 @@ def _fit_with_loader_delay(tmp_path: Path, delay: float, monkeypatch) -> tuple[l
         enable_model_summary=False,
         callbacks=[wait, hist],
         num_sanity_val_steps=0,
+        log_every_n_steps=1,  # six steps an epoch: below the default 50 Lightning warns
     )
     trainer.fit(module, datamodule=data)
     return wait.rows, hist.rows

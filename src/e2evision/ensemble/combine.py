@@ -57,7 +57,7 @@ from e2evision.rundir import (
     write_predictions,
     write_run_info,
 )
-from e2evision.utils import atomic_write_json, package_versions
+from e2evision.utils import atomic_write_json, open_npz, package_versions
 
 METHODS = ("mean", "weighted", "stack", "gbdt")
 _EPS = 1e-6
@@ -499,7 +499,7 @@ def load_combiner(ensemble_dir: str | os.PathLike[str]) -> Combiner:
     spec = json.loads((d / ENSEMBLE_FILE).read_text())
     comb = Combiner(spec["method"], spec["task"], len(spec["members"]), spec["seed"])
     if spec["method"] == "gbdt":
-        with np.load(d / COMBINER_TRAIN_FILE, allow_pickle=False) as npz:
+        with open_npz(d / COMBINER_TRAIN_FILE) as npz:
             comb.fit(npz["X"], npz["y"])
     else:
         comb.params = spec["combiner"]

@@ -32,6 +32,7 @@ from e2evision.export.exporters import (
 )
 from e2evision.export.run import LoadedFold, load_fold, read_test_batch
 from e2evision.rundir import ENSEMBLE_FILE, PREDICTIONS_FILE, fold_numbers, is_ensemble
+from e2evision.utils.io import open_npz
 
 
 class FoldScores(nn.Module):
@@ -267,7 +268,7 @@ def _check_stored(run: Path, ref: np.ndarray, n: int, atol: float, rtol: float, 
     if not path.is_file():
         notes.append("predictions.npz is missing: not checked against training")
         return None
-    with np.load(path, allow_pickle=False) as pred:
+    with open_npz(path) as pred:
         stored = np.asarray(pred["test_score"][:n], dtype=np.float64).reshape(ref.shape)
     delta = np.abs(ref.astype(np.float64) - stored)
     if not (delta <= atol + rtol * np.abs(stored)).all():

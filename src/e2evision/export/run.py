@@ -17,6 +17,7 @@ import torch
 from e2evision import rundir
 from e2evision.export.errors import ExportError
 from e2evision.rundir import LoadedFold, sha256_file
+from e2evision.utils.io import open_npz
 
 __all__ = ["LoadedFold", "choose_fold", "load_fold", "read_test_batch", "reference_raw", "sha256_file"]
 
@@ -91,7 +92,7 @@ def read_test_batch(
     pred_path = fold.run_dir / rundir.PREDICTIONS_FILE
     stored = None
     if pred_path.is_file():
-        with np.load(pred_path, allow_pickle=False) as pred:
+        with open_npz(pred_path) as pred:
             index = pred["test_index"][:n]
             if "test_fold_scores" in pred.files and fold.fold < pred["test_fold_scores"].shape[0]:
                 stored = pred["test_fold_scores"][fold.fold][:n].astype(np.float64)

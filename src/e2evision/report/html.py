@@ -33,7 +33,7 @@ import numpy as np
 from e2evision.datasets.task import get_task
 from e2evision.report import figures
 from e2evision.rundir import SALIENCY_FILE, WEIGHTS_FILE, RunRecord, fold_dir, read_run
-from e2evision.utils.io import atomic_write_text
+from e2evision.utils.io import atomic_write_text, open_npz
 
 __all__ = ["build_report"]
 
@@ -64,7 +64,7 @@ def _load_saliency(run: _Run, compute: bool) -> None:
     path = run.path / SALIENCY_FILE
     if path.is_file():
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            with open_npz(path) as npz:
                 run.saliency = {k: np.asarray(npz[k]) for k in npz.files}
             run.saliency["class_names"] = [str(c) for c in run.saliency.get("class_names", [])]
             return

@@ -24,6 +24,7 @@ from e2evision.rundir.layout import (
     RUN_FILE,
     WEIGHTS_FILE,
 )
+from e2evision.utils.io import open_npz
 
 _COMMON = ("name", "model", "task", "n_params", "train_time_s", "epochs", "history")
 #: Keys of ``metrics.json`` a complete run has, per task (a regression run also needs
@@ -152,7 +153,7 @@ def read_predictions(run_dir: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if not preds_path.is_file():
         raise FileNotFoundError(f"{path}: not a finished run ({PREDICTIONS_FILE} is missing)")
     try:
-        with np.load(preds_path, allow_pickle=False) as npz:
+        with open_npz(preds_path) as npz:
             return {k: np.asarray(npz[k]) for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(

@@ -61,3 +61,16 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+@contextlib.contextmanager
+def open_npz(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """``np.load`` of an ``.npz`` archive (no pickles) whose file is closed whatever happens.
+
+    ``np.load(path)`` opens the file itself and, when the archive is truncated or not a zip at all,
+    raises without closing it; opening the file here closes it on every path.
+    """
+    import numpy as np
+
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
+        yield npz
