@@ -45,9 +45,9 @@ def _egamma_chunk(where: str, n: int, seed: int) -> list[str]:
     return [str(p) for p in write_egamma(Path(where), n, seed=seed, progress=False)]
 
 
-def simulate_pool(dataset: str, n: int, seed: int, workers: int, out: Path) -> list[str]:
-    """The pool's files, simulated once per (dataset, n, seed) and reused after."""
-    where = out / "data" / f"{dataset}-n{n}-seed{seed}"
+def simulate_pool(dataset: str, n: int, seed: int, workers: int, out: Path, response: bool = True) -> list[str]:
+    """The pool's files, simulated once per (dataset, n, seed, response) and reused after."""
+    where = out / "data" / (f"{dataset}-n{n}-seed{seed}" + ("" if response else "-noresponse"))
     marker = where / "COMPLETE.json"
     if marker.is_file():
         info = json.loads(marker.read_text(encoding="utf-8"))
@@ -67,20 +67,19 @@ def simulate_pool(dataset: str, n: int, seed: int, workers: int, out: Path) -> l
     else:
         from e2evision.simulate.jets import jet_config, write_jets
 
-        files = [
-            str(p)
-            for p in write_jets(
-                DATASETS[dataset],
-                where,
-                n,
-                seed=seed,
-                config=jet_config(DATASETS[dataset]),
-                workers=workers,
-                progress=False,
-            )
-        ]
+        result = write_jets(
+            DATASETS[dataset],
+            where,
+            n,
+            seed=seed,
+            config=jet_config(DATASETS[dataset], **({} if response else {"response": None})),
+            workers=workers,
+            progress=False,
+        )
+        files = [str(result.path)]
     seconds = time.perf_counter() - t0
-    marker.write_text(json.dumps({"n": n, "seed": seed, "files": files, "seconds": seconds}), encoding="utf-8")
+    info = {"n": n, "seed": seed, "response": response, "files": files, "seconds": seconds}
+    marker.write_text(json.dumps(info), encoding="utf-8")
     log(f"[{dataset}] simulated {n} samples in {seconds:.0f} s ({workers} workers)")
     return files
 
@@ -104,6 +103,16 @@ def overrides(args: argparse.Namespace, files: list[str], size: int, pool: int) 
     return sets + list(args.set)
 
 
+def model_sets(args: argparse.Namespace, model: str) -> list[str]:
+    """The ``--model-set MODEL:KEY=VALUE`` overrides that apply to ``model`` only."""
+    out = []
+    for item in args.model_set:
+        name, _, kv = item.partition(":")
+        if name == model:
+            out.append(kv)
+    return out
+
+
 def run_point(args: argparse.Namespace, model: str, files: list[str], size: int, pool: int) -> dict[str, Any]:
     from e2evision.baselines import physics_baseline
     from e2evision.config import load_config
@@ -111,7 +120,8 @@ def run_point(args: argparse.Namespace, model: str, files: list[str], size: int,
 
     cfg_model = "resnet15" if model == "physics_baseline" else model
     cfg = load_config(
-        ROOT / "configs" / f"{args.dataset}_{cfg_model}.yaml", overrides(args, files, size, pool) + [f"name={model}"]
+        ROOT / "configs" / f"{args.dataset}_{cfg_model}.yaml",
+        overrides(args, files, size, pool) + model_sets(args, model) + [f"name={model}"],
     )
     run_dir = args.out.resolve() / "runs" / f"n{size}" / model
     t0 = time.perf_counter()
@@ -195,6 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--set", action="append", default=[], help="override for every image model and the baseline")
+    ap.add_argument(
+        "--model-set",
+        action="append",
+        default=[],
+        metavar="MODEL:KEY=VALUE",
+        help="override for one model only (e.g. vit:model.name=vit_micro)",
+    )
+    ap.add_argument(
+        "--no-response",
+        action="store_true",
+        help="jets: simulate without the detector response (generator-level images), to measure its effect",
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/learning_curve"))
     args = ap.parse_args(argv)
 
@@ -203,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     pool = args.pool or sizes[-1] + args.test
     if pool < sizes[-1] + args.test:
         ap.error(f"--pool {pool} is smaller than the largest size plus --test ({sizes[-1] + args.test})")
-    files = simulate_pool(args.dataset, pool, args.seed, args.workers, args.out.resolve())
+    if args.no_response and args.dataset == "egamma":
+        ap.error("--no-response applies to jets only")
+    bad = [m for m in args.model_set if ":" not in m or "=" not in m.partition(":")[2]]
+    if bad:
+        ap.error(f"--model-set wants MODEL:KEY=VALUE, got {bad[0]!r}")
+    files = simulate_pool(args.dataset, pool, args.seed, args.workers, args.out.resolve(), not args.no_response)
     limits = {k: int(v) for k, v in (item.split("=", 1) for item in args.model_max_size)}
     rows: list[dict[str, Any]] = []
     for size in sizes:
@@ -242,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "folds": args.folds,
         "seed": args.seed,
         "epochs": args.epochs,
+        "response": not args.no_response if args.dataset != "egamma" else None,
         "sizes": sizes,
         "rows": rows,
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

@@ -2,8 +2,12 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/recipes.py --n 16000 --seed 101 \\
         --config configs/egamma_resnet15.yaml --variants linear,log1p
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/recipes.py --n 10000 --seed 101 \
+        --config configs/quark_gluon_resnet15.yaml --set 'preprocess.crop=[64, 64]' \
+        --set 'preprocess.resize=[32, 32]' --variants 'shipped,log1p:preprocess.log1p=1.0;...'
 
-Every variant trains the same config on the same simulated e/γ crops (``--n``, ``--seed``; the
+Every variant trains the same config on the same simulated data of the config's format (e/γ
+crops, or quark-gluon / top jets with the default detector response; ``--n``, ``--seed``; the
 data are simulated once under ``--out/data``), the same test split and the same folds, with only
 the overrides that define the variant changed; the physics baseline runs once on that split. It
 prints, per variant, the test AUC with its 95 % bootstrap interval, the AUC over the folds, the
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -120,11 +125,30 @@ def loss_curve(run_dir: Path) -> tuple[float, float]:
     return mean(first), mean(last)
 
 
+def simulated_files(fmt: str, n: int, seed: int, out: Path) -> list[Path]:
+    """The config's kind of data, simulated once per (format, n, seed) under ``out/data`` and reused."""
+    from e2evision.simulate.calorimeter import write_egamma
+    from e2evision.simulate.jets import JET_DATASETS, jet_config, write_jets
+
+    if fmt in ("egamma", "auto"):
+        data = out / "data" / f"egamma-n{n}-seed{seed}"
+        return sorted(data.glob("*.hdf5")) or write_egamma(data, n, seed=seed, progress=False)
+    if fmt not in JET_DATASETS:
+        raise SystemExit(f"recipes.py simulates egamma and {', '.join(JET_DATASETS)} data, not {fmt!r}")
+    data = out / "data" / f"{fmt}-n{n}-seed{seed}"
+    marker = data / "COMPLETE"
+    if marker.is_file():
+        return sorted(data.glob("*.parquet"))
+    result = write_jets(fmt, data, n, seed=seed, config=jet_config(fmt), workers=os.cpu_count() or 1, progress=False)
+    marker.write_text(str(result.path), encoding="utf-8")
+    return [result.path]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "egamma_resnet15.yaml"))
     ap.add_argument("--variants", default="linear,log1p", help="comma list of presets or name:k=v;k=v")
-    ap.add_argument("--n", type=int, default=4000, help="simulated crops (the size knob)")
+    ap.add_argument("--n", type=int, default=4000, help="simulated crops or jets (the size knob)")
     ap.add_argument("--seed", type=int, default=101, help="simulation seed (the split and training use the config's)")
     ap.add_argument("--folds", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="overrides common to every variant")
@@ -139,12 +163,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from e2evision.baselines import physics_baseline
     from e2evision.config import load_config
-    from e2evision.simulate.calorimeter import write_egamma
     from e2evision.training.runner import run_experiment
 
     out = args.out.resolve()
-    data = out / "data" / f"egamma-n{args.n}-seed{args.seed}"
-    files = sorted(data.glob("*.hdf5")) or write_egamma(data, args.n, seed=args.seed, progress=False)
+    files = simulated_files(load_config(args.config).data.format, args.n, args.seed, out)
     common = [
         f"data.paths={json.dumps([str(f) for f in files])}",
         f"train.folds={args.folds}",

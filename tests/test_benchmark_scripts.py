@@ -148,3 +148,47 @@ def test_scale_smoke_synthesises_converts_and_trains_streaming(tmp_path):
         "m0",
         "y",
     ]
+
+
+@pytest.mark.slow
+def test_learning_curve_on_jets_without_the_detector_response(tmp_path):
+    """The quark/gluon path simulates its pool once (here generator-level, ``--no-response``), and
+    every point is scored on the same held-out jets."""
+    pytest.importorskip("pythia8mc")
+    from e2evision.simulate.jets import read_metadata
+
+    out = tmp_path / "qg"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks/learning_curve.py"),
+        "--dataset=quark_gluon",
+        "--no-response",
+        "--sizes=48,96",
+        "--test=48",
+        "--models=resnet15",
+        "--epochs=1",
+        "--img=16",
+        "--workers=1",
+        "--seed=3",
+        f"--out={out}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    curve = json.loads((out / "learning_curve.json").read_text())
+    assert curve["dataset"] == "quark_gluon" and curve["response"] is False
+    assert {(r["model"], r["size"]) for r in curve["rows"]} == {
+        (m, n) for m in ("resnet15", "physics_baseline") for n in (48, 96)
+    }
+    (pool,) = (out / "data").iterdir()
+    assert pool.name == "quark_gluon-n144-seed3-noresponse"
+    (parquet,) = pool.glob("*.parquet")
+    assert read_metadata(parquet)["config"]["response"] is None
+    tests = [np.load(Path(r["run_dir"]) / "predictions.npz")["test_index"] for r in curve["rows"]]
+    assert all(len(t) == 48 and np.array_equal(t, tests[0]) for t in tests)
+    # a second call reuses the pool and the finished points instead of simulating or training again
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert again.returncode == 0 and "reusing 144 simulated samples" in again.stdout
+    # --no-response is for jets only: a clear error, not a silent e/γ run
+    bad = subprocess.run(cmd[:2] + ["--dataset=egamma", "--no-response"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--no-response applies to jets only" in bad.stderr

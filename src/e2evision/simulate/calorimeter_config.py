@@ -59,11 +59,14 @@ class CalorimeterConfig:
     tracker_inner_radius_m: float = 0.04
     tracker_outer_radius_m: float = 1.10
     """Tracker material is taken uniform in radius between these two radii."""
-    material_x0_central: float = 0.4
-    """Tracker material in front of the ECAL at eta = 0, in radiation lengths."""
-    material_x0_edge: float = 1.4
+    material_x0_central: float = 0.46
+    """Tracker material in front of the ECAL at eta = 0, in radiation lengths. The three material
+    parameters are ``egamma_reference.fit_material_to_fastsim()``: the law fitted to CMS FastSim's
+    Run-1 tracker material (docs/simulation.md); before 2026-12-05 they were 0.4, 1.4 and 1.5,
+    which left the barrel end below FastSim's lower bound."""
+    material_x0_edge: float = 1.76
     """Tracker material at |eta| = eta_max (the barrel end), in radiation lengths."""
-    material_eta_power: float = 1.5
+    material_eta_power: float = 2.0
     """x(eta) = central + (edge - central) * (|eta| / eta_max) ** power."""
     n_brem_slabs: int = 8
     """Radial slabs in which brem is sampled; each emits (at most) one collinear photon bundle, so

@@ -528,7 +528,8 @@ def fit_material_to_fastsim(eta_max: float = 1.44, edges: Sequence[float] = DEFA
     Least squares on the bin-averaged FastSim material where it is complete (|η| < 0.88), under
     the constraint that the model is not below the FastSim lower bound in the outer bins.
     Returns ``material_x0_central``, ``material_x0_edge``, ``material_eta_power`` and the rms
-    residual [X0] on the complete bins — a *proposal*; the defaults are not changed.
+    residual [X0] on the complete bins. ``CalorimeterConfig``'s defaults are this fit's values
+    (a test checks that they stay equal).
     """
     e = np.asarray(edges, dtype=np.float64)
     fine = np.linspace(0.0, 1.0, 41)
