@@ -2,9 +2,10 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/recipes.py --n 16000 --seed 101 \\
         --config configs/egamma_resnet15.yaml --variants linear,log1p
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/recipes.py --n 10000 --seed 101 \
-        --config configs/quark_gluon_resnet15.yaml --set 'preprocess.crop=[64, 64]' \
-        --set 'preprocess.resize=[32, 32]' --variants 'shipped,log1p:preprocess.log1p=1.0;...'
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/recipes.py --n 10000 --seed 101 \\
+        --config configs/quark_gluon_resnet15.yaml --set 'preprocess.crop=[64, 64]' \\
+        --set 'preprocess.resize=[32, 32]' \\
+        --variants 'shipped,log1p_1:preprocess.log1p=1.0;preprocess.normalize=none;preprocess.clip=null'
 
 Every variant trains the same config on the same simulated data of the config's format (e/γ
 crops, or quark-gluon / top jets with the default detector response; ``--n``, ``--seed``; the
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         m = run_experiment(cfg, run_dir, resume=True)
         rows.append((name, m, loss_curve(run_dir), time.perf_counter() - t0))
         print(f"{name}: test AUC {m['test_auc']:.4f}", flush=True)
-    print(f"\n{Path(args.config).name}, {args.n} simulated crops (seed {args.seed}), {args.folds} folds")
+    print(f"\n{Path(args.config).name}, {args.n} simulated samples (seed {args.seed}), {args.folds} folds")
     print(f"{'variant':<22}{'test AUC':>9}  {'95 % CI':<17}{'folds':>16}{'loss first→last':>18}{'time s':>8}")
     for name, m, (l0, l1), dt in rows:
         ci = m.get("test_auc_ci") or [float("nan")] * 2

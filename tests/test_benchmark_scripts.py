@@ -186,6 +186,10 @@ def test_learning_curve_on_jets_without_the_detector_response(tmp_path):
     assert read_metadata(parquet)["config"]["response"] is None
     tests = [np.load(Path(r["run_dir"]) / "predictions.npz")["test_index"] for r in curve["rows"]]
     assert all(len(t) == 48 and np.array_equal(t, tests[0]) for t in tests)
+    from e2evision.report import build_report
+
+    page = build_report([out], tmp_path / "qg.html").read_text()
+    assert "Learning curve: quark_gluon" in page and "without detector response" in page
     # a second call reuses the pool and the finished points instead of simulating or training again
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert again.returncode == 0 and "reusing 144 simulated samples" in again.stdout

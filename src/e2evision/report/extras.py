@@ -100,10 +100,14 @@ def _curve(extra: Extra, anchor: str) -> str:
             + f"<td>{'&ndash;' if gap is None else f'{gap:+.4f}'}</td></tr>"
         )
     table = f'<table class="comparison"><tr>{head}</tr>{"".join(body)}</table>'
+    # jets are simulated with or without the detector response (--no-response): say which
+    response = {True: " &middot; with detector response", False: " &middot; without detector response"}.get(
+        d.get("response"), ""
+    )
     return (
         f'<h2 id="{anchor}">Learning curve: {_e(d.get("dataset"))}</h2>\n'
         f'<p class="meta">{int(d.get("test") or 0):,} fixed test samples &middot; {_e(d.get("folds"))}-fold '
-        f"models &middot; seed {_e(d.get('seed'))} &middot; folder <code>{_e(extra.path)}</code></p>\n"
+        f"models &middot; seed {_e(d.get('seed'))}{response} &middot; folder <code>{_e(extra.path)}</code></p>\n"
         f'<section class="card">{_png_file(extra.path / "learning_curve.png", "learning curve")}</section>\n'
         f'<div class="table-wrap">{table}</div>\n'
         '<p class="note">Every point is scored on the same test samples; a smaller point trains on a '
