@@ -276,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out.resolve()
     (out / "learning_curve.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    plot(rows, out / "learning_curve.png", f"{args.dataset}: {args.test} test samples, {args.folds} folds")
+    response = (
+        "" if args.dataset == "egamma" else (", no detector response" if args.no_response else ", detector response")
+    )
+    plot(rows, out / "learning_curve.png", f"{args.dataset}{response}: {args.test} test samples, {args.folds} folds")
     log(f"wrote {out / 'learning_curve.json'} and {out / 'learning_curve.png'}")
     return 0
 

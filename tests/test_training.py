@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -215,6 +217,53 @@ def test_finished_folds_are_reused_and_guarded(egamma_pair, tmp_path):
     assert again["fold_auc"] == first["fold_auc"] and again["test_auc"] == first["test_auc"]
     with pytest.raises(RuntimeError, match="different config or data split"):
         run_experiment(_cfg([p, e], "train.lr=0.01"), out)
+
+
+RELEASE_SCRIPT = """
+import gc, json, sys, weakref
+from e2evision.config import load_config
+from e2evision.training import data
+from e2evision.training.runner import run_experiment
+
+gc.disable()  # only run_experiment itself may free the images
+loaded = []
+real = data.load_in_memory
+
+def tracked(*args, **kwargs):
+    x, y = real(*args, **kwargs)
+    loaded.append(weakref.ref(x))
+    return x, y
+
+data.load_in_memory = tracked
+run_experiment(load_config(sys.argv[1], json.loads(sys.argv[2])), sys.argv[3])
+print(json.dumps([ref() is not None for ref in loaded]))
+"""
+
+
+def test_a_finished_run_releases_its_in_memory_data(egamma_pair, tmp_path):
+    """The in-memory images die with the run, without waiting for Python's cyclic collector.
+
+    Lightning's trainer, module and data module refer to one another; before run_experiment
+    collected them, a process that ran experiments one after another (a learning curve) grew by
+    the data's size per run. In a subprocess, so that nothing of pytest's keeps a reference.
+    """
+    p, e, *_ = egamma_pair
+    sets = [f"data.paths={json.dumps([str(p), str(e)])}", *FAST]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RELEASE_SCRIPT,
+            str(ROOT / "configs/egamma_resnet15.yaml"),
+            json.dumps(sets),
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [False]
 
 
 def test_no_data_is_a_clear_error(tmp_path):
