@@ -63,6 +63,16 @@ def _overrides(overrides: Optional[list[str]], data: Optional[list[Path]]) -> li
     return sets
 
 
+#: the two reader options every command that opens data takes (read by :func:`_reader_options`)
+AllowPickle = Annotated[
+    bool, typer.Option("--allow-pickle", help="Read pickled DeepLense axion files (trusted files only).")
+]
+ReaderOptions = Annotated[
+    Optional[list[str]],
+    typer.Option("--option", help="Reader option key=value (a YAML value), e.g. label_column=am."),
+]
+
+
 def _reader_options(allow_pickle: bool, options: Optional[list[str]]) -> dict:
     """Reader keyword arguments from ``--allow-pickle`` and repeated ``--option key=value`` (YAML values)."""
     from e2evision.config import parse_override

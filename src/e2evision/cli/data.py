@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from e2evision.cli.app import _fail, _reader_options, app
+from e2evision.cli.app import AllowPickle, ReaderOptions, _fail, _reader_options, app
 
 
 @app.command()
@@ -17,12 +17,8 @@ def inspect(
     format: Annotated[str, typer.Option("--format", help="Dataset format, or 'auto'.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar while scanning.")] = True,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Read pickled DeepLense axion files (trusted files only).")
-    ] = False,
-    options: Annotated[
-        Optional[list[str]], typer.Option("--option", help="Reader option key=value, e.g. label_column=am.")
-    ] = None,
+    allow_pickle: AllowPickle = False,
+    options: ReaderOptions = None,
 ) -> None:
     """Format, sample count, image shape, label counts and per-channel statistics."""
     from e2evision.datasets import open_dataset
@@ -89,12 +85,8 @@ def convert(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing e2evision store (never any other file or folder).")
     ] = False,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Read pickled DeepLense axion files (trusted files only).")
-    ] = False,
-    options: Annotated[
-        Optional[list[str]], typer.Option("--option", help="Reader option key=value, e.g. label_column=am.")
-    ] = None,
+    allow_pickle: AllowPickle = False,
+    options: ReaderOptions = None,
     checksums: Annotated[bool, typer.Option(help="Record SHA-256 checksums of the source files.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -193,12 +185,8 @@ def features(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images read and measured at once.")] = 256,
     format: Annotated[str, typer.Option("--format", help="Dataset format, or 'auto'.")] = "auto",
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Read pickled DeepLense axion files (trusted files only).")
-    ] = False,
-    options: Annotated[
-        Optional[list[str]], typer.Option("--option", help="Reader option key=value, e.g. classes=[no,sphere,vort].")
-    ] = None,
+    allow_pickle: AllowPickle = False,
+    options: ReaderOptions = None,
 ) -> None:
     """Lens physics features per image (ring area, bright peaks, Einstein radius, asymmetry), stored beside the images."""
     import numpy as np

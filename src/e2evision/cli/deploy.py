@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from e2evision.cli.app import _fail, _reader_options, app
+from e2evision.cli.app import AllowPickle, ReaderOptions, _fail, _reader_options, app
 
 
 @app.command("export")
@@ -84,10 +84,8 @@ def predict(
     data_format: Annotated[
         Optional[str], typer.Option("--data-format", help="Reader format (default: the run's, or detected).")
     ] = None,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Read pickled DeepLense axion files (trusted files only).")
-    ] = False,
-    options: Annotated[Optional[list[str]], typer.Option("--option", help="Reader option key=value.")] = None,
+    allow_pickle: AllowPickle = False,
+    options: ReaderOptions = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Score new data with a run's fold ensemble, one fold, or an exported model, through the run's own preprocessing."""
@@ -124,10 +122,8 @@ def sample(
         Optional[int], typer.Option("--seed", help="A random subset (default: the first N samples).")
     ] = None,
     format: Annotated[str, typer.Option("--format", help="Dataset format, or 'auto'.")] = "auto",
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Read pickled DeepLense axion files (trusted files only).")
-    ] = False,
-    options: Annotated[Optional[list[str]], typer.Option("--option", help="Reader option key=value.")] = None,
+    allow_pickle: AllowPickle = False,
+    options: ReaderOptions = None,
 ) -> None:
     """Write a batch of raw (un-normalised) inputs as .npy files for the C++ tool."""
     from e2evision.export import sample_dataset, write_sample
