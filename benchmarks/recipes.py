@@ -127,22 +127,15 @@ def loss_curve(run_dir: Path) -> tuple[float, float]:
 
 
 def simulated_files(fmt: str, n: int, seed: int, out: Path) -> list[Path]:
-    """The config's kind of data, simulated once per (format, n, seed) under ``out/data`` and reused."""
-    from e2evision.simulate.calorimeter import write_egamma
-    from e2evision.simulate.jets import JET_DATASETS, jet_config, write_jets
+    """The config's kind of data, simulated once per (format, n, seed) under ``out/data`` and reused
+    (accuracy.py's simulate-once step, so both benchmarks lay out and reuse data the same way)."""
+    from accuracy import simulate
 
-    if fmt in ("egamma", "auto"):
-        data = out / "data" / f"egamma-n{n}-seed{seed}"
-        return sorted(data.glob("*.hdf5")) or write_egamma(data, n, seed=seed, progress=False)
-    if fmt not in JET_DATASETS:
-        raise SystemExit(f"recipes.py simulates egamma and {', '.join(JET_DATASETS)} data, not {fmt!r}")
-    data = out / "data" / f"{fmt}-n{n}-seed{seed}"
-    marker = data / "COMPLETE"
-    if marker.is_file():
-        return sorted(data.glob("*.parquet"))
-    result = write_jets(fmt, data, n, seed=seed, config=jet_config(fmt), workers=os.cpu_count() or 1, progress=False)
-    marker.write_text(str(result.path), encoding="utf-8")
-    return [result.path]
+    dataset = {"egamma": "egamma", "auto": "egamma", "quark-gluon": "quark_gluon", "top": "top"}.get(fmt)
+    if dataset is None:
+        raise SystemExit(f"recipes.py simulates e/γ crops and quark-gluon or top jets, not {fmt!r} data")
+    where, _ = simulate(dataset, n, seed, os.cpu_count() or 1, out)
+    return sorted(p for p in where.iterdir() if p.suffix in (".hdf5", ".parquet"))
 
 
 def main(argv: list[str] | None = None) -> int:
