@@ -189,6 +189,29 @@ def test_lsa_masks_the_diagonal_and_learns_its_temperature():
         assert not torch.allclose(attn(x), out)
 
 
+@pytest.mark.parametrize("cls", [Attention, LocalitySelfAttention])
+def test_fused_attention_matches_the_explicit_definition_with_gradients(cls):
+    """Without a kept map, attention runs as one scaled_dot_product_attention call; it must give the
+    explicit softmax(mask(scale q kᵀ)) v and the same gradients (the temperature's included)."""
+    torch.manual_seed(3)
+    attn = cls(32, 4).train()  # dropout 0: train mode takes the fused path too
+    x = torch.randn(3, 7, 32, requires_grad=True)
+    out = attn(x)
+    assert attn.last_attention is None  # the fused path keeps no map
+    grads = torch.autograd.grad(out.pow(2).sum(), [x, *attn.parameters()])
+
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    q, k, v = (t.reshape(3, 7, 4, 8).transpose(1, 2) for t in (q, k, v))
+    scale = attn.temperature if cls is LocalitySelfAttention else 8**-0.5
+    logits = scale * q @ k.transpose(-2, -1)
+    if cls is LocalitySelfAttention:
+        logits = logits.masked_fill(torch.eye(7, dtype=torch.bool), float("-inf"))
+    ref = attn.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(3, 7, 32))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads, torch.autograd.grad(ref.pow(2).sum(), [x, *attn.parameters()])):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_vit_sd_blocks_use_lsa_and_temperatures_are_not_decayed():
     m = create_model("vit_sd_micro", in_chans=1, img_size=64).eval()
     last = m.blocks[-1].attn
@@ -319,3 +342,20 @@ def test_jit_trace_matches_eager():
         traced = torch.jit.trace(m, (x,), check_trace=False)
         x3 = torch.randn(3, 2, 32, 32)  # another batch size
         torch.testing.assert_close(traced(x3), m(x3))
+
+
+@pytest.mark.parametrize("size,patch", [((32, 32), 4), ((125, 125), 16), ((30, 45), 7)])
+def test_patch_embed_is_the_strided_convolution_of_its_weights(size, patch):
+    """PatchEmbed computes its Conv2d as one product over flattened patches: same numbers and
+    gradients as the convolution itself, padding included (125 → 128, 30×45 → 35×49)."""
+    torch.manual_seed(5)
+    embed = PatchEmbed(3, size, patch, 24)
+    x = torch.randn(2, 3, *size, requires_grad=True)
+    out = embed(x)
+    ref = embed.proj(F.pad(x, embed.padding)).flatten(2).transpose(1, 2)
+    assert out.shape == (2, embed.num_patches, 24)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    got = torch.autograd.grad(out.pow(2).sum(), [x, embed.proj.weight])
+    want = torch.autograd.grad(ref.pow(2).sum(), [x, embed.proj.weight])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)

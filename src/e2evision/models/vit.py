@@ -1,7 +1,8 @@
 """A Vision Transformer written here (Dosovitskiy et al. 2021), for any channel count and size.
 
-Patch embedding (a strided convolution), a class token, learned position embeddings, pre-norm
-blocks of multi-head self-attention and an MLP, and a linear head on the class token. Images whose
+Patch embedding (a strided convolution, computed as one matrix product), a class token, learned
+position embeddings, pre-norm blocks of multi-head self-attention (one fused
+``scaled_dot_product_attention`` call) and an MLP, and a linear head on the class token. Images whose
 side is not a multiple of the patch size are zero-padded symmetrically by the model itself (a zero
 pixel is "no deposit" in detector images), with the padding fixed at construction so that
 ``forward`` has no data-dependent control flow and exports cleanly.
@@ -34,12 +35,22 @@ class PatchEmbed(nn.Module):
         self.padding, (hp, wp) = pad_to_multiple(img_size, patch_size)
         self.grid = (hp // patch_size, wp // patch_size)
         self.num_patches = self.grid[0] * self.grid[1]
+        self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The strided convolution computed as what it is, one matrix product over flattened patches.
+
+        Same parameters (``proj`` stays a ``Conv2d``, so checkpoints are unchanged) and the same
+        numbers within float rounding; at batch 1 a oneDNN convolution call costs tens of µs of
+        set-up for almost no arithmetic, the product a few (docs/deployment.md, "Latency").
+        """
         if any(self.padding):
             x = F.pad(x, self.padding)
-        return self.proj(x).flatten(2).transpose(1, 2)  # (N, tokens, dim)
+        p, (gh, gw) = self.patch_size, self.grid
+        c = x.shape[1]
+        patches = x.reshape(-1, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(-1, gh * gw, c * p * p)
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # (N, tokens, dim)
 
 
 class Attention(nn.Module):
@@ -65,12 +76,28 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (b, heads, n, head_dim)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = attn.softmax(dim=-1)
-        if self.keep_attention:
-            self.last_attention = attn.detach()
-        out = self.attn_drop(attn) @ v
+        out = self.attend(q * self.scale, k, v)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``softmax(q kᵀ) v`` with ``q`` already scaled; ``mask`` (bool, True = attend) drops logits.
+
+        One fused ``scaled_dot_product_attention`` call unless the map is kept for saliency plots:
+        exported graphs then hold one attention op instead of matmul, mask, softmax and matmul, which
+        is what makes the C++ engine's AOTInductor path as fast as onnxruntime at batch 1
+        (docs/deployment.md, "Latency"). Same numbers as the explicit path within float rounding.
+        """
+        if self.keep_attention:
+            attn = q @ k.transpose(-2, -1)
+            if mask is not None:
+                attn = attn.masked_fill(~mask, float("-inf"))
+            attn = attn.softmax(dim=-1)
+            self.last_attention = attn.detach()
+            return self.attn_drop(attn) @ v
+        drop = self.attn_drop.p if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, scale=1.0)
 
 
 class DropPath(nn.Module):

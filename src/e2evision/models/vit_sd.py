@@ -121,12 +121,8 @@ class LocalitySelfAttention(Attention):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (b, heads, n, head_dim)
-        attn = (q @ k.transpose(-2, -1)) * self.temperature
-        self_token = torch.eye(n, dtype=torch.bool, device=x.device)
-        attn = attn.masked_fill(self_token, float("-inf")).softmax(dim=-1)
-        if self.keep_attention:
-            self.last_attention = attn.detach()
-        out = self.attn_drop(attn) @ v
+        others = ~torch.eye(n, dtype=torch.bool, device=x.device)  # True where a token may attend
+        out = self.attend(q * self.temperature, k, v, mask=others)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
