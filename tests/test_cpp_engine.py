@@ -422,6 +422,22 @@ def test_cpp_engine_runs_the_aoti_package(cpp_tool, toy_runs, tmp_path_factory, 
     assert proc.returncode == 0 and "model loads with the aoti backend" in proc.stdout, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
+def test_cpp_engine_runs_a_vit_sd_aoti_package(cpp_tool, toy_runs, tmp_path):
+    """The export docs/deployment.md recommends for the ViTs (the engine's fastest path for them at
+    batch 1): SPT + LSA's fused masked attention, compiled by AOTInductor, equals PyTorch in C++."""
+    path = tmp_path / "vit_sd.pt2"
+    result = export_model(toy_runs["vit_sd"], "aoti", path, n_check=16)
+    assert max(result.max_abs_diff.values()) <= TOL
+    pre = json.loads((path.parent / "preprocess.json").read_text())
+    fold = load_fold(toy_runs["vit_sd"], pre["source"]["fold"])
+    raw = _inputs(fold, 16)
+    got = verify_cpp(path, raw, tool=cpp_tool, atol=TOL, rtol=0.0)
+    assert max(got.max_abs_diff.values()) <= TOL, got
+    info = run_tool(path, {}, None, tool=cpp_tool, extra=["--info"])
+    assert json.loads(info.stdout)["backend"] == "aoti"
+
+
 def _lens_roi_run(base: Path) -> Path:
     """A hand-written (untrained) three-class lensing run whose model crops and turns each lens
     itself (``preprocess.lens_roi``): 48 × 48 DeepLense images, off-centre rings and arcs, a

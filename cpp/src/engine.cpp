@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/csrc/jit/codegen/onednn/interface.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
@@ -86,7 +87,8 @@ void enableOneDnnGraph() {
 class TorchScriptBackend : public detail::BackendImpl {
  public:
   // Auto holds two copies of the graph: the fused one for batches below large_batch (per-call
-  // overhead dominates there) and the oneDNN-packed one from large_batch on (kernel time does).
+  // overhead dominates there) and from large_batch on (kernel time does) the oneDNN-packed one,
+  // or the plain one for a graph without convolutions.
   TorchScriptBackend(const std::string& path, GraphMode mode, int64_t large_batch)
       : large_batch_(mode == GraphMode::Auto ? large_batch : 0),
         fusing_(mode == GraphMode::Fused || mode == GraphMode::Auto) {
@@ -99,7 +101,10 @@ class TorchScriptBackend : public detail::BackendImpl {
     // The unfused twin: Auto's large-batch graph, and for both fusing modes the graph calls go to
     // once the fuser has failed on this model (a module it failed on stays broken, so a separate
     // copy that never sees the fuser).
-    if (mode == GraphMode::Auto) large_ = optimized(loadTorchScript(path), path);
+    if (mode == GraphMode::Auto) {
+      large_ = loadTorchScript(path);
+      if (hasConvolution(large_)) large_ = optimized(large_, path);
+    }
     if (mode == GraphMode::Fused) large_ = loadTorchScript(path);
   }
 
@@ -127,6 +132,28 @@ class TorchScriptBackend : public detail::BackendImpl {
   static std::vector<at::Tensor> unfused(torch::jit::Module& module, const std::vector<at::Tensor>& inputs) {
     torch::jit::GraphOptimizerEnabledGuard no_passes(false);
     return unpackOutputs(module.forward(std::vector<c10::IValue>(inputs.begin(), inputs.end())));
+  }
+
+  // optimize_for_inference pays through oneDNN-packed convolutions; on a graph without any (the
+  // ViTs, whose patch embedding is a matrix product) it only repacks the linear layers, which ran
+  // slower than the plain graph at batch 256 (docs/deployment.md, "Latency").
+  static bool hasConvolution(const torch::jit::Module& module) {
+    auto graph = module.get_method("forward").graph()->copy();
+    torch::jit::Inline(*graph);
+    static const std::vector<c10::Symbol> convs{
+        c10::Symbol::fromQualString("aten::_convolution"), c10::Symbol::fromQualString("aten::convolution"),
+        c10::Symbol::fromQualString("aten::conv1d"), c10::Symbol::fromQualString("aten::conv2d"),
+        c10::Symbol::fromQualString("aten::conv3d")};
+    std::vector<torch::jit::Block*> todo{graph->block()};
+    while (!todo.empty()) {
+      torch::jit::Block* block = todo.back();
+      todo.pop_back();
+      for (torch::jit::Node* node : block->nodes()) {
+        if (std::find(convs.begin(), convs.end(), node->kind()) != convs.end()) return true;
+        for (torch::jit::Block* sub : node->blocks()) todo.push_back(sub);
+      }
+    }
+    return false;
   }
 
   static torch::jit::Module optimized(torch::jit::Module module, const std::string& path) {

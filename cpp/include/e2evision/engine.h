@@ -31,8 +31,9 @@ enum class Backend {
 
 // How the TorchScript backend runs its frozen graph (docs/deployment.md, "Latency", has the figures).
 enum class GraphMode {
-  Auto,       // Fused below EngineOptions::large_batch rows, Inference from there on (two copies of
-              // the graph; the fastest of the three measured at batch 1 and at batch 256)
+  Auto,       // Fused below EngineOptions::large_batch rows, from there on Inference for a graph
+              // with convolutions and Plain for one without (two copies of the graph; the fastest
+              // measured at batch 1 and at batch 256)
   Plain,      // the exported frozen graph under LibTorch's default executor, nothing added at load
   Inference,  // + torch::jit::optimize_for_inference at load (oneDNN-packed convolutions, folding)
   Fused,      // oneDNN Graph (LLGA) fusion under the profiling executor: convolution/linear + bias
@@ -57,7 +58,7 @@ struct EngineOptions {
   // TorchScript only (ignored by AOTInductor). oneDNN Graph fusion is a process-wide LibTorch
   // switch: once an engine in the process has enabled it, later TorchScript engines are fused too.
   GraphMode graph_mode = GraphMode::Auto;
-  // GraphMode::Auto: batches of at least this many rows run the Inference graph.
+  // GraphMode::Auto: batches of at least this many rows run the Inference (or Plain) graph.
   int64_t large_batch = 32;
   // Calls at batch 1 on a constant image inside the constructor (best effort), so that the
   // profiling executor has specialised and oneDNN has compiled its partitions before the first
