@@ -196,3 +196,32 @@ def test_learning_curve_on_jets_without_the_detector_response(tmp_path):
     # --no-response is for jets only: a clear error, not a silent e/γ run
     bad = subprocess.run(cmd[:2] + ["--dataset=egamma", "--no-response"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "--no-response applies to jets only" in bad.stderr
+
+
+@pytest.mark.slow
+def test_inference_latency_smoke_times_every_contender_and_names_the_best_engine_path(tmp_path):
+    """The acceptance instrument of the engine-vs-onnxruntime comparison: at a toy size it trains,
+    exports, times the engine's paths and onnxruntime, and its ratios are those of its medians."""
+    if subprocess.run(["which", "cmake"], capture_output=True).returncode != 0:
+        pytest.skip("cmake not found on PATH: the C++ engine cannot be built here")
+    out = tmp_path / "latency.json"
+    args = ["--models", "resnet15", "--size", "tiny", "--reps", "8", "--warmup", "2", "--rounds", "2"]
+    args += ["--n-train", "64", "--cpp-variants", "plain", "--no-eager", "--workdir", str(tmp_path), "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/inference_latency.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["batch"]) for r in rows] == [("resnet15", 1), ("resnet15", 256)]
+    for r in rows:
+        assert r["reps"] == (8 if r["batch"] == 1 else 4)  # batch 256: max(5, 8 // 10) split over 2 rounds
+        assert r["cpp_over_onnxruntime"] == pytest.approx(r["cpp_ms"] / r["onnxruntime_ms"])
+        best = {"TorchScript auto": "cpp", "TorchScript plain": "cpp_plain"}[r["best_cpp_path"]]
+        assert r[f"{best}_ms"] == min(r["cpp_ms"], r["cpp_plain_ms"])
+        assert r["best_cpp_over_onnxruntime"] == pytest.approx(r[f"{best}_ms"] / r["onnxruntime_ms"])
+    verdict = "yes" if rows[0]["best_cpp_over_onnxruntime"] <= 1 else "no"
+    assert f"batch 1, resnet15: engine ({rows[0]['best_cpp_path']}) ≤ onnxruntime: {verdict}" in proc.stdout
