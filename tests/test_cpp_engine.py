@@ -423,19 +423,44 @@ def test_cpp_engine_runs_the_aoti_package(cpp_tool, toy_runs, tmp_path_factory, 
 
 
 @pytest.mark.slow
-def test_cpp_engine_runs_a_vit_sd_aoti_package(cpp_tool, toy_runs, tmp_path):
-    """The export docs/deployment.md recommends for the ViTs (the engine's fastest path for them at
-    batch 1): SPT + LSA's fused masked attention, compiled by AOTInductor, equals PyTorch in C++."""
-    path = tmp_path / "vit_sd.pt2"
-    result = export_model(toy_runs["vit_sd"], "aoti", path, n_check=16)
-    assert max(result.max_abs_diff.values()) <= TOL
-    pre = json.loads((path.parent / "preprocess.json").read_text())
+def test_engine_on_an_export_directory_keeps_the_fastest_verified_export(cpp_tool, toy_runs, tmp_path):
+    """The ViT-SD AOTInductor package (SPT + LSA's fused masked attention) beside its TorchScript
+    export: on the directory the engine times both and keeps the faster, and either way it equals
+    PyTorch within 1e-5; asking for a backend narrows the choice; a directory it cannot use is refused."""
+    exp = tmp_path / "exp"
+    for fmt, name in (("torchscript", "model.pt"), ("aoti", "model.pt2")):
+        result = export_model(toy_runs["vit_sd"], fmt, exp / name, n_check=16)
+        assert max(result.max_abs_diff.values()) <= TOL
+    pre = json.loads((exp / "preprocess.json").read_text())
+    assert set(pre["exports"]) == {"torchscript", "aoti"}
     fold = load_fold(toy_runs["vit_sd"], pre["source"]["fold"])
     raw = _inputs(fold, 16)
-    got = verify_cpp(path, raw, tool=cpp_tool, atol=TOL, rtol=0.0)
+
+    info = json.loads(run_tool(exp, {}, None, tool=cpp_tool, extra=["--info"]).stdout)
+    times = {c["backend"]: c["median_ms"] for c in info["candidates"]}
+    assert set(times) == {"torchscript", "aoti"} and all(t > 0 for t in times.values())
+    assert info["backend"] == min(times, key=times.get)
+    assert Path(info["model"]).name == {"torchscript": "model.pt", "aoti": "model.pt2"}[info["backend"]]
+    got = verify_cpp(exp, raw, tool=cpp_tool, atol=TOL, rtol=0.0, batch_size=5)
     assert max(got.max_abs_diff.values()) <= TOL, got
-    info = run_tool(path, {}, None, tool=cpp_tool, extra=["--info"])
-    assert json.loads(info.stdout)["backend"] == "aoti"
+    for backend, name in (("aoti", "model.pt2"), ("torchscript", "model.pt")):  # each path on its own
+        one = json.loads(run_tool(exp, {}, None, tool=cpp_tool, extra=["--info", "--backend", backend]).stdout)
+        assert Path(one["model"]).name == name and [c["backend"] for c in one["candidates"]] == [backend]
+        out = cpp_predict(exp, raw, tool=cpp_tool, extra=["--backend", backend])
+        np.testing.assert_allclose(out["prob"], reference_outputs(fold, raw)["prob"], rtol=0, atol=TOL)
+
+    only_onnx = tmp_path / "only_onnx"
+    only_onnx.mkdir()
+    pre["exports"] = {"onnx": {**pre["exports"]["torchscript"], "file": "model.onnx"}}
+    (only_onnx / "preprocess.json").write_text(json.dumps(pre))
+    proc = run_tool(only_onnx, {}, None, tool=cpp_tool, extra=["--info"])
+    assert proc.returncode != 0 and "lists no export this engine can run" in proc.stderr, proc.stderr
+    proc = run_tool(tmp_path / "exp_missing_dir", {}, None, tool=cpp_tool, extra=["--info"])
+    assert proc.returncode != 0 and "model file not found" in proc.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_tool(empty, {}, None, tool=cpp_tool, extra=["--info"])
+    assert proc.returncode != 0 and "preprocess.json" in proc.stderr, proc.stderr
 
 
 def _lens_roi_run(base: Path) -> Path:

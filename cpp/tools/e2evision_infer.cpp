@@ -2,10 +2,12 @@
 //
 //   e2evision-infer --model exports/resnet15.pt --input image=raw.npy --output prob=pred.npy
 //   e2evision-infer --model exports/resnet15.pt --input image=raw.npy --bench 200 --batch-size 256
+//   e2evision-infer --model exports/ --info    # an export directory: the fastest verified export
 //
 // Exit status: 0 success, 2 an e2evision::EngineError (message names its kind), 1 bad usage.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -25,7 +27,9 @@ const char* kUsage =
     "                       --input [NAME=]FILE.npy ... [--output NAME=FILE.npy ...]\n"
     "                       [--batch-size B] [--threads N] [--no-preprocess]\n"
     "                       [--bench REPS [--warmup W]] [--info]\n"
-    "Inputs are raw (un-normalised) little-endian float32 C-order arrays with the batch first;\n"
+    "PATH is a model file or an export directory (the engine then keeps the fastest verified export\n"
+    "its preprocess.json lists; --info shows each one's time). Inputs are raw (un-normalised)\n"
+    "little-endian float32 C-order arrays with the batch first;\n"
     "the engine applies preprocess.json. Outputs are written as float32 .npy files.\n";
 
 struct UsageError : std::runtime_error {
@@ -115,7 +119,17 @@ int run(int argc, char** argv) {
   e2evision::Engine engine(model, options);
   if (info) {
     std::cout << "{\"backend\": " << jsonString(e2evision::backendName(engine.backend()))
-              << ", \"graph_mode\": " << jsonString(e2evision::graphModeName(engine.graphMode())) << ", \"inputs\": {";
+              << ", \"graph_mode\": " << jsonString(e2evision::graphModeName(engine.graphMode()))
+              << ", \"model\": " << jsonString(engine.modelPath()) << ", \"candidates\": [";
+    const auto& timings = engine.exportTimings();
+    for (size_t i = 0; i < timings.size(); ++i) {
+      std::cout << (i ? ", " : "") << "{\"file\": " << jsonString(timings[i].file)
+                << ", \"backend\": " << jsonString(e2evision::backendName(timings[i].backend)) << ", \"median_ms\": ";
+      if (std::isfinite(timings[i].median_ms)) std::cout << timings[i].median_ms;
+      else std::cout << "null";
+      std::cout << "}";
+    }
+    std::cout << "], \"inputs\": {";
     auto in = engine.getInputNames();
     for (size_t i = 0; i < in.size(); ++i)
       std::cout << (i ? ", " : "") << jsonString(in[i]) << ": " << jsonShape(engine.getInputShape(in[i]));

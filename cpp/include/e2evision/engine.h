@@ -64,11 +64,24 @@ struct EngineOptions {
   // profiling executor has specialised and oneDNN has compiled its partitions before the first
   // real event.
   int warmup_runs = 3;
+  // An export directory as model path: timed batch-1 calls per candidate export (their median
+  // decides which one the engine keeps).
+  int selection_calls = 20;
+};
+
+// One export an engine opened on an export directory timed before keeping the fastest.
+struct ExportTiming {
+  std::string file;  // path of the export
+  Backend backend;
+  double median_ms;  // of EngineOptions::selection_calls model calls at batch 1 (no preprocessing)
 };
 
 class Engine {
  public:
   // Loads preprocess.json and the model; throws PreprocessError / ModelFileError.
+  // model_path is a model file, or an export directory: then every export its preprocess.json lists
+  // that this build can run (only those of options.backend unless Auto) is loaded and verified,
+  // timed at batch 1, and the fastest is kept, so the engine runs the fastest verified export.
   explicit Engine(const std::string& model_path, const EngineOptions& options = EngineOptions());
   ~Engine();
   Engine(const Engine&) = delete;
@@ -98,11 +111,15 @@ class Engine {
   Backend backend() const;
   // The TorchScript graph mode asked for; GraphMode::Auto for other backends.
   GraphMode graphMode() const;
-  const std::string& modelPath() const;
+  const std::string& modelPath() const;  // the export kept, for an export directory
+  // For an export directory: every candidate timed, in preprocess.json's order; empty otherwise.
+  const std::vector<ExportTiming>& exportTimings() const;
 
   struct Impl;
 
  private:
+  void keepFastestExport(const std::string& dir, const EngineOptions& options);
+  double batchOneMedianMs(int calls) const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -144,7 +144,13 @@ def sample(
 
 @app.command("verify-cpp")
 def verify_cpp_cmd(
-    model: Annotated[Path, typer.Argument(help="An exported model (.pt or .pt2) with preprocess.json beside it.")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="An exported model (.pt or .pt2) with preprocess.json beside it, or an export directory "
+            "(the engine keeps the fastest export it lists)."
+        ),
+    ],
     raw: Annotated[Path, typer.Option("--raw", help="Raw images .npy (from e2evision sample).")],
     scalars: Annotated[
         Optional[Path], typer.Option("--scalars", help="Scalar inputs .npy, when the model takes them.")

@@ -232,6 +232,12 @@ def preprocess_inputs(contract: dict[str, Any], raw: dict[str, np.ndarray]) -> d
     return out
 
 
+def contract_beside(model: str | Path) -> Path:
+    """The preprocess.json of an exported model file (beside it) or of an export directory (in it)."""
+    path = Path(model)
+    return path / FILE_NAME if path.is_dir() else path.parent / FILE_NAME
+
+
 def read_contract(path: str | Path) -> dict[str, Any]:
     """Read and minimally validate a preprocess.json (the C++ engine validates it fully)."""
     p = Path(path)

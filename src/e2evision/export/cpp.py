@@ -114,9 +114,9 @@ def cpp_predict(
 ) -> dict[str, np.ndarray]:
     """Every output of the C++ engine for raw inputs (written to and read back from .npy files);
     ``extra``: more tool arguments (e.g. ``["--graph-mode", "plain"]``)."""
-    from e2evision.export.contract import FILE_NAME, read_contract
+    from e2evision.export.contract import contract_beside, read_contract
 
-    contract = read_contract(Path(model).parent / FILE_NAME)
+    contract = read_contract(contract_beside(model))
     names = [o["name"] for o in contract["outputs"]]
     with tempfile.TemporaryDirectory(prefix="e2evision-cpp-") as tmp:
         t = Path(tmp)

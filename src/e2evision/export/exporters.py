@@ -30,6 +30,7 @@ from e2evision.datasets.task import get_task
 from e2evision.export.contract import (
     FILE_NAME,
     build_contract,
+    contract_beside,
     merge_contract,
     preprocess_inputs,
     read_contract,
@@ -480,12 +481,13 @@ def stage_verify_publish(
 
 
 def load_source_fold(model_path: str | os.PathLike[str]) -> tuple[dict[str, Any], LoadedFold]:
-    """The preprocess.json beside an exported model and the fold it was exported from (weights checked)."""
-    pre = read_contract(Path(model_path).parent / FILE_NAME)
+    """The preprocess.json of an exported model (file or directory) and the fold it was exported from
+    (weights checked)."""
+    pre = read_contract(contract_beside(model_path))
     src = pre["source"]
     if src.get("folds") is not None:
         raise ExportError(
-            f"{Path(model_path).parent / FILE_NAME}: a fold-ensemble export; verify-cpp compares "
+            f"{contract_beside(model_path)}: a fold-ensemble export; verify-cpp compares "
             "with one fold's training module: export a single fold (--fold K) to check the engine"
         )
     fold = load_fold(src["run_dir"], int(src["fold"]))
