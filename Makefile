@@ -19,7 +19,7 @@ LENS_SET ?= --set model.name=vit_sd_micro --set preprocess.resize=[48,48] --set 
             --set train.folds=3 --set train.max_epochs=8 --set train.warmup_epochs=1 --set train.batch_size=32 \
             --set train.early_stopping_patience=null --set tune.n_startup_trials=2
 
-.PHONY: install demo lensing test test-fast lint browser postgres cpp clean help
+.PHONY: install demo lensing test test-fast lint browser postgres onednn cpp clean help
 
 help:
 	@echo "make demo   simulate electron/photon crops, train ResNet-15 and a ViT (K-fold) and a physics baseline, write $(DEMO)/report.html"
@@ -53,9 +53,18 @@ postgres:
 	      || echo "WARNING: could not install postgresql; the PostgreSQL test will be skipped"; \
 	  else echo "WARNING: postgresql not found and not root; the PostgreSQL test will be skipped"; fi; }
 
+# Debian's oneDNN 2.x backs the C++ engine's oneDNN backend (the .onednn export); installed when root.
+onednn:
+	@test -f /usr/include/oneapi/dnnl/dnnl.hpp || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's libdnnl-dev for the C++ engine's oneDNN backend"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libdnnl-dev >/dev/null) \
+	      || echo "WARNING: could not install libdnnl-dev; the engine is built without its oneDNN backend"; \
+	  else echo "WARNING: oneDNN not found and not root; the engine is built without its oneDNN backend"; fi; }
+
 # The C++ inference engine (cpp/, docs/deployment.md) against the LibTorch inside the PyTorch wheel:
 # configured once (only while cpp/build has no CMake cache), then built incrementally with -j2.
-cpp: $(STAMP)
+cpp: $(STAMP) onednn
 	@test -f cpp/build/CMakeCache.txt || cmake -S cpp -B cpp/build -DCMAKE_BUILD_TYPE=Release \
 	  -DCMAKE_PREFIX_PATH="$$($(BIN)/python -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 	cmake --build cpp/build -j2

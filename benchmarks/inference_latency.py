@@ -12,7 +12,8 @@ float32 images and applies the normalisation itself, as a CMSSW producer would:
 * C++: ``e2evision-infer --bench`` (the engine's default path: TorchScript, ``GraphMode::Auto``;
   preprocessing in C++; timed inside the process around ``Engine::run``), ``at::set_num_threads(1)``;
   ``--cpp-variants`` adds other engine paths (``plain``/``inference`` graph modes, an ``aoti`` package,
-  ``dir``: the export directory, of which the engine keeps the fastest export);
+  ``onednn``: the model lowered to a oneDNN program, for the CNNs; ``dir``: the export directory,
+  holding every export made, of which the engine keeps the fastest);
 * PyTorch eager: the training module's ``forward`` (normaliser included), ``torch.set_num_threads(1)``,
   inference mode;
 * onnxruntime: NumPy preprocessing from preprocess.json + ``InferenceSession.run``, one intra-op and
@@ -80,7 +81,7 @@ def times_ms(fn, reps: int, warmup: int) -> list[float]:
 def prepare(name: str, args: argparse.Namespace, work: Path, files: list[Path]) -> dict:
     """Train (once) the 1-epoch run of ``name``, export it (TorchScript, ONNX, optionally AOTI)."""
     from e2evision.config import load_config
-    from e2evision.export import export_model, load_fold, read_contract
+    from e2evision.export import ExportError, export_model, load_fold, read_contract
     from e2evision.training import run_experiment
 
     config, model_name = MODELS[name]
@@ -102,10 +103,19 @@ def prepare(name: str, args: argparse.Namespace, work: Path, files: list[Path]) 
     paths = {"torchscript": run / "export" / "model.pt", "onnx": run / "export" / "model.onnx"}
     if "aoti" in args.cpp_variants:
         paths["aoti"] = run / "export" / "model.pt2"
-    for fmt, path in paths.items():
+    if "onednn" in args.cpp_variants:
+        paths["onednn"] = run / "export" / "model.onednn"
+    for fmt, path in list(paths.items()):
         if not path.is_file():
             t0 = time.perf_counter()
-            export_model(run, fmt, path, n_check=16)
+            try:
+                export_model(run, fmt, path, n_check=16)
+            except ExportError as err:
+                if fmt != "onednn":
+                    raise
+                print(f"{name}: no oneDNN program ({str(err).splitlines()[0][:120]})", file=sys.stderr)
+                del paths[fmt]
+                continue
             print(f"{name}: {fmt} export {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     contract = read_contract(paths["torchscript"].parent / "preprocess.json")
     fold = load_fold(run, contract["source"]["fold"])
@@ -153,8 +163,9 @@ def time_batch(
     ts = model["paths"]["torchscript"]
     contenders: dict[str, Callable[[int], list[float]]] = {"cpp": cpp(ts, None)}
     for variant in args.cpp_variants:
-        if variant == "aoti":
-            contenders["cpp_aoti"] = cpp(model["paths"]["aoti"], None)
+        if variant in ("aoti", "onednn"):
+            if variant in model["paths"]:  # a ViT has no oneDNN program
+                contenders[f"cpp_{variant}"] = cpp(model["paths"][variant], None)
         elif variant == "dir":  # the engine on the export directory: it keeps the fastest export
             contenders["cpp_dir"] = cpp(ts.parent, None)
         else:
@@ -176,6 +187,7 @@ PATH_NAMES = {
     "cpp_inference": "TorchScript inference",
     "cpp_fused": "TorchScript fused",
     "cpp_aoti": "AOTInductor",
+    "cpp_onednn": "oneDNN program",
     "cpp_dir": "export directory",
 }
 
@@ -209,7 +221,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             f"{r['onnxruntime_ms']:.3f} ({r['onnxruntime_min_ms']:.3f})",
             f"**{r['cpp_over_onnxruntime']:.2f}** ({r['cpp_over_onnxruntime_min']:.2f})",
             f"**{r['best_cpp_over_onnxruntime']:.2f}** ({r['best_cpp_path']})",
-            *[f"{r[k + '_ms']:.3f} ({r[k + '_min_ms']:.3f})" for k in extra],
+            *[f"{r[k + '_ms']:.3f} ({r[k + '_min_ms']:.3f})" if k + "_ms" in r else "—" for k in extra],
         ]
         print("| " + " | ".join(cells) + " |")
     for r in rows:
@@ -232,8 +244,9 @@ def main() -> int:
         "--cpp-variants",
         default="plain",
         help="comma list of other engine paths to time beside the default: plain, inference "
-        "(TorchScript graph modes), aoti (exports an AOTInductor package, ~10-90 s per model), dir (the "
-        "engine on the export directory, which keeps its fastest export)",
+        "(TorchScript graph modes), aoti (exports an AOTInductor package, ~10-90 s per model), onednn (the "
+        "model as a oneDNN program, CNNs only), dir (the engine on the export directory, which keeps its "
+        "fastest export)",
     )
     ap.add_argument("--no-eager", action="store_true", help="skip PyTorch eager")
     ap.add_argument("--n-train", type=int, default=400, help="simulated crops for the 1-epoch training")
@@ -241,9 +254,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = ap.parse_args()
     args.cpp_variants = [v.strip() for v in args.cpp_variants.split(",") if v.strip()]
-    bad = set(args.cpp_variants) - {"plain", "inference", "fused", "aoti", "dir"}
+    bad = set(args.cpp_variants) - {"plain", "inference", "fused", "aoti", "onednn", "dir"}
     if bad:
-        ap.error(f"unknown --cpp-variants {sorted(bad)}; choose from plain, inference, fused, aoti, dir")
+        ap.error(f"unknown --cpp-variants {sorted(bad)}; choose from plain, inference, fused, aoti, onednn, dir")
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import onnxruntime as ort

@@ -536,3 +536,162 @@ def test_lens_roi_crop_runs_inside_the_engine(cpp_tool, tmp_path):
     want = reference_outputs(fold, shifted)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=0, atol=TOL)
+
+
+# ---- the oneDNN backend (.onednn programs) -------------------------------------------------------
+
+
+def _onednn_available(tool: Path) -> bool:
+    return (
+        "onednn" in subprocess.run([str(tool)], capture_output=True, text=True).stderr
+        and (build_dir() / "libe2evision_onednn.so").is_file()
+    )
+
+
+@pytest.fixture(scope="session")
+def onednn_tool(cpp_tool) -> Path:
+    if not _onednn_available(cpp_tool):
+        pytest.skip("the engine was built without its oneDNN backend (no oneDNN 2.x: apt-get install libdnnl-dev)")
+    return cpp_tool
+
+
+def _program_dir(base: Path, contract: dict, graph, names: list[str], rows: int) -> Path:
+    """A .onednn file of ``graph`` with a preprocess.json made from ``contract`` (outputs resized)."""
+    import torch
+
+    from e2evision.export.onednn import lower, write_program
+    from e2evision.export.run import sha256_file
+
+    base.mkdir(parents=True)
+    program, tensors = lower(graph, (torch.zeros(2, 2, 32, 32),), ["image"], names)
+    path = base / "model.onednn"
+    write_program(path, program, tensors)
+    pre = json.loads(json.dumps(contract))
+    first = pre["outputs"][0]
+    pre["outputs"] = [
+        {**first, "name": n, "kind": "value" if n == "value" else first["kind"], "shape": [-1, rows]} for n in names
+    ]
+    for out in pre["outputs"]:
+        out.pop("classes", None)
+    pre["exports"] = {"onednn": {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}}
+    (base / "preprocess.json").write_text(json.dumps(pre))
+    return path
+
+
+def test_every_onednn_op_in_the_engine_equals_pytorch(onednn_tool, ts_exports, tmp_path):
+    """OpZoo (test_onednn.py: every op kind, fused and standalone) through the engine's oneDNN
+    primitives, on normalised inputs, equals PyTorch within 1e-5 at batch 1 and across chunks
+    (37 rows: 16 + 16 + 5), for a softmax, a sigmoid and a regression head."""
+    from test_onednn import images, torch_outputs, zoo_graph, zoo_names
+
+    contract = json.loads((ts_exports["resnet15_plain"].parent / "preprocess.json").read_text())
+    x = images(37)
+    save_npy(tmp_path / "x.npy", x)
+    for task, width in (("multiclass", 3), ("binary", 1), ("regression", 1)):
+        graph, names = zoo_graph(task), zoo_names(task)
+        path = _program_dir(tmp_path / task, contract, graph, names, width)
+        want = torch_outputs(graph, x, names)
+        for batch in (37, 1):
+            outs = {n: tmp_path / f"{task}_{n}_{batch}.npy" for n in names}
+            proc = run_tool(
+                path, {"image": tmp_path / "x.npy"}, outs, tool=onednn_tool, batch_size=batch, extra=["--no-preprocess"]
+            )
+            assert proc.returncode == 0, proc.stderr
+            for n in names:
+                got = np.load(outs[n])
+                np.testing.assert_allclose(got, want[n], rtol=0, atol=TOL * max(1.0, float(np.abs(want[n]).max())))
+    info = json.loads(run_tool(path, {}, None, tool=onednn_tool, extra=["--info"]).stdout)
+    assert info["backend"] == "onednn"
+
+
+def test_onednn_export_in_the_engine_and_beside_torchscript(onednn_tool, toy_runs, tmp_path, monkeypatch):
+    """A trained ResNet-15 exported as a oneDNN program: the engine on the file and on a directory
+    holding it beside the TorchScript export equals PyTorch within 1e-5 on raw inputs (preprocessing
+    in C++); the engine test executable's checks (batch invariance, 4 threads, errors) pass on it; and
+    an engine whose oneDNN module cannot be loaded says so, and on the directory falls back."""
+    exp = tmp_path / "exp"
+    for fmt, name in (("torchscript", "model.pt"), ("onednn", "model.onednn")):
+        result = export_model(toy_runs["resnet15_plain"], fmt, exp / name, n_check=16)
+        assert max(result.max_abs_diff.values()) <= TOL
+    pre = json.loads((exp / "preprocess.json").read_text())
+    assert (
+        set(pre["exports"]) == {"torchscript", "onednn"}
+        and "verify-cpp" in pre["exports"]["onednn"]["verified"]["runner"]
+    )
+    fold = load_fold(toy_runs["resnet15_plain"], pre["source"]["fold"])
+    raw = _inputs(fold, 32)
+    raw = np.concatenate([raw, raw[:8] * 1.5])  # 38 rows: calls of 37 (chunks of 16, 16, 5) and 1
+    got = verify_cpp(exp / "model.onednn", raw, tool=onednn_tool, atol=TOL, rtol=0.0, batch_size=37)
+    assert got.rows == raw.shape[0] == 38 and max(got.max_abs_diff.values()) <= TOL, got
+    info = json.loads(run_tool(exp, {}, None, tool=onednn_tool, extra=["--info"]).stdout)
+    times = {c["backend"]: c["median_ms"] for c in info["candidates"]}
+    assert set(times) == {"torchscript", "onednn"} and info["backend"] == min(times, key=times.get)
+    got = verify_cpp(exp, raw, tool=onednn_tool, atol=TOL, rtol=0.0, batch_size=5)
+    assert max(got.max_abs_diff.values()) <= TOL
+
+    save_npy(tmp_path / "raw.npy", raw[:12])
+    expected = []
+    for key, value in reference_outputs(fold, raw[:12]).items():
+        save_npy(tmp_path / f"ref_{key}.npy", value)
+        expected += ["--expected", f"{key}={tmp_path / f'ref_{key}.npy'}"]
+    work = tmp_path / "work"
+    work.mkdir()
+    cmd = [
+        str(build_dir() / TEST),
+        "--workdir",
+        str(work),
+        "--model",
+        str(exp / "model.onednn"),
+        "--raw",
+        str(tmp_path / "raw.npy"),
+    ]
+    proc = subprocess.run(cmd + expected, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "all checks passed" in proc.stdout, proc.stdout + proc.stderr
+    assert "model loads with the onednn backend" in proc.stdout and "4 threads" in proc.stdout
+
+    monkeypatch.setenv("E2EVISION_ONEDNN_MODULE", str(tmp_path / "absent.so"))
+    _tool_error(
+        run_tool(exp / "model.onednn", {}, None, tool=onednn_tool, extra=["--info"]),
+        "BackendError",
+        "cannot load the oneDNN backend",
+    )
+    info = json.loads(run_tool(exp, {}, None, tool=onednn_tool, extra=["--info"]).stdout)
+    assert [c["backend"] for c in info["candidates"]] == ["torchscript"]
+
+
+def test_wrong_onednn_programs_are_named(onednn_tool, ts_exports, tmp_path):
+    """A program that names a tensor its file lacks, or whose layer does not fit its input, is a
+    ModelFileError naming the op, at load."""
+    from test_onednn import zoo_graph
+
+    from e2evision.export.onednn import read_program, write_program
+    from e2evision.export.run import sha256_file
+
+    contract = json.loads((ts_exports["resnet15_plain"].parent / "preprocess.json").read_text())
+    path = _program_dir(tmp_path / "ok", contract, zoo_graph("binary"), ["prob", "logit"], 1)
+    program, tensors = read_program(path)
+
+    def rewrite(name: str, prog: dict, tens: dict) -> Path:
+        bad = tmp_path / name
+        bad.mkdir()
+        write_program(bad / "model.onednn", prog, tens)
+        pre = json.loads((path.parent / "preprocess.json").read_text())
+        f = bad / "model.onednn"
+        pre["exports"]["onednn"].update(bytes=f.stat().st_size, sha256=sha256_file(f))
+        (bad / "preprocess.json").write_text(json.dumps(pre))
+        return f
+
+    missing = json.loads(json.dumps(program))
+    missing["ops"][0]["weight"] = "ops.0.nothing"
+    f = rewrite("missing", missing, tensors)
+    _tool_error(
+        run_tool(f, {}, None, tool=onednn_tool, extra=["--info"]),
+        "ModelFileError",
+        "names tensor 'ops.0.nothing', which the file lacks",
+    )
+    narrow = dict(tensors)
+    narrow["ops.0.weight"] = tensors["ops.0.weight"][:, :1].contiguous()  # 1 input channel for a 2-channel image
+    f = rewrite("narrow", program, narrow)
+    _tool_error(
+        run_tool(f, {}, None, tool=onednn_tool, extra=["--info"]), "ModelFileError", "ops[0] conv weight (8, 1, 3, 3)"
+    )

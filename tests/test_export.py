@@ -55,6 +55,16 @@ TOY_RUNS: dict[str, tuple[str, list[str]]] = {
             "augment.test_time=true",
         ],
     ),
+    # no test-time flips: the model the oneDNN program format can express (conv, residual, pooling, head)
+    "resnet15_plain": (
+        "egamma_resnet15.yaml",
+        [
+            "model.kwargs.widths=[4, 8]",
+            "model.kwargs.blocks_per_stage=1",
+            "preprocess.normalize=zscore",
+            "preprocess.clip=4.0",
+        ],
+    ),
     "vit": (
         "egamma_vit.yaml",
         [

@@ -18,12 +18,16 @@
 #include <chrono>
 #include <limits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <sys/stat.h>
 
 #include "backend.h"
+#ifdef E2EVISION_WITH_ONEDNN
+#include "onednn_backend.h"
+#endif
 #include "sha256.h"
 #include "e2evision/npy.h"
 
@@ -211,13 +215,116 @@ class AotiBackend : public detail::BackendImpl {
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
 };
 
+#ifdef E2EVISION_WITH_ONEDNN
+// The oneDNN backend's shared object: $E2EVISION_ONEDNN_MODULE, else the one built beside this
+// engine (onednn_backend.h says why it is a separate object opened with deep binding).
+std::string oneDnnModulePath() {
+  const char* env = std::getenv("E2EVISION_ONEDNN_MODULE");
+  return env && *env ? std::string(env) : std::string(E2EVISION_ONEDNN_MODULE_PATH);
+}
+
+struct OneDnnModule {
+  E2evOneDnnOpen open = nullptr;
+  E2evOneDnnOutputShape output_shape = nullptr;
+  E2evOneDnnRun run = nullptr;
+  E2evOneDnnClose close = nullptr;
+  std::string error;  // why it could not be loaded
+};
+
+const OneDnnModule& oneDnnModule() {
+  static const OneDnnModule module = [] {
+    OneDnnModule m;
+    const std::string path = oneDnnModulePath();
+    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!lib) {
+      const char* why = dlerror();
+      m.error = path + ": cannot load the oneDNN backend (" + (why ? why : "dlopen failed") + ")";
+      return m;
+    }
+    m.open = reinterpret_cast<E2evOneDnnOpen>(dlsym(lib, "e2evision_onednn_open"));
+    m.output_shape = reinterpret_cast<E2evOneDnnOutputShape>(dlsym(lib, "e2evision_onednn_output_shape"));
+    m.run = reinterpret_cast<E2evOneDnnRun>(dlsym(lib, "e2evision_onednn_run"));
+    m.close = reinterpret_cast<E2evOneDnnClose>(dlsym(lib, "e2evision_onednn_close"));
+    if (!m.open || !m.output_shape || !m.run || !m.close) m.error = path + ": not an e2evision oneDNN backend module";
+    return m;
+  }();
+  return module;
+}
+
+// LibTorch tensors in and out of the oneDNN module (which sees plain float buffers only).
+class OneDnnBackend : public detail::BackendImpl {
+ public:
+  OneDnnBackend(const std::string& path, int threads, const PreprocessConfig& cfg) : module_(oneDnnModule()) {
+    if (!module_.error.empty()) throw BackendError(module_.error);
+    std::vector<E2evOneDnnTensor> inputs;
+    std::vector<std::vector<int64_t>> rows;
+    for (const auto& spec : cfg.inputs) rows.emplace_back(spec.shape.begin() + 1, spec.shape.end());
+    for (size_t i = 0; i < cfg.inputs.size(); ++i)
+      inputs.push_back({cfg.inputs[i].name.c_str(), static_cast<int>(rows[i].size()), rows[i].data()});
+    std::vector<const char*> outputs;
+    for (const auto& spec : cfg.outputs) outputs.push_back(spec.name.c_str());
+    int code = 0;
+    char err[2048] = {0};
+    handle_ = module_.open(path.c_str(), threads, static_cast<int>(inputs.size()), inputs.data(),
+                           static_cast<int>(outputs.size()), outputs.data(), &code, err, sizeof(err));
+    if (!handle_) {
+      if (code == 1) throw ModelFileError(err);
+      throw BackendError(err);
+    }
+    for (size_t o = 0; o < cfg.outputs.size(); ++o) {
+      int rank = 0;
+      const int64_t* shape = module_.output_shape(handle_, static_cast<int>(o), &rank);
+      row_shapes_.emplace_back(shape, shape + rank);
+    }
+  }
+  ~OneDnnBackend() override { module_.close(handle_); }
+  OneDnnBackend(const OneDnnBackend&) = delete;
+  OneDnnBackend& operator=(const OneDnnBackend&) = delete;
+
+  std::vector<at::Tensor> forward(const std::vector<at::Tensor>& inputs) const override {
+    const int64_t rows = inputs.front().size(0);
+    std::vector<at::Tensor> contiguous;
+    std::vector<const float*> in;
+    for (const auto& t : inputs) {
+      contiguous.push_back(t.to(at::kFloat).contiguous());
+      in.push_back(contiguous.back().data_ptr<float>());
+    }
+    std::vector<at::Tensor> outputs;
+    std::vector<float*> out;
+    for (const auto& row_shape : row_shapes_) {
+      std::vector<int64_t> shape{rows};
+      shape.insert(shape.end(), row_shape.begin(), row_shape.end());
+      outputs.push_back(at::empty(shape, at::TensorOptions().dtype(at::kFloat)));
+      out.push_back(outputs.back().data_ptr<float>());
+    }
+    char err[2048] = {0};
+    if (module_.run(handle_, in.data(), rows, out.data(), err, sizeof(err)) != 0) throw BackendError(err);
+    return outputs;
+  }
+
+ private:
+  const OneDnnModule& module_;
+  void* handle_ = nullptr;
+  std::vector<std::vector<int64_t>> row_shapes_;
+};
+#endif
+
 Backend backendFromExtension(const std::string& path) {
   const std::string ext = extension(path);
   if (ext == ".pt" || ext == ".ts" || ext == ".torchscript" || ext == ".jit") return Backend::TorchScript;
   if (ext == ".pt2") return Backend::AOTInductor;
   if (ext == ".onnx") return Backend::ONNXRuntime;
+  if (ext == ".onednn") return Backend::OneDNN;
   throw ModelFileError(path + ": cannot tell the model format from the extension '" + ext +
-                       "' (expected .pt TorchScript, .pt2 AOTInductor or .onnx) and preprocess.json does not list the file");
+                       "' (expected .pt TorchScript, .pt2 AOTInductor, .onnx or .onednn) and preprocess.json does not list the file");
+}
+
+// preprocess.json's export format names.
+Backend backendFromFormat(const std::string& format) {
+  if (format == "torchscript") return Backend::TorchScript;
+  if (format == "aoti") return Backend::AOTInductor;
+  if (format == "onednn") return Backend::OneDNN;
+  return Backend::ONNXRuntime;
 }
 
 }  // namespace
@@ -228,6 +335,7 @@ const char* backendName(Backend b) {
     case Backend::TorchScript: return "torchscript";
     case Backend::AOTInductor: return "aoti";
     case Backend::ONNXRuntime: return "onnxruntime";
+    case Backend::OneDNN: return "onednn";
   }
   return "?";
 }
@@ -237,7 +345,8 @@ Backend parseBackend(const std::string& name) {
   if (name == "torchscript") return Backend::TorchScript;
   if (name == "aoti") return Backend::AOTInductor;
   if (name == "onnxruntime" || name == "onnx") return Backend::ONNXRuntime;
-  throw InputError("unknown backend '" + name + "' (auto, torchscript, aoti, onnxruntime)");
+  if (name == "onednn") return Backend::OneDNN;
+  throw InputError("unknown backend '" + name + "' (auto, torchscript, aoti, onnxruntime, onednn)");
 }
 
 const char* graphModeName(GraphMode m) {
@@ -259,12 +368,15 @@ GraphMode parseGraphMode(const std::string& name) {
 }
 
 bool backendAvailable(Backend b) {
-#ifdef E2EVISION_WITH_ONNXRUNTIME
-  (void)b;
-  return true;
-#else
-  return b != Backend::ONNXRuntime;
+#ifndef E2EVISION_WITH_ONNXRUNTIME
+  if (b == Backend::ONNXRuntime) return false;
 #endif
+#ifdef E2EVISION_WITH_ONEDNN
+  if (b == Backend::OneDNN) return oneDnnModule().error.empty();
+#else
+  if (b == Backend::OneDNN) return false;
+#endif
+  return true;
 }
 
 struct Engine::Impl {
@@ -324,12 +436,7 @@ Engine::Engine(const std::string& model_path, const EngineOptions& options) : im
 
   const ExportEntry* entry = impl_->config.findExport(fileName(model_path));
   Backend b = options.backend;
-  if (b == Backend::Auto) {
-    if (entry && entry->format == "torchscript") b = Backend::TorchScript;
-    else if (entry && entry->format == "aoti") b = Backend::AOTInductor;
-    else if (entry && entry->format == "onnx") b = Backend::ONNXRuntime;
-    else b = backendFromExtension(model_path);
-  }
+  if (b == Backend::Auto) b = entry ? backendFromFormat(entry->format) : backendFromExtension(model_path);
   impl_->backend = b;
   if (entry && entry->bytes >= 0 && static_cast<int64_t>(st.st_size) != entry->bytes) {
     std::ostringstream os;
@@ -364,6 +471,13 @@ Engine::Engine(const std::string& model_path, const EngineOptions& options) : im
 #else
       throw BackendError(model_path + ": this build has no ONNX Runtime backend (configure with -DE2EVISION_WITH_ONNXRUNTIME=ON)");
 #endif
+    case Backend::OneDNN:
+#ifdef E2EVISION_WITH_ONEDNN
+      impl_->impl = std::make_unique<OneDnnBackend>(model_path, options.intra_op_threads, impl_->config);
+      break;
+#else
+      throw BackendError(model_path + ": this build has no oneDNN backend (install oneDNN 2.x, e.g. Debian's libdnnl-dev, and rebuild)");
+#endif
     case Backend::Auto: break;
   }
   warmUp(*impl_, options.warmup_runs);
@@ -377,9 +491,7 @@ void Engine::keepFastestExport(const std::string& dir, const EngineOptions& opti
   const PreprocessConfig config = PreprocessConfig::load(opts.preprocess_path);
   std::vector<std::string> files;
   for (const auto& entry : config.exports) {
-    const Backend b = entry.format == "torchscript" ? Backend::TorchScript
-                      : entry.format == "aoti"      ? Backend::AOTInductor
-                                                    : Backend::ONNXRuntime;
+    const Backend b = backendFromFormat(entry.format);
     if (backendAvailable(b) && (options.backend == Backend::Auto || options.backend == b))
       files.push_back(dir + "/" + entry.file);
   }

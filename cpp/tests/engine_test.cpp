@@ -294,6 +294,10 @@ void testModel(const std::string& model, const std::string& dir, const std::stri
   expectThrow<ModelFileError>("corrupt TorchScript file", [&] { Engine e(dir + "/garbage.pt"); }, "not a TorchScript model");
   writeFile(dir + "/garbage.pt2", "this is not an AOTInductor package");
   expectThrow<ModelFileError>("corrupt AOTInductor package", [&] { Engine e(dir + "/garbage.pt2"); }, "not an AOTInductor package");
+  if (backendAvailable(Backend::OneDNN)) {
+    writeFile(dir + "/garbage.onednn", "this is not a oneDNN program");
+    expectThrow<ModelFileError>("corrupt oneDNN program", [&] { Engine e(dir + "/garbage.onednn"); }, "not a valid e2evision oneDNN program");
+  }
   const std::string ext = model.substr(model.find_last_of('.'));
   writeFile(dir + "/halved" + ext, model_bytes.substr(0, model_bytes.size() / 2));
   expectThrow<ModelFileError>("truncated model file (not in the export table)", [&] { Engine e(dir + "/halved" + ext); }, "not a");

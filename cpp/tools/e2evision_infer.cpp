@@ -22,7 +22,7 @@
 namespace {
 
 const char* kUsage =
-    "usage: e2evision-infer --model PATH [--preprocess PATH] [--backend auto|torchscript|aoti|onnxruntime]\n"
+    "usage: e2evision-infer --model PATH [--preprocess PATH] [--backend auto|torchscript|aoti|onnxruntime|onednn]\n"
     "                       [--graph-mode auto|plain|inference|fused] [--large-batch B] [--load-warmup N]\n"
     "                       --input [NAME=]FILE.npy ... [--output NAME=FILE.npy ...]\n"
     "                       [--batch-size B] [--threads N] [--no-preprocess]\n"

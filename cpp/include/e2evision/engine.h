@@ -27,6 +27,7 @@ enum class Backend {
   TorchScript,  // .pt / .ts: torch::jit::load
   AOTInductor,  // .pt2: torch::inductor::AOTIModelPackageLoader
   ONNXRuntime,  // .onnx: only when built with -DE2EVISION_WITH_ONNXRUNTIME=ON
+  OneDNN,       // .onednn: oneDNN primitives on the exported op program (built where oneDNN 2.x is found)
 };
 
 // How the TorchScript backend runs its frozen graph (docs/deployment.md, "Latency", has the figures).
@@ -41,7 +42,7 @@ enum class GraphMode {
 };
 
 const char* backendName(Backend b);
-Backend parseBackend(const std::string& name);  // "auto", "torchscript", "aoti", "onnxruntime"
+Backend parseBackend(const std::string& name);  // "auto", "torchscript", "aoti", "onnxruntime", "onednn"
 bool backendAvailable(Backend b);
 const char* graphModeName(GraphMode m);
 GraphMode parseGraphMode(const std::string& name);  // "auto", "plain", "inference", "fused"
@@ -49,7 +50,8 @@ GraphMode parseGraphMode(const std::string& name);  // "auto", "plain", "inferen
 struct EngineOptions {
   Backend backend = Backend::Auto;
   // LibTorch's intra-op threads, process-wide (at::set_num_threads), as CMSSW sets one thread per
-  // ONNX Runtime session by default. <= 0 leaves LibTorch's own default.
+  // ONNX Runtime session by default (the oneDNN backend sets OpenMP's count on each calling
+  // thread). <= 0 leaves LibTorch's own default.
   int intra_op_threads = 1;
   // Empty: preprocess.json in the model's directory.
   std::string preprocess_path;

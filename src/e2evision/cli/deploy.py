@@ -13,7 +13,13 @@ from e2evision.cli.app import AllowPickle, ReaderOptions, _fail, _reader_options
 @app.command("export")
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory (from e2evision train).")],
-    format: Annotated[str, typer.Option("--format", help="onnx, torchscript or aoti (AOTInductor .pt2).")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="onnx, torchscript, aoti (AOTInductor .pt2) or onednn (a CNN as a oneDNN program for the C++ engine).",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Model file to write; preprocess.json goes beside it.")],
     fold: Annotated[
         Optional[int],
@@ -147,7 +153,7 @@ def verify_cpp_cmd(
     model: Annotated[
         Path,
         typer.Argument(
-            help="An exported model (.pt or .pt2) with preprocess.json beside it, or an export directory "
+            help="An exported model (.pt, .pt2 or .onednn) with preprocess.json beside it, or an export directory "
             "(the engine keeps the fastest export it lists)."
         ),
     ],

@@ -39,7 +39,7 @@ from e2evision.export.errors import ExportError
 from e2evision.export.run import LoadedFold, load_fold, read_test_batch, reference_raw, sha256_file
 from e2evision.utils import atomic_path, atomic_write_json
 
-FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt", "aoti": ".pt2"}
+FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt", "aoti": ".pt2", "onednn": ".onednn"}
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-5
 
@@ -238,6 +238,10 @@ def runner_for(
                 f"{path}: ONNX inputs {got_in} / outputs {got_out} are not {input_names} / {output_names}"
             )
         return lambda feeds: dict(zip(output_names, session.run(output_names, feeds)))
+    if fmt == "onednn":
+        from e2evision.export.onednn import onednn_runner
+
+        return onednn_runner(path, output_names)
     if fmt == "torchscript":
         with _quiet():
             module = torch.jit.load(str(path), map_location="cpu")
@@ -261,6 +265,8 @@ def check_export_target(fmt: str, out: str | os.PathLike[str], n_check: int) -> 
     out_path = Path(out)
     if fmt == "aoti" and out_path.suffix != ".pt2":
         raise ExportError(f"{out_path}: an AOTInductor package must be named *.pt2")
+    if fmt == "onednn" and out_path.suffix != ".onednn":
+        raise ExportError(f"{out_path}: a oneDNN program must be named *.onednn")
     if out_path.name == FILE_NAME:
         raise ExportError(f"{out_path}: that name is reserved for the contract file")
     if n_check < 1:
@@ -381,6 +387,10 @@ def _write_export(
             _write_torchscript(graph, example, staged)
         elif fmt == "onnx":
             _write_onnx(graph, example, staged, input_names, output_names)
+        elif fmt == "onednn":
+            from e2evision.export.onednn import write_onednn
+
+            write_onednn(graph, example, staged, input_names, output_names)
         else:
             _write_aoti(graph, example, staged, input_names)
     except ExportError:
@@ -467,6 +477,11 @@ def stage_verify_publish(
                 "atol": atol,
                 "rtol": rtol,
                 "against": against,
+                **(
+                    {"runner": "the program run with PyTorch's ops; the engine's oneDNN kernels: verify-cpp"}
+                    if fmt == "onednn"
+                    else {}
+                ),
             },
         }
         pre_path = out_path.parent / FILE_NAME
