@@ -206,7 +206,12 @@ def test_inference_latency_smoke_times_every_contender_and_names_the_best_engine
         pytest.skip("cmake not found on PATH: the C++ engine cannot be built here")
     out = tmp_path / "latency.json"
     args = ["--models", "resnet15", "--size", "tiny", "--reps", "8", "--warmup", "2", "--rounds", "2"]
-    args += ["--n-train", "64", "--cpp-variants", "plain", "--no-eager", "--workdir", str(tmp_path), "--out", str(out)]
+    from e2evision.export.cpp import build_dir
+
+    # the oneDNN program too where the engine has that backend (make cpp installs oneDNN as root)
+    variants = ["plain", "onednn"] if (build_dir() / "libe2evision_onednn.so").is_file() else ["plain"]
+    args += ["--n-train", "64", "--cpp-variants", ",".join(variants), "--no-eager", "--workdir", str(tmp_path)]
+    args += ["--out", str(out)]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks/inference_latency.py"), *args],
         capture_output=True,
@@ -220,8 +225,9 @@ def test_inference_latency_smoke_times_every_contender_and_names_the_best_engine
     for r in rows:
         assert r["reps"] == (8 if r["batch"] == 1 else 4)  # batch 256: max(5, 8 // 10) split over 2 rounds
         assert r["cpp_over_onnxruntime"] == pytest.approx(r["cpp_ms"] / r["onnxruntime_ms"])
-        best = {"TorchScript auto": "cpp", "TorchScript plain": "cpp_plain"}[r["best_cpp_path"]]
-        assert r[f"{best}_ms"] == min(r["cpp_ms"], r["cpp_plain_ms"])
+        paths = {"TorchScript auto": "cpp", "TorchScript plain": "cpp_plain", "oneDNN program": "cpp_onednn"}
+        best = paths[r["best_cpp_path"]]
+        assert r[f"{best}_ms"] == min(r[f"{k}_ms"] for k in ["cpp"] + [f"cpp_{v}" for v in variants])
         assert r["best_cpp_over_onnxruntime"] == pytest.approx(r[f"{best}_ms"] / r["onnxruntime_ms"])
     verdict = "yes" if rows[0]["best_cpp_over_onnxruntime"] <= 1 else "no"
     assert f"batch 1, resnet15: engine ({rows[0]['best_cpp_path']}) ≤ onnxruntime: {verdict}" in proc.stdout

@@ -172,3 +172,44 @@ def test_models_the_program_cannot_express_are_refused_by_name():
     graph = ExportGraphWithScalars(nn.Identity(), fused, "binary").eval()
     with pytest.raises(ExportError, match="scalar inputs"):
         lower(graph, (torch.randn(2, 2, 32, 32), torch.randn(2, 2)), ["image", "scalars"], ["prob", "logit"])
+
+
+def test_fold_ensembles_and_misnamed_files_are_refused_before_anything_loads(tmp_path: Path):
+    from e2evision.export import export_model
+    from e2evision.export.ensemble import export_ensemble
+
+    with pytest.raises(ExportError, match="every fold's own normaliser"):
+        export_ensemble(tmp_path / "no_run", "onednn", tmp_path / "m.onednn")
+    with pytest.raises(ExportError, match=r"must be named \*\.onednn"):
+        export_model(tmp_path / "no_run", "onednn", tmp_path / "m.pt")
+
+
+def test_layers_the_program_would_get_wrong_are_refused():
+    """A linear layer over the last axis of a feature map, and a convolution whose weights are
+    computed in the graph (weight standardisation), have no faithful lowering."""
+
+    class LastAxisLinear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, padding=1)
+            self.fc = nn.Linear(32, 1)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x))).amax(dim=(1, 2))
+
+    class StandardisedConv(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 1)
+
+        def forward(self, x):
+            w = self.conv.weight
+            w = (w - w.mean()) / (w.std() + 1e-5)
+            return self.fc(F.adaptive_avg_pool2d(F.conv2d(x, w, self.conv.bias, padding=1), 1).flatten(1))
+
+    example = (torch.randn(2, 2, 32, 32),)
+    with pytest.raises(ExportError, match=r"on a 4-d input \(a linear layer over the last axis"):
+        lower(ExportGraph(nn.Identity(), LastAxisLinear(), "binary").eval(), example, ["image"], ["prob", "logit"])
+    with pytest.raises(ExportError, match=r"onednn export: the op aten\.mean\.default \(mean\) has no oneDNN lowering"):
+        lower(ExportGraph(nn.Identity(), StandardisedConv(), "binary").eval(), example, ["image"], ["prob", "logit"])

@@ -207,6 +207,11 @@ def export_ensemble(
     """Export the mean of all folds of ``run_dir`` as one ``fmt`` model at ``out`` (verified)."""
     t0 = time.perf_counter()
     out_path = check_export_target(fmt, out, n_check)
+    if fmt == "onednn":
+        raise ExportError(
+            "a fold ensemble holds every fold's own normaliser in its graph, which a oneDNN program cannot "
+            "express: export the ensemble as torchscript, aoti or onnx, or one fold (--fold K) as onednn"
+        )
     folds = load_all_folds(run_dir)
     first = folds[0]
     raw, scalars, _ = read_test_batch(first, n_check, data)

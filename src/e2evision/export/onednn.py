@@ -123,6 +123,13 @@ class _Lowering:
             raise ExportError(f"onednn export: {node.target} reads a flattened feature map; only a linear layer may")
         raise ExportError(f"onednn export: {node.target} ({node.name}) takes a constant or non-tensor input")
 
+    def tensor(self, arg: Any, node: torch.fx.Node) -> torch.Tensor:
+        """A weight or bias: must be a constant of the model, not computed in the graph."""
+        got = self.env.get(arg.name) if isinstance(arg, torch.fx.Node) else None
+        if not isinstance(got, torch.Tensor):
+            raise ExportError(f"onednn export: {node.target} ({node.name}) has weights computed in the graph")
+        return got
+
     def run(self) -> None:
         for node in self.ep.graph.nodes:
             if node.op == "placeholder":
@@ -174,9 +181,14 @@ class _Lowering:
             self.reshape(node)
         elif t is aten.linear.default:
             src = self.env[a[0].name]
+            if not isinstance(src, Flat) and len(a[0].meta["val"].shape) != 2:
+                raise ExportError(
+                    f"onednn export: {t} ({node.name}) on a {len(a[0].meta['val'].shape)}-d input (a linear layer "
+                    "over the last axis of a feature map) has no oneDNN lowering: export torchscript or aoti"
+                )
             base = src.base if isinstance(src, Flat) else self.value(a[0], node)
-            bias = self.env[a[2].name] if len(a) > 2 and a[2] is not None else None
-            self.emit(node, Op("linear", [base], self.fresh("fc"), {}, self.env[a[1].name], bias))
+            bias = self.tensor(a[2], node) if len(a) > 2 and a[2] is not None else None
+            self.emit(node, Op("linear", [base], self.fresh("fc"), {}, self.tensor(a[1], node), bias))
         elif t in (aten.add.Tensor, aten.add_.Tensor, aten.mul.Tensor, aten.mul_.Tensor):
             self.arith(node)
         elif t in (aten.softmax.int, aten._softmax.default):
@@ -200,12 +212,12 @@ class _Lowering:
             stride, padding, dilation, groups = a[3] or [1], a[4] or [0], a[5] or [1], a[6] or 1
         if isinstance(padding, str):
             raise ExportError(f"onednn export: padding={padding!r} is not supported (give it as numbers)")
-        weight = self.env[a[1].name]
+        weight = self.tensor(a[1], node)
         if weight.dim() != 4:
             raise ExportError(
                 f"onednn export: only 2-d convolutions are supported ({node.name} has a {weight.dim()}-d weight)"
             )
-        bias = self.env[a[2].name] if a[2] is not None else None
+        bias = self.tensor(a[2], node) if a[2] is not None else None
         attrs = {
             "stride": _pair(stride, 1),
             "padding": _pair(padding, 0),
