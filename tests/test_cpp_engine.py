@@ -597,6 +597,34 @@ def test_every_onednn_op_in_the_engine_equals_pytorch(onednn_tool, ts_exports, t
     assert info["backend"] == "onednn"
 
 
+def test_registry_cnns_as_onednn_programs_in_the_engine(onednn_tool, ts_exports, tmp_path):
+    """ResNet-18, VGG-11 (batch norm folded), the simple CNN and LeNet-5 (adaptive pooling to a
+    divisor) through the engine's oneDNN primitives equal PyTorch within 1e-5 (relative to the
+    logits' size), at batch 1 and across chunks."""
+    from test_onednn import LOWERED, images, registry_graph, torch_outputs
+
+    contract = json.loads((ts_exports["resnet15_plain"].parent / "preprocess.json").read_text())
+    x = images(19, seed=3)
+    save_npy(tmp_path / "x.npy", x)
+    for name in LOWERED:
+        graph = registry_graph(name)
+        path = _program_dir(tmp_path / name, contract, graph, ["prob", "logit"], 1)
+        want = torch_outputs(graph, x, ["prob", "logit"])
+        for batch in (19, 1):
+            out = tmp_path / f"{name}_{batch}.npy"
+            proc = run_tool(
+                path,
+                {"image": tmp_path / "x.npy"},
+                {"logit": out},
+                tool=onednn_tool,
+                batch_size=batch,
+                extra=["--no-preprocess"],
+            )
+            assert proc.returncode == 0, (name, proc.stderr)
+            scale = max(1.0, float(np.abs(want["logit"]).max()))
+            np.testing.assert_allclose(np.load(out), want["logit"], rtol=0, atol=TOL * scale, err_msg=name)
+
+
 def test_onednn_export_in_the_engine_and_beside_torchscript(onednn_tool, toy_runs, tmp_path, monkeypatch):
     """A trained ResNet-15 exported as a oneDNN program: the engine on the file and on a directory
     holding it beside the TorchScript export equals PyTorch within 1e-5 on raw inputs (preprocessing

@@ -25,37 +25,65 @@ TOL = 1e-5
 
 class OpZoo(nn.Module):
     """Every op kind and fusion the program has, on a 2×32×32 image: conv (grouped, dilated,
-    strided, bias-less), max and average pooling (padding excluded), a residual add fused into the
-    convolution, an add that cannot be fused, a flattened 8×4×4 map into a linear layer, and
-    element-wise ops both fused (leaky ReLU, tanh, sigmoid, ReLU, GELU then clip) and standalone (SiLU, ELU)."""
+    strided, bias-less), batch norm folded into a conv and standalone, max and average pooling
+    (padding excluded), adaptive pooling to 2×2, the spatial mean, a residual add fused into the
+    convolution, adds that cannot be fused (of feature maps, of linear outputs), a flattened 8×2×2
+    map into a linear layer, and element-wise ops both fused (leaky ReLU, tanh, sigmoid, ReLU, ELU,
+    GELU then clip) and standalone (SiLU)."""
 
     def __init__(self, outputs: int = 3) -> None:
         super().__init__()
         self.c1 = nn.Conv2d(2, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
         self.grouped = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=2)
         self.c2 = nn.Conv2d(8, 8, 3, padding=1)
         self.c3 = nn.Conv2d(8, 8, 1, bias=False)
-        self.fc1 = nn.Linear(8 * 4 * 4, 16)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.fc1 = nn.Linear(8 * 2 * 2, 16)
+        self.gap = nn.Linear(8, 16)
         self.fc2 = nn.Linear(16, outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.c1(x), 0.1)
+        x = F.leaky_relu(self.bn1(self.c1(x)), 0.1)
         x = F.max_pool2d(x, 3, 2, 1)  # 32 -> 16
         y = torch.tanh(self.grouped(x))  # 16 -> 8
         z = F.relu(self.c2(y) + y)
         w = torch.sigmoid(self.c3(z)) + F.silu(z)
-        w = F.elu(F.avg_pool2d(w, 3, 2, 1, count_include_pad=False), alpha=0.5)  # 8 -> 4
-        h = F.hardtanh(F.gelu(self.fc1(w.flatten(1))), -0.5, 0.5)
+        w = F.elu(self.bn2(F.avg_pool2d(w, 3, 2, 1, count_include_pad=False)), alpha=0.5)  # 8 -> 4
+        w = F.adaptive_max_pool2d(w, 2)  # 4 -> 2
+        h = F.hardtanh(F.gelu(self.fc1(w.flatten(1)) + self.gap(z.mean((2, 3)))), -0.5, 0.5)
         return self.fc2(h)
+
+
+def randomise(model: nn.Module, gain: float = 2.0) -> nn.Module:
+    """Larger weights than the default init (``gain``), so that every nonlinearity bends, and
+    batch-norm statistics far from (0, 1), so that folding them changes the weights."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(gain)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    return model
 
 
 def zoo_graph(task: str = "multiclass", seed: int = 0) -> ExportGraph:
     torch.manual_seed(seed)
-    model = OpZoo(3 if task == "multiclass" else 1)
-    with torch.no_grad():  # larger weights than the default init, so that every nonlinearity bends
-        for p in model.parameters():
-            p.mul_(2.0)
+    model = randomise(OpZoo(3 if task == "multiclass" else 1))
     return ExportGraph(nn.Identity(), model, task, target_shift=172.5, target_scale=40.0).eval()
+
+
+#: registry CNNs the program expresses (batch norm folded; adaptive pooling to divisors; timm's mean)
+LOWERED = ["resnet18", "vgg11", "simple_cnn", "lenet5"]
+
+
+def registry_graph(name: str) -> ExportGraph:
+    torch.manual_seed(0)
+    model = randomise(create_model(name, in_chans=2, img_size=(32, 32)), gain=1.0)
+    return ExportGraph(nn.Identity(), model, "binary").eval()
 
 
 def zoo_names(task: str) -> list[str]:
@@ -86,19 +114,27 @@ def test_program_equals_pytorch_and_fuses(task):
     ops = program["ops"]
     kinds = [op["op"] for op in ops]
     convs = [op for op in ops if op["op"] == "conv"]
-    assert len(convs) == 4 and kinds.count("linear") == 2
+    assert len(convs) == 5 and kinds.count("linear") == 3 and "batch_norm" not in json.dumps(program)
     assert [p["mode"] for p in convs[0]["post"]] == ["relu"] and convs[0]["post"][0]["alpha"] == pytest.approx(0.1)
+    model = graph.model
+    folded = model.bn1.weight / torch.sqrt(model.bn1.running_var + model.bn1.eps)
+    np.testing.assert_allclose(
+        tensors[convs[0]["weight"]], (model.c1.weight * folded.view(-1, 1, 1, 1)).detach(), rtol=1e-6
+    )
     assert convs[1]["groups"] == 2 and convs[1]["dilation"] == [2, 2] and convs[1]["stride"] == [2, 2]
     residual = [c for c in convs if c.get("post") and c["post"][0]["mode"] == "sum"]
     assert len(residual) == 1 and [p["mode"] for p in residual[0]["post"]] == ["sum", "relu"]
     assert "bias" not in convs[3] and [p["mode"] for p in convs[3]["post"]] == ["sigmoid"]
-    assert kinds.count("add") == 1  # sigmoid(conv) + silu(z): the conv already has a post-op
+    bn2 = convs[4]  # the standalone batch norm: a 1×1 depthwise convolution, with the ELU fused
+    assert bn2["groups"] == 8 and tensors[bn2["weight"]].shape == (8, 1, 1, 1) and bn2["post"][0]["mode"] == "elu"
+    assert [op["kernel"] for op in ops if op["op"] == "pool"] == [[3, 3], [3, 3], [2, 2]]
+    assert [op["mode"] for op in ops if op["op"] == "global_pool"] == ["avg"]
+    adds = [op for op in ops if op["op"] == "add"]
+    assert len(adds) == 2 and [p["mode"] for p in adds[1]["post"]] == ["gelu", "clip"]
     eltwise = sorted(op["mode"] for op in ops if op["op"] == "eltwise")
-    want_eltwise = {"multiclass": ["elu", "silu"], "binary": ["elu", "sigmoid", "silu"], "regression": ["elu", "silu"]}
-    assert eltwise == want_eltwise[task]
-    fc1, fc2 = [op for op in ops if op["op"] == "linear"]
-    assert [p["mode"] for p in fc1["post"]] == ["gelu", "clip"]
-    assert tensors[fc1["weight"]].shape == (16, 128)  # read as (16, 8, 4, 4) against the 4-d map
+    assert eltwise == (["sigmoid", "silu"] if task == "binary" else ["silu"])
+    fc1, gap, fc2 = [op for op in ops if op["op"] == "linear"]
+    assert tensors[fc1["weight"]].shape == (16, 32)  # read as (16, 8, 2, 2) against the 4-d map
     if task == "regression":  # raw · scale + shift fused into the head, as one linear post-op
         assert [(p["mode"], p["alpha"], p["beta"]) for p in fc2["post"]] == [("linear", 40.0, 172.5)]
     if task == "multiclass":
@@ -213,3 +249,30 @@ def test_layers_the_program_would_get_wrong_are_refused():
         lower(ExportGraph(nn.Identity(), LastAxisLinear(), "binary").eval(), example, ["image"], ["prob", "logit"])
     with pytest.raises(ExportError, match=r"onednn export: the op aten\.mean\.default \(mean\) has no oneDNN lowering"):
         lower(ExportGraph(nn.Identity(), StandardisedConv(), "binary").eval(), example, ["image"], ["prob", "logit"])
+
+
+@pytest.mark.parametrize("name", LOWERED)
+def test_registry_cnns_lower_with_batch_norm_folded(name):
+    graph = registry_graph(name)
+    program, tensors = lower(graph, (torch.from_numpy(images(2)),), ["image"], ["prob", "logit"])
+    kinds = {op["op"] for op in program["ops"]}
+    assert kinds <= {"conv", "linear", "pool", "global_pool", "eltwise", "add"}
+    x = images(4)
+    got = run_program(program, tensors, {"image": x})
+    want = torch_outputs(graph, x, ["prob", "logit"])
+    np.testing.assert_allclose(
+        got["logit"], want["logit"], rtol=0, atol=TOL * max(1.0, float(np.abs(want["logit"]).max()))
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("efficientnet_b0", "of two feature maps is not supported"),  # squeeze-excitation's product
+        ("inception", r"aten\.cat\.default"),
+        ("alexnet", r"pools 3×3 to 6×6 \(only to sizes that divide the input\)"),
+    ],
+)
+def test_registry_cnns_the_program_cannot_express(name, why):
+    with pytest.raises(ExportError, match=why):
+        lower(registry_graph(name), (torch.from_numpy(images(2)),), ["image"], ["prob", "logit"])

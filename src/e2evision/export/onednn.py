@@ -6,12 +6,14 @@ preprocess.json, and a list of ops on named values. The C++ backend builds one o
 op on pre-packed weights (cpp/src/onednn_backend.cpp); that is what makes a small CNN's batch-1
 call faster there than through TorchScript or onnxruntime (docs/deployment.md, "Latency").
 
-Ops: ``conv`` (2-d, any stride/padding/dilation/groups), ``linear``, ``pool`` (max, avg),
-``global_pool`` (adaptive pooling to 1×1), ``eltwise`` (relu, leaky relu, sigmoid, tanh, silu, gelu,
-elu, clip, linear a·x+b), ``softmax``, ``add``. The lowering fuses what oneDNN fuses: an element-wise
-op into the conv/linear/add before it, and a residual ``conv(x) + y`` into the convolution (a sum
-post-op). Anything else (attention, crops, test-time flips, scalar inputs) is refused with the op
-named, so only models the program can express are exported; the export is then verified like every
+Ops: ``conv`` (2-d, any stride/padding/dilation/groups), ``linear``, ``pool`` (max, avg; also
+adaptive pooling to sizes that divide the input), ``global_pool`` (adaptive pooling to 1×1, the
+spatial mean), ``eltwise`` (relu, leaky relu, sigmoid, tanh, silu, gelu, elu, clip, linear a·x+b),
+``softmax``, ``add``. Inference batch norm is folded into the convolution before it, or becomes a
+1×1 depthwise convolution. The lowering fuses what oneDNN fuses: an element-wise op into the
+conv/linear/add before it, and a residual ``conv(x) + y`` into the convolution (a sum post-op).
+Anything else (attention, concatenation, products of feature maps, crops, test-time flips, scalar
+inputs) is refused with the op named, so only models the program can express are exported; the export is then verified like every
 other format, by running the program (with PyTorch's ops, :func:`run_program`) against the training
 module within 1e-5, and the engine's oneDNN kernels by ``e2evision verify-cpp``.
 """
@@ -170,13 +172,11 @@ class _Lowering:
         elif t in (aten.max_pool2d.default, aten.avg_pool2d.default):
             self.pool(node)
         elif t in (aten.adaptive_max_pool2d.default, aten.adaptive_avg_pool2d.default):
-            if _pair(a[1], 1) != [1, 1]:
-                raise ExportError(f"onednn export: adaptive pooling to {a[1]} (only to 1×1) is not supported")
-            mode = "max" if t is aten.adaptive_max_pool2d.default else "avg"
-            op = Op("global_pool", [self.value(a[0], node)], self.fresh("gpool"), {"mode": mode})
-            self.emit(node, op)
-            if mode == "max":  # (values, indices): the indices are never read by an inference graph
-                self.env[node.name] = (op.dst, None)
+            self.adaptive_pool(node)
+        elif t is aten.mean.dim:
+            self.mean(node)
+        elif t in (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default):
+            self.batch_norm(node)
         elif t in RESHAPES:
             self.reshape(node)
         elif t is aten.linear.default:
@@ -225,6 +225,70 @@ class _Lowering:
             "groups": int(groups),
         }
         self.emit(node, Op("conv", [self.value(a[0], node)], self.fresh("conv"), attrs, weight, bias))
+
+    def adaptive_pool(self, node: torch.fx.Node) -> None:
+        """To 1×1: a global pooling; to k×k from a map whose sides k divides: a plain pooling."""
+        mode = "max" if node.target is aten.adaptive_max_pool2d.default else "avg"
+        h, w = (int(d) for d in node.args[0].meta["val"].shape[-2:])
+        oh, ow = _pair(node.args[1], 1)
+        src = self.value(node.args[0], node)
+        if (oh, ow) == (1, 1):
+            op = Op("global_pool", [src], self.fresh("gpool"), {"mode": mode})
+        elif h % oh == 0 and w % ow == 0:
+            k = [h // oh, w // ow]
+            op = Op("pool", [src], self.fresh("pool"), {"mode": mode, "kernel": k, "stride": k, "padding": [0, 0]})
+        else:
+            raise ExportError(
+                f"onednn export: {node.target} ({node.name}) pools {h}×{w} to {oh}×{ow} (only to sizes that "
+                "divide the input): export torchscript or aoti"
+            )
+        self.emit(node, op)
+        if mode == "max":  # (values, indices): the indices are never read by an inference graph
+            self.env[node.name] = (op.dst, None)
+
+    def mean(self, node: torch.fx.Node) -> None:
+        """The mean over both spatial axes (timm's global average pooling)."""
+        rank = len(node.args[0].meta["val"].shape)
+        dims = sorted(int(d) % rank for d in node.args[1])
+        keepdim = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
+        if rank != 4 or dims != [2, 3]:
+            raise ExportError(
+                f"onednn export: {node.target} ({node.name}) over axes {dims} (only the two spatial ones)"
+            )
+        op = Op("global_pool", [self.value(node.args[0], node)], self.fresh("gpool"), {"mode": "avg"})
+        self.emit(node, op)
+        if not keepdim:  # (N, C): only a linear layer may read it
+            self.env[node.name] = Flat(op.dst)
+
+    def batch_norm(self, node: torch.fx.Node) -> None:
+        """Inference batch norm, folded into the convolution before it when that is its only reader
+        (in float64, then float32), else a 1×1 depthwise convolution: a per-channel a·x + b."""
+        a = list(node.args)
+        if node.target is aten.batch_norm.default:
+            x, gamma, beta, mean, var, training, eps = a[0], a[1], a[2], a[3], a[4], a[5], a[7]
+            if training:
+                raise ExportError(f"onednn export: {node.name} is a batch norm in training mode")
+        else:
+            x, gamma, beta, mean, var, eps = a[0], a[1], a[2], a[3], a[4], a[6]
+        mu, var = self.tensor(mean, node).double(), self.tensor(var, node).double()
+        g = self.tensor(gamma, node).double() if gamma is not None else torch.ones_like(mu)
+        b = self.tensor(beta, node).double() if beta is not None else torch.zeros_like(mu)
+        scale = g / torch.sqrt(var + float(eps))
+        shift = b - mu * scale
+        producer = self.ops[-1] if self.ops else None
+        src = self.value(x, node)
+        fold = producer is not None and producer.op == "conv" and producer.dst == src and not producer.post
+        if fold and isinstance(x, torch.fx.Node) and len(x.users) == 1:
+            w = producer.weight.double() * scale.view(-1, 1, 1, 1)
+            bias = producer.bias.double() * scale + shift if producer.bias is not None else shift
+            producer.weight, producer.bias = w.float(), bias.float()
+            self.env[node.name] = producer.dst
+        else:
+            c = scale.numel()
+            attrs = {"stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": c}
+            self.emit(node, Op("conv", [src], self.fresh("bn"), attrs, scale.float().view(c, 1, 1, 1), shift.float()))
+        if node.target is not aten.batch_norm.default:  # (out, mean, invstd) tuple
+            self.env[node.name] = (self.env[node.name], None, None)
 
     def pool(self, node: torch.fx.Node) -> None:
         a = list(node.args) + [None] * 7
