@@ -68,7 +68,7 @@ def predict(
     model: Annotated[
         Path,
         typer.Argument(
-            help="A finished run directory, or an exported model (.onnx, .pt, .pt2) with preprocess.json beside it."
+            help="A finished run directory, or an exported model (.onnx, .pt, .pt2, .onednn) with preprocess.json beside it."
         ),
     ],
     data: Annotated[list[Path], typer.Option("--data", help="Files, patterns or directories to score (repeatable).")],
