@@ -276,3 +276,27 @@ def test_registry_cnns_lower_with_batch_norm_folded(name):
 def test_registry_cnns_the_program_cannot_express(name, why):
     with pytest.raises(ExportError, match=why):
         lower(registry_graph(name), (torch.from_numpy(images(2)),), ["image"], ["prob", "logit"])
+
+
+def test_arithmetic_by_numbers_and_trivial_views_lower():
+    """x·a + b, x − s and x / s by numbers become one merged a·x + b post-op on the layer before;
+    a view to the same shape is no op."""
+
+    class Affine(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 1)
+
+        def forward(self, x):
+            y = self.conv(x).view(x.shape[0], 4, 32, 32)
+            y = F.adaptive_avg_pool2d(torch.relu(y), 1).flatten(1)
+            return (self.fc(y) - 0.25) / 4.0 * 3.0 + 1.0
+
+    graph = ExportGraph(nn.Identity(), Affine(), "regression").eval()
+    program, tensors = lower(graph, (torch.from_numpy(images(2)),), ["image"], ["value"])
+    fc = [op for op in program["ops"] if op["op"] == "linear"][0]
+    assert [p["mode"] for p in fc["post"]] == ["linear"] and len(program["ops"]) == 3
+    x = images(5)
+    got = run_program(program, tensors, {"image": x})["value"]
+    np.testing.assert_allclose(got, torch_outputs(graph, x, ["value"])["value"], rtol=1e-6, atol=TOL)

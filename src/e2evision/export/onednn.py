@@ -191,6 +191,15 @@ class _Lowering:
             self.emit(node, Op("linear", [base], self.fresh("fc"), {}, self.tensor(a[1], node), bias))
         elif t in (aten.add.Tensor, aten.add_.Tensor, aten.mul.Tensor, aten.mul_.Tensor):
             self.arith(node)
+        elif t in (aten.sub.Tensor, aten.div.Tensor) and not isinstance(a[1], torch.fx.Node):
+            s = float(a[1])  # by a number: x - s, x / s as a·x + b
+            alpha = float(k.get("alpha", 1.0))
+            attrs = (
+                {"mode": "linear", "alpha": 1.0, "beta": -s * alpha}
+                if t is aten.sub.Tensor
+                else {"mode": "linear", "alpha": 1.0 / s, "beta": 0.0}
+            )
+            self.emit(node, Op("eltwise", [self.value(a[0], node)], self.fresh("affine"), attrs))
         elif t in (aten.softmax.int, aten._softmax.default):
             rank = len(node.args[0].meta["val"].shape)
             axis = int(a[1]) % rank
@@ -319,7 +328,8 @@ class _Lowering:
                 f"onednn export: {node.target} ({node.name}) changes the batch axis ({tuple(shape_in)} -> {tuple(shape_out)})"
             )
         got = self.env[src.name]
-        if isinstance(got, Flat) or len(shape_in) <= 2:
+        same = tuple(int(d) for d in shape_in[1:]) == tuple(int(d) for d in shape_out[1:])
+        if same or (len(shape_in) <= 2 and len(shape_out) <= 2) or (isinstance(got, Flat) and len(shape_out) == 2):
             self.env[node.name] = got  # a row-major view of the same rows
         elif len(shape_out) == 2:
             self.env[node.name] = Flat(self.value(src, node))
