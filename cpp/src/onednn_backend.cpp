@@ -354,11 +354,16 @@ class Builder {
     return dst;
   }
 
-  static void scratch(Step& step, const memory::desc& md) {
-    step.scratchpad = md.get_size();
-    step.scratchpad_md = md;
+  // The end of every op's step: its scratchpad, the step itself, and the layout of what it wrote.
+  template <typename PrimitiveDesc>
+  void finish(Plan& plan, int i, const OpSpec& op, Step step, const PrimitiveDesc& pd) {
+    step.scratchpad = pd.scratchpad_desc().get_size();
+    step.scratchpad_md = pd.scratchpad_desc();
+    plan.steps.push_back(std::move(step));
+    setDst(plan, i, op, pd.dst_desc());
   }
 
+  // The op's post-ops, and a scratchpad the caller provides (one buffer per workspace).
   dnnl::primitive_attr attrFor(const OpSpec& op) {
     dnnl::post_ops po;
     for (const auto& p : op.post) {
@@ -433,9 +438,7 @@ class Builder {
       step.value_args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, op.dst}};
       step.const_args.push_back({DNNL_ARG_WEIGHTS, packed(i, pd.weights_desc(), *op.weight, wdims)});
       if (op.bias) step.const_args.push_back({DNNL_ARG_BIAS, packed(biasSlot(i), b_md, *op.bias, {oc})});
-      scratch(step, pd.scratchpad_desc());
-      plan.steps.push_back(std::move(step));
-      setDst(plan, i, op, pd.dst_desc());
+      finish(plan, i, op, std::move(step), pd);
     } else if (op.kind == "linear") {
       const auto& ws = op.weight->shape;
       int64_t per_row = 1;
@@ -458,9 +461,7 @@ class Builder {
       step.value_args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, op.dst}};
       step.const_args.push_back({DNNL_ARG_WEIGHTS, packed(i, pd.weights_desc(), *op.weight, wdims)});
       if (op.bias) step.const_args.push_back({DNNL_ARG_BIAS, packed(biasSlot(i), b_md, *op.bias, {ws[0]})});
-      scratch(step, pd.scratchpad_desc());
-      plan.steps.push_back(std::move(step));
-      setDst(plan, i, op, pd.dst_desc());
+      finish(plan, i, op, std::move(step), pd);
     } else if (op.kind == "pool" || op.kind == "global_pool") {
       if (d.size() != 4) throw ModelFileError(prog_.path() + ": ops[" + std::to_string(i) + "] pooling needs a 4-d input");
       const memory::dims kernel = op.kind == "global_pool" ? memory::dims{d[2], d[3]} : op.kernel;
@@ -468,45 +469,34 @@ class Builder {
       const memory::dims pad = op.kind == "global_pool" ? memory::dims{0, 0} : op.padding;
       const int64_t oh = (d[2] + 2 * pad[0] - kernel[0]) / stride[0] + 1, ow = (d[3] + 2 * pad[1] - kernel[1]) / stride[1] + 1;
       memory::desc dst_md({d[0], d[1], oh, ow}, DType::f32, Tag::any);
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      const dnnl::primitive_attr attr = attrFor(op);
       dnnl::pooling_forward::primitive_desc pd(dnnl::pooling_forward::desc(fwd, op.alg, in, dst_md, stride, kernel, pad, pad), attr, eng_);
       step.prim = dnnl::pooling_forward(pd);
       step.value_args = {{DNNL_ARG_SRC, op.src[0]}, {DNNL_ARG_DST, op.dst}};
-      scratch(step, pd.scratchpad_desc());
-      plan.steps.push_back(std::move(step));
-      setDst(plan, i, op, pd.dst_desc());
+      finish(plan, i, op, std::move(step), pd);
     } else if (op.kind == "eltwise") {
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      const dnnl::primitive_attr attr = attrFor(op);
       dnnl::eltwise_forward::primitive_desc pd(dnnl::eltwise_forward::desc(fwd, op.alg, in, op.alpha, op.beta), attr, eng_);
       step.prim = dnnl::eltwise_forward(pd);
       step.value_args = {{DNNL_ARG_SRC, op.src[0]}, {DNNL_ARG_DST, op.dst}};
-      scratch(step, pd.scratchpad_desc());
-      plan.steps.push_back(std::move(step));
-      setDst(plan, i, op, pd.dst_desc());
+      finish(plan, i, op, std::move(step), pd);
     } else if (op.kind == "softmax") {
       if (op.axis < 0 || op.axis >= static_cast<int>(d.size()))
         throw ModelFileError(prog_.path() + ": ops[" + std::to_string(i) + "] softmax axis out of range");
       const memory::desc plain = plainDesc(d);
       const int src = source(plan, op.src[0], plain);
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      const dnnl::primitive_attr attr = attrFor(op);
       dnnl::softmax_forward::primitive_desc pd(dnnl::softmax_forward::desc(fwd, plain, op.axis), attr, eng_);
       step.prim = dnnl::softmax_forward(pd);
       step.value_args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, op.dst}};
-      scratch(step, pd.scratchpad_desc());
-      plan.steps.push_back(std::move(step));
-      setDst(plan, i, op, pd.dst_desc());
+      finish(plan, i, op, std::move(step), pd);
     } else {  // add
       const int b = source(plan, op.src[1], in);
-      dnnl::primitive_attr attr = attrFor(op);
+      const dnnl::primitive_attr attr = attrFor(op);
       dnnl::binary::primitive_desc pd(dnnl::binary::desc(algorithm::binary_add, in, in, in), attr, eng_);
       step.prim = dnnl::binary(pd);
       step.value_args = {{DNNL_ARG_SRC_0, op.src[0]}, {DNNL_ARG_SRC_1, b}, {DNNL_ARG_DST, op.dst}};
-      scratch(step, pd.scratchpad_desc());
-      plan.steps.push_back(std::move(step));
-      setDst(plan, i, op, pd.dst_desc());
+      finish(plan, i, op, std::move(step), pd);
     }
   }
 
